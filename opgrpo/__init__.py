@@ -1,0 +1,1 @@
+"""OP-GRPO: Overton-pluralistic GRPO."""
