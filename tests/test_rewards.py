@@ -403,3 +403,33 @@ def test_real_minilm_end_to_end(minilm):
     for a, b in zip(out, single):
         assert {k: a[k] for k in ("coverage", "uniqueness", "format", "tag")} == {
             k: b[k] for k in ("coverage", "uniqueness", "format", "tag")}
+
+
+# ----------------------------------------------------------------------------- real TRL
+@pytest.mark.slow
+def test_one_grpo_step_with_our_callables(tmp_path, minilm):
+    """trl.GRPOTrainer accepts the component callables and weights, and logs rewards/<name>/mean."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from opgrpo.offline import smollm_path
+
+    tok = AutoTokenizer.from_pretrained(smollm_path())
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         pad_token_id=tok.pad_token_id or tok.eos_token_id))
+    r = refs(3)
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Is lying OK, case {i}?"}],
+                               "situation": f"Is lying OK, case {i}?", "references": r} for i in range(2)])
+    funcs = make_reward_functions(minilm, RewardConfig())
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=8, max_steps=1, logging_steps=1, report_to=[], use_cpu=True,
+                      reward_weights=reward_weights(RewardConfig()), save_strategy="no")
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tok)
+    trainer.train()
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    for name in ("coverage", "uniqueness", "format", "tag"):
+        assert f"rewards/{name}/mean" in logged
+    assert "op/coverage_rate" in logged
+    assert funcs[0].scorer.stats()["calls"] == 1 and funcs[0].scorer.stats()["memo_hits"] == 3
