@@ -41,17 +41,17 @@ import numpy as np
 from opgrpo.perspectives import parse_reference, split_perspective_sentences
 
 __all__ = [
-    "Perspective",
-    "Item",
+    "SPLIT_NAMES",
     "DataError",
     "DataFormatError",
-    "load_items",
-    "train_val_split",
-    "SPLIT_NAMES",
-    "split_name",
-    "split_by_count",
-    "sample_data_path",
+    "Item",
+    "Perspective",
     "items_to_records",
+    "load_items",
+    "sample_data_path",
+    "split_by_count",
+    "split_name",
+    "train_val_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ FORMATS = ("auto", "csv", "jsonl", "hf_disk", "hf")
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _STARTS_WITH_PHRASE = re.compile(r"\s*(?:From|In) the perspective of ", re.IGNORECASE)
+_NAME_STOP = re.compile(r"[,.\n]")
 _HUB_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
 _SAMPLE_DIR = Path(__file__).resolve().parent / "data"
 
@@ -128,10 +129,12 @@ class _RowError(Exception):
 
 # --------------------------------------------------------------------------------------------- rows
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, field: str) -> str | None:
     """A field as stripped text, None when absent/empty (NaN counts as absent)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise _RowError(field, f"expected text, got {type(value).__name__}")
     text = value if isinstance(value, str) else str(value)
     return text.strip() or None
 
@@ -148,13 +151,14 @@ def _check_utf8(field: str, text: str) -> None:
 
 
 def _parse_answer(answer: str) -> list[Perspective]:
-    pieces = split_perspective_sentences(answer)
+    pieces = split_perspective_sentences(answer.replace("\r\n", "\n").replace("\r", "\n"))
     out: list[Perspective] = []
     for k, piece in enumerate(pieces, 1):
         name, text = parse_reference(piece) if _STARTS_WITH_PHRASE.match(piece) else (None, piece)
         short = piece if len(piece) <= 60 else piece[:57] + "..."
         if name is None:
-            raise _RowError("answer", f"line {k} of {len(pieces)} does not start with 'In the perspective of <Name>,': {short!r}")
+            raise _RowError("answer", f"line {k} of {len(pieces)} does not start with "
+                                      f"'In the perspective of <Name>,': {short!r}")
         if not name:
             raise _RowError("answer", f"line {k} of {len(pieces)} has an empty perspective name: {short!r}")
         if not text:
@@ -183,12 +187,20 @@ def _parse_perspective_list(value: Any) -> list[Perspective]:
                 raise _RowError(f"perspectives[{k}]", e.message) from None
             continue
         if not isinstance(entry, Mapping):
-            raise _RowError(f"perspectives[{k}]", f"expected {{name, text}} or a reference line, got {type(entry).__name__}")
-        for key in ("name", "text"):
-            if _text(entry.get(key)) is None:
+            raise _RowError(f"perspectives[{k}]",
+                            f"expected {{name, text}} or a reference line, got {type(entry).__name__}")
+        name, text = (_text(entry.get(key), f"perspectives[{k}].{key}") for key in ("name", "text"))
+        for key, got in (("name", name), ("text", text)):
+            if got is None:
                 raise _RowError(f"perspectives[{k}].{key}", "missing or empty")
-            _check_utf8(f"perspectives[{k}].{key}", str(entry[key]))
-        out.append(Perspective(str(entry["name"]).strip(), str(entry["text"]).strip()))
+            _check_utf8(f"perspectives[{k}].{key}", got)
+        # the reference line must read back as this one perspective (the reward re-parses it)
+        if _NAME_STOP.search(name):
+            raise _RowError(f"perspectives[{k}].name", f"{name!r} contains ',', '.' or a line break")
+        perspective = Perspective(name, text.replace("\r\n", "\n"))
+        if len(split_perspective_sentences(perspective.line)) != 1:
+            raise _RowError(f"perspectives[{k}].text", "contains a line starting with the perspective phrase")
+        out.append(perspective)
     if not out:
         raise _RowError("perspectives", "empty list")
     return out
@@ -212,10 +224,11 @@ def _declared_count(value: Any) -> int | None:
     return int(number)
 
 
-def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str, strict: bool) -> tuple[Item, DataError | None]:
+def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str,
+                 strict: bool) -> tuple[Item, DataError | None]:
     """Build an Item from one row; raises _RowError when the row is unusable."""
     situation_key = "prompt" if "prompt" in row else "situation"
-    situation = _text(row.get(situation_key))
+    situation = _text(row.get(situation_key), situation_key)
     if situation is None:
         raise _RowError(situation_key, "missing or empty situation")
     _check_utf8(situation_key, situation)
@@ -226,14 +239,14 @@ def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str, st
     if listed is not None and listed != [] and listed != "":
         perspectives = _parse_perspective_list(listed)
     else:
-        answer = _text(row.get("answer"))
+        answer = _text(row.get("answer"), "answer")
         if answer is None:
             field_name = "answer" if "answer" in row or "perspectives" not in row else "perspectives"
             raise _RowError(field_name, "missing or empty answer")
         _check_utf8("answer", answer)
         perspectives = _parse_answer(answer)
 
-    item_id = _text(row.get("id"))
+    item_id = _text(row.get("id"), "id")
     if item_id is not None:
         _check_utf8("id", item_id)
     item = Item(item_id or f"{stem}:{rownum}", situation, perspectives, f"{source}:{rownum}")
@@ -316,7 +329,8 @@ def _csv_rows(path: Path, source: str) -> Iterator[tuple[int, Mapping[str, Any] 
         except StopIteration:
             return
         except csv.Error as e:  # cannot resynchronise after a broken record
-            yield rownum + 1, _RowError("row", f"unreadable CSV record near line {reader.line_num}: {e}; rest of file not read")
+            yield rownum + 1, _RowError("row", f"unreadable CSV record near line {reader.line_num}: {e}; "
+                                               "rest of file not read")
             return
         rownum += 1
         if not any(v.strip() for v in values):
@@ -357,8 +371,7 @@ def _hf_rows(dataset: Any, source: str) -> Iterator[tuple[int, Mapping[str, Any]
         if not columns.intersection(required):
             raise DataFormatError(DataError(source, None, required[0],
                                             f"no column {required[0]!r} in {sorted(columns)}"))
-    for rownum, row in enumerate(dataset, 1):
-        yield rownum, row
+    yield from enumerate(dataset, 1)
 
 
 def _pick_split(dataset: Any, split: str | None, source: str) -> Any:
