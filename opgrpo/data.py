@@ -420,6 +420,8 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
     if not p.exists() and not (format == "hf" or (format == "auto" and looks_like_hub_id)):
         raise FileNotFoundError(f"data file not found: {source}")
     fmt = _guess_format(p) if format == "auto" else format
+    if fmt == "hf" and p.is_dir() and _guess_format(p) == "hf_disk":  # "hf" covers save_to_disk output too
+        fmt = "hf_disk"
     stem = p.stem if p.suffix.lower() in {".csv", *_JSONL_SUFFIXES} else p.name
     if split is not None and fmt in ("csv", "jsonl"):
         logger.info("split=%r ignored for the %s file %s", split, fmt, source)

@@ -210,6 +210,8 @@ def test_hf_save_to_disk_dataset_and_dict(tmp_path):
     with pytest.raises(DataFormatError, match=r"one: row 2: field 'answer'"):
         load_items(tmp_path / "one", on_error="fail")
 
+    assert [i.id for i in load_items(tmp_path / "one", format="hf")[0]] == ["one:1"]
+
     DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(DataFormatError, match="several splits"):
         load_items(tmp_path / "dd")
