@@ -1,0 +1,237 @@
+"""SFT warm start: teach the policy the OP-GRPO response layout before RL.
+
+Each training item becomes one conversational prompt/completion pair: the prompt is the *implicit* chat prompt
+(it never asks for perspectives), the completion is the item's reference perspectives in the target layout::
+
+    <core perspectives>
+    In the perspective of A, ...
+    In the perspective of B, ...
+    </core perspectives>
+
+    <summary>
+    <short text naming every perspective>
+    </summary>
+
+The summary names every perspective so that the format reward's summary penalty is 0 on SFT targets. TRL's
+``SFTTrainer`` computes the loss on the completion tokens only (prompt/completion datasets). Paper preset: 1 epoch,
+lr 1e-5 cosine, 10% warmup, global batch 256, max length 1300.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from opgrpo.prompts import chat_prompt
+from opgrpo.train_common import (
+    LoraSettings,
+    as_peft_config,
+    load_tokenizer,
+    model_init_kwargs,
+    resolve_bf16,
+    resume_checkpoint,
+    save_final,
+    train_metrics,
+    world_size,
+)
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_TEMPLATE = (
+    "This situation has to be weighed from several perspectives: {names}. "
+    "Each of them captures something that matters here, and a balanced judgement takes all of them into account."
+)
+
+
+def _names(item) -> list[str]:
+    return [p.name.strip() for p in item.perspectives if p.name and p.name.strip()]
+
+
+def _join_names(names: list[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def sft_target(item, summary: str = "template") -> str:
+    """The assistant message an SFT example teaches for ``item`` (the SPEC target layout).
+
+    ``summary="template"`` uses ``SUMMARY_TEMPLATE``; any other string containing ``{names}`` is used as the
+    summary template instead (``{names}`` = the perspective names joined as "A, B and C").
+    """
+    if summary == "template":
+        template = SUMMARY_TEMPLATE
+    elif "{names}" in summary:
+        template = summary
+    else:
+        raise ValueError(f"summary must be 'template' or a format string containing '{{names}}', got {summary!r}")
+    lines = [line.strip() for line in item.references if line and line.strip()]
+    if not lines:
+        raise ValueError(f"item {getattr(item, 'id', '?')!r} has no reference perspectives to build an SFT target")
+    names = _names(item)
+    text = template.format(names=_join_names(names)).strip()
+    core = "\n".join(lines)
+    return f"<core perspectives>\n{core}\n</core perspectives>\n\n<summary>\n{text}\n</summary>"
+
+
+def build_sft_dataset(items: Iterable, summary: str = "template"):
+    """A ``datasets.Dataset`` in TRL's conversational prompt/completion form (loss on the completion only).
+
+    Columns: ``prompt`` (implicit chat prompt messages), ``completion`` ([assistant message]). Items without
+    references are skipped (logged).
+    """
+    from datasets import Dataset
+
+    prompts, completions, skipped = [], [], 0
+    for item in items:
+        if not any(line.strip() for line in item.references):
+            skipped += 1
+            continue
+        prompts.append(chat_prompt(item.situation, "implicit"))
+        completions.append([{"role": "assistant", "content": sft_target(item, summary)}])
+    if skipped:
+        logger.warning("SFT: skipped %d items without reference perspectives", skipped)
+    if not prompts:
+        raise ValueError("no SFT examples: every item lacks reference perspectives")
+    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+@dataclass
+class SFTSettings:
+    """SFT warm-start settings; defaults are the paper preset."""
+
+    epochs: float = 1.0
+    """Passes over the training items (SFTConfig.num_train_epochs)."""
+    lr: float = 1e-5
+    """Peak learning rate (SFTConfig.learning_rate)."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule (SFTConfig.lr_scheduler_type)."""
+    warmup_ratio: float = 0.1
+    """Share of the training steps spent in linear warmup (SFTConfig.warmup_steps as a ratio in [0, 1))."""
+    global_batch_size: int = 256
+    """Examples per optimizer step across all processes; gradient accumulation = this / (per-device batch x world)."""
+    per_device_batch_size: int = 4
+    """Examples per forward pass on one process (SFTConfig.per_device_train_batch_size)."""
+    max_length: int = 1300
+    """Longest tokenised prompt + completion; longer examples are truncated (SFTConfig.max_length)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run ``epochs``)."""
+    logging_steps: int = 10
+    """Log every N optimizer steps."""
+    save_steps: int = 500
+    """Checkpoint every N optimizer steps."""
+    save_total_limit: int = 2
+    """Keep at most this many checkpoints (-1: keep all)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    bf16: str = "auto"
+    """bf16 mixed precision: ``auto`` (on where CUDA supports it), ``true`` or ``false``."""
+    seed: int = 42
+    """Random seed (data order, dropout)."""
+    summary: str = "template"
+    """Summary text of the SFT targets: ``template`` or a format string with ``{names}``."""
+
+
+def sft_config(
+    settings: SFTSettings,
+    output_dir: str | os.PathLike,
+    *,
+    world_size: int = 1,
+    report_to: Sequence[str] = (),
+    deepspeed: str = "",
+    model_kwargs: dict[str, Any] | None = None,
+):
+    """The ``trl.SFTConfig`` for ``settings``; raises ValueError naming the offending key.
+
+    ``deepspeed``: path of a DeepSpeed JSON config ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``.
+    """
+    from trl import SFTConfig
+
+    s = settings
+    per_step = s.per_device_batch_size * world_size
+    if s.per_device_batch_size <= 0:
+        raise ValueError(f"sft.per_device_batch_size must be positive, got {s.per_device_batch_size}")
+    if s.global_batch_size <= 0 or s.global_batch_size % per_step:
+        raise ValueError(
+            f"sft.global_batch_size ({s.global_batch_size}) must be a positive multiple of "
+            f"sft.per_device_batch_size x world size ({s.per_device_batch_size} x {world_size} = {per_step})"
+        )
+    if not 0.0 <= s.warmup_ratio < 1.0:
+        raise ValueError(f"sft.warmup_ratio must be in [0, 1), got {s.warmup_ratio}")
+    if s.lr <= 0:
+        raise ValueError(f"sft.lr must be positive, got {s.lr}")
+    if s.max_length <= 0:
+        raise ValueError(f"sft.max_length must be positive, got {s.max_length}")
+    if s.epochs <= 0 and s.max_steps <= 0:
+        raise ValueError("sft.epochs must be positive (or set sft.max_steps)")
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.lr,
+        lr_scheduler_type=s.scheduler,
+        warmup_steps=s.warmup_ratio,
+        per_device_train_batch_size=s.per_device_batch_size,
+        gradient_accumulation_steps=s.global_batch_size // per_step,
+        max_length=s.max_length,
+        completion_only_loss=True,
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
+        activation_checkpointing=s.gradient_checkpointing,
+        bf16=resolve_bf16(s.bf16, "sft.bf16"),
+        seed=s.seed,
+        report_to=list(report_to) or "none",
+        deepspeed=deepspeed or None,
+        model_init_kwargs=model_kwargs or None,
+    )
+
+
+def run_sft(
+    model_path: str | os.PathLike,
+    train_items: Sequence,
+    settings: SFTSettings,
+    output_dir: str | os.PathLike,
+    *,
+    peft: LoraSettings | None = None,
+    report_to: Sequence[str] = (),
+    resume: bool = False,
+    callbacks: Sequence = (),
+    deepspeed: str = "",
+    chat_template: str = "",
+    dtype: str = "",
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model_path`` on the SFT targets of ``train_items``; save to ``output_dir/final``; return metrics.
+
+    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed JSON path ("" = off).
+    ``chat_template``: Jinja string or .jinja path overriding the tokenizer's ("" = its own). ``dtype``: weights
+    dtype for loading ("" = TRL's float32). ``resume``: continue from the last checkpoint in ``output_dir``.
+    """
+    from trl import SFTTrainer
+
+    from opgrpo.callbacks import MetricsJsonlCallback
+
+    output_dir = Path(output_dir)
+    args = sft_config(
+        settings, output_dir, world_size=world_size(), report_to=report_to, deepspeed=deepspeed,
+        model_kwargs=model_init_kwargs(dtype, trust_remote_code),
+    )
+    tokenizer = load_tokenizer(model_path, chat_template, trust_remote_code)
+    dataset = build_sft_dataset(train_items, settings.summary)
+    trainer = SFTTrainer(
+        model=str(model_path),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=as_peft_config(peft),
+        callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
+    )
+    output = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, resume))
+    final = save_final(trainer, output_dir)
+    metrics = train_metrics(output, trainer)
+    metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings))
+    return metrics
