@@ -209,25 +209,32 @@ class SequenceClassificationNLI(EntailmentScorer):
         self.model.to(self.device).eval()
         self.entail_idx = entailment_index(self.model.config.id2label)
         self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length) or max_length)
+        self.chunk_pairs = 0  # pairs tokenised at a time; 0 = max(64 batches, 8192)
 
     def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         import torch
 
-        enc = self.tokenizer([p for p, _ in pairs], [h for _, h in pairs], truncation="longest_first",
-                             max_length=self.max_length)
-        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-        order = sorted(range(len(pairs)), key=lambda i: len(enc["input_ids"][i]), reverse=True)
+        # Token lists of a whole benchmark (~10^6 pairs) would take gigabytes as Python ints, so pairs
+        # are pre-sorted by character length and tokenised in chunks, each sorted exactly by tokens.
+        by_chars = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
+        chunk = self.chunk_pairs or max(self.batch_size * 64, 8192)
         out = np.empty(len(pairs), dtype=np.float64)
         multiple = 8 if self.device.startswith("cuda") else None
         with torch.inference_mode(), self._bar(len(pairs), "NLI") as bar:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                batch = self.tokenizer.pad([{k: enc[k][i] for k in keys} for i in idx], return_tensors="pt",
-                                           pad_to_multiple_of=multiple)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                logits = self.model(**batch).logits.float()
-                out[idx] = torch.softmax(logits, dim=-1)[:, self.entail_idx].cpu().numpy()
-                bar.update(len(idx))
+            for c0 in range(0, len(by_chars), chunk):
+                ids = by_chars[c0:c0 + chunk]
+                enc = self.tokenizer([pairs[i][0] for i in ids], [pairs[i][1] for i in ids],
+                                     truncation="longest_first", max_length=self.max_length)
+                keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+                order = sorted(range(len(ids)), key=lambda j: len(enc["input_ids"][j]), reverse=True)
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    batch = self.tokenizer.pad([{k: enc[k][j] for k in keys} for j in rows], return_tensors="pt",
+                                               pad_to_multiple_of=multiple)
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    logits = self.model(**batch).logits.float()
+                    out[[ids[j] for j in rows]] = torch.softmax(logits, dim=-1)[:, self.entail_idx].cpu().numpy()
+                    bar.update(len(rows))
         return out
 
 

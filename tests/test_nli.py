@@ -183,6 +183,8 @@ def test_sequence_classification_matches_unbatched_forward(tmp_path, minilm_path
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got[0] == got[2]
     assert np.ptp(got) > 0.01  # the pairs really get different scores
+    scorer.chunk_pairs = 2  # several tokenisation chunks: same result
+    np.testing.assert_allclose(scorer.entailment(PAIRS), want, atol=1e-5)
 
 
 def test_sequence_classification_truncates_long_hypothesis(tmp_path, minilm_path):
