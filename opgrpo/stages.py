@@ -1,0 +1,206 @@
+"""The stages of an `opgrpo` run, wired from the composed config to the lower layers.
+
+One function per stage, each reading the config and the `Pipeline` state (paths produced by earlier
+stages of the same run: the fine-tuned estimator, the SFT and GRPO policies) and logging its numbers
+to the run directory. `run_stages` runs `stage`, or every stage of `pipeline` in order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from opgrpo.config import to_object
+from opgrpo.rundir import RunDir
+
+log = logging.getLogger("opgrpo.stages")
+
+
+@dataclass
+class Pipeline:
+    cfg: DictConfig
+    run: RunDir
+    estimator_path: str = ""
+    policy_path: str = ""
+    _cache: dict = field(default_factory=dict)
+
+    # ---- data ---------------------------------------------------------------------------------
+    def _load(self, ref: str, limit: int = -1):
+        from opgrpo.data import load_items
+
+        b = self.cfg.benchmark
+        items, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
+                                   limit=None if limit < 0 else limit)
+        if errors:
+            kept = sum(e.kept for e in errors)
+            log.warning("%s: %d bad row(s) skipped, %d kept with a warning (see data_errors.jsonl)",
+                        ref, len(errors) - kept, kept)
+            with open(self.run.path / "data_errors.jsonl", "a") as fh:
+                for e in errors:
+                    fh.write(json.dumps(e.__dict__) + "\n")
+        self.run.log("data", {Path(ref).name: {"items": len(items), "bad_rows": sum(not e.kept for e in errors)}})
+        return items
+
+    def train_val(self):
+        if "train_val" not in self._cache:
+            from opgrpo.data import train_val_split
+
+            b = self.cfg.benchmark
+            items = self._load(b.train_file, b.max_train_items)
+            self._cache["train_val"] = train_val_split(items, val_fraction=b.val_fraction, seed=b.split_seed)
+        return self._cache["train_val"]
+
+    def test_splits(self) -> dict:
+        if "test" not in self._cache:
+            from opgrpo.data import split_by_count
+
+            b = self.cfg.benchmark
+            if b.test_files:
+                splits = {name: self._load(ref) for name, ref in b.test_files.items()}
+            else:
+                splits = split_by_count(self._load(b.test_file))
+            if b.max_test_items >= 0:
+                splits = {k: v[: b.max_test_items] for k, v in splits.items()}
+            self._cache["test"] = splits
+        return self._cache["test"]
+
+    # ---- models -------------------------------------------------------------------------------
+    def encoder_path(self) -> str:
+        return self.cfg.reward.estimator_path or self.estimator_path or self.cfg.estimator.base_model
+
+    def encoder(self):
+        path = self.encoder_path()
+        if self._cache.get("encoder_path") != path:
+            from sentence_transformers import SentenceTransformer
+
+            from opgrpo.generation import resolve_device
+
+            log.info("reward estimator: %s", path)
+            self._cache["encoder"] = SentenceTransformer(path, device=resolve_device(self.cfg.device))
+            self._cache["encoder_path"] = path
+        return self._cache["encoder"]
+
+    def current_policy(self) -> str:
+        return self.policy_path or self.cfg.model.name_or_path
+
+
+# ---- stages -----------------------------------------------------------------------------------
+def stage_estimator(p: Pipeline) -> None:
+    from opgrpo.estimator import run_estimator_stage
+
+    train, _ = p.train_val()
+    out = run_estimator_stage(train, to_object(p.cfg, "estimator"), p.run.stage_dir("estimator"), device=p.cfg.device)
+    p.estimator_path = str(out["model_path"])
+    p.run.log("estimator", {k: v for k, v in out.items() if k != "model_path"})
+
+
+def _report_to(cfg: DictConfig) -> list[str]:
+    return ["wandb"] if cfg.logger.backend == "wandb" else []
+
+
+def _deepspeed(p: Pipeline) -> str:
+    if not p.cfg.deepspeed.enabled:
+        return ""
+    path = p.run.path / "deepspeed.json"
+    path.write_text(json.dumps(OmegaConf.to_container(p.cfg.deepspeed.config, resolve=True), indent=2))
+    return str(path)
+
+
+def _peft(cfg: DictConfig):
+    from opgrpo.training import lora_config
+
+    return lora_config(to_object(cfg, "model.lora"))
+
+
+def stage_sft(p: Pipeline) -> None:
+    from opgrpo.training import run_sft
+
+    train, _ = p.train_val()
+    out_dir = p.run.stage_dir("sft")
+    metrics = run_sft(p.current_policy(), train, to_object(p.cfg, "trainer.sft"), out_dir, peft=_peft(p.cfg),
+                      report_to=_report_to(p.cfg), resume=p.cfg.resume, deepspeed=_deepspeed(p),
+                      chat_template=p.cfg.model.chat_template)
+    p.policy_path = str(out_dir / "final")
+    p.run.log("sft", metrics)
+
+
+def stage_grpo(p: Pipeline) -> None:
+    from opgrpo.rewards import make_reward_functions, reward_weights
+    from opgrpo.training import run_grpo
+
+    train, val = p.train_val()
+    reward_cfg = to_object(p.cfg, "reward")
+    encoder = p.encoder()
+    out_dir = p.run.stage_dir("grpo")
+    metrics = run_grpo(p.current_policy(), train, make_reward_functions(encoder, reward_cfg), reward_weights(reward_cfg),
+                       to_object(p.cfg, "trainer.grpo"), out_dir, peft=_peft(p.cfg), report_to=_report_to(p.cfg),
+                       resume=p.cfg.resume, deepspeed=_deepspeed(p), chat_template=p.cfg.model.chat_template,
+                       sample_every=p.cfg.logger.sample_completions_every)
+    p.policy_path = str(out_dir / "final")
+    p.run.log("grpo", metrics)
+
+
+def stage_eval(p: Pipeline, name: str = "eval", policy: str | None = None) -> None:
+    from opgrpo.evaluate_run import evaluate
+
+    e = p.cfg.eval
+    policy = policy or e.model_path or p.current_policy()
+    metrics = evaluate(p, policy, p.run.stage_dir(name))
+    p.run.log(name, metrics)
+
+
+def stage_report(p: Pipeline) -> None:
+    from opgrpo.report import build_report
+
+    out = build_report(Path(p.cfg.report.sweep_dir), p.run.stage_dir("report"))
+    p.run.log("report", out)
+
+
+def stage_compare(p: Pipeline) -> None:
+    from opgrpo.evaluation import compare_runs
+
+    labels = list(p.cfg.report.labels) or None
+    out = compare_runs([Path(d) for d in p.cfg.report.run_dirs], p.run.stage_dir("compare"), labels=labels)
+    p.run.log("compare", out)
+
+
+STAGE_FUNCS = {
+    "estimator": stage_estimator,
+    "sft": stage_sft,
+    "grpo": stage_grpo,
+    "eval": stage_eval,
+    "eval_base": lambda p: stage_eval(p, "eval_base", policy=p.cfg.eval.model_path or p.cfg.model.name_or_path),
+    "report": stage_report,
+    "compare": stage_compare,
+}
+
+
+def run_stages(cfg: DictConfig, run: RunDir) -> Pipeline:
+    import numpy as np
+    import torch
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    p = Pipeline(cfg, run)
+    stages = list(cfg.pipeline) if cfg.stage == "pipeline" else [cfg.stage]
+    for name in stages:
+        log.info("=== stage %s ===", name)
+        STAGE_FUNCS[name](p)
+    if cfg.stage == "pipeline":
+        print_summary(p)
+    return p
+
+
+def print_summary(p: Pipeline) -> None:
+    s = p.run.summary
+    lines = [f"run directory: {p.run.path}"]
+    for key in sorted(s):
+        if key.startswith(("estimator/base", "estimator/finetuned", "eval_base/", "eval/")) and isinstance(s[key], float):
+            if key.count("/") <= 3:
+                lines.append(f"  {key:<48} {s[key]:.4f}")
+    print("\n".join(lines))

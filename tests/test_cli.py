@@ -1,0 +1,80 @@
+"""The `opgrpo` entrypoint as a user runs it: --help, start-up errors, from any directory, python -m."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "opgrpo"
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("how", ["script_repo_root", "script_other_dir", "python_m"])
+def test_help_lists_groups_from_anywhere(how, tmp_path):
+    if how == "python_m":
+        cmd, cwd = [sys.executable, "-m", "opgrpo", "--help"], tmp_path
+    else:
+        cmd, cwd = [str(BIN), "--help"], REPO if how == "script_repo_root" else tmp_path
+    res = _run(cmd, cwd)
+    assert res.returncode == 0, res.stderr
+    for group in ("model", "reward", "estimator", "benchmark", "trainer", "eval", "deepspeed", "launcher", "logger",
+                  "experiment", "sweep"):
+        assert f"{group}:" in res.stdout, group
+    assert "cpu_demo" in res.stdout and "stage=" in res.stdout
+
+
+def test_invalid_value_fails_at_startup_naming_key(tmp_path):
+    res = _run([str(BIN), "experiment=cpu_demo", "reward.weights.coverage=-1", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert res.returncode != 0
+    assert "reward.weights.coverage" in res.stderr + res.stdout
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "reward.weights.coverage" in status["error"]
+
+
+def test_unknown_key_fails(tmp_path):
+    res = _run([str(BIN), "experiment=cpu_demo", "reward.nonsense=1"], tmp_path)
+    assert res.returncode != 0 and "reward.nonsense" in res.stderr
+
+
+def _responses_file(tmp_path: Path) -> Path:
+    from opgrpo.data import load_items, sample_data_path, split_by_count
+
+    items, _ = load_items(sample_data_path("test"))
+    chosen = [v[0] for v in split_by_count(items).values()]
+    path = tmp_path / "responses.jsonl"
+    with open(path, "w") as fh:
+        for it in chosen:
+            body = "\n".join(it.references[:3])
+            fh.write(json.dumps({"id": it.id, "response": f"<core perspectives>\n{body}\n</core perspectives>\n\n"
+                                                           f"<summary>\nA summary.\n</summary>"}) + "\n")
+    return path
+
+
+def test_multirun_over_reward_weight_evaluates_responses(tmp_path):
+    """A real two-value multirun: stage=eval on a responses file, with the CPU NLI scorer and MiniLM."""
+    responses = _responses_file(tmp_path)
+    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=eval", f"eval.responses_file={responses}",
+                "reward.weights.coverage=0.1,0.5", f"hydra.sweep.dir={tmp_path}/sweep", "objective=eval/reward/total"],
+               tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    totals = []
+    for sub in ("0", "1"):
+        run = tmp_path / "sweep" / sub
+        assert json.loads((run / "status.json").read_text())["status"] == "completed"
+        summary = json.loads((run / "summary.json").read_text())
+        assert 0.0 <= summary["eval/overall/accuracy"] <= 1.0
+        totals.append(summary["eval/reward/total"])
+        assert (run / "config.yaml").exists() and (run / "eval" / "responses.jsonl").exists()
+    # same responses, coverage weight 0.1 vs 0.5: the total differs exactly by 0.4 * mean coverage
+    cov = json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["eval/reward/coverage"]
+    assert totals[1] - totals[0] == pytest.approx(0.4 * cov, abs=1e-6)
