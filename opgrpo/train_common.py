@@ -111,16 +111,12 @@ def resolve_bf16(value: str | bool, key: str = "bf16") -> bool:
 
 
 def world_size() -> int:
-    """Number of training processes (from accelerate / torchrun environment; 1 for a plain python run)."""
-    from accelerate import PartialState
+    """Number of training processes, from the launcher's environment (accelerate, torchrun, deepspeed set WORLD_SIZE).
 
-    return PartialState().num_processes
-
-
-def is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    Read from the environment rather than from accelerate's PartialState: creating that state here, before the
+    trainer's arguments do, would fix its settings (CPU/DeepSpeed) too early.
+    """
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
