@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List  # noqa: UP035 (typing.List: OmegaConf-friendly schema)
 
 import numpy as np
 
@@ -215,6 +215,9 @@ def train_estimator(base_model: str, triplets: list[Any], config: TrainConfig | 
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_dataset(train),
                                          eval_dataset=_dataset(val) if val else None, loss=loss)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # no raw dict prints on stdout; metrics are returned and logged
     t0 = time.perf_counter()
     out = trainer.train()
     runtime = time.perf_counter() - t0
@@ -300,6 +303,22 @@ def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchC
 
 # --------------------------------------------------------------------------------------------- stage
 
+def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
+    """Resume mining only if triplets.jsonl was mined with the same base model, mining and judge settings."""
+    judge = {k: v for k, v in asdict(cfg.judge).items() if k in ("kind", "model", "base_url", "system_prompt")}
+    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": judge}
+    path = stage_dir / "triplets.meta.json"
+    same = True
+    if path.exists():
+        try:
+            same = json.loads(path.read_text()) == meta
+        except ValueError:
+            same = False
+        if not same:
+            logger.warning("%s was mined with other settings: mining again from scratch", stage_dir / "triplets.jsonl")
+    path.write_text(json.dumps(meta, indent=2))
+    return same
+
 def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None = None,
                         run_dir: Path | str = ".", *, device: str = "auto") -> dict[str, Any]:
     """Mine -> (search) -> train -> evaluate base vs fine-tuned on the held-out triplets.
@@ -315,10 +334,10 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
     model_path = stage_dir / "model"
     dev = _device(device)
     t0 = time.perf_counter()
+    judge = build_judge(cfg.judge, dev)  # first: an unreachable endpoint fails before any model loads
     encoder = SentenceTransformer(str(cfg.base_model), device=dev)
-    judge = build_judge(cfg.judge, dev)
     triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining,
-                                    out_path=stage_dir / "triplets.jsonl", resume=True)
+                                    out_path=stage_dir / "triplets.jsonl", resume=_resumable(stage_dir, cfg))
     if hasattr(judge, "errors"):
         stats["judge_errors"] = int(judge.errors)
     if hasattr(judge, "unparseable"):

@@ -7,12 +7,12 @@ forward pass per batch; ``ChatEndpoint`` asks a server (vLLM, llama.cpp, OpenAI,
 """
 from __future__ import annotations
 
+import http.client
 import inspect
 import json
 import logging
 import os
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -22,6 +22,7 @@ from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # OSError covers URLError, time-outs, resets
 YES_VARIANTS = ("Yes", " Yes", "yes")
 NO_VARIANTS = ("No", " No", "no")
 
@@ -245,7 +246,7 @@ class ChatEndpoint:
             if exc.code >= 500:
                 raise JudgeUnavailable(
                     f"judge endpoint {self.base_url} is failing: {self._scrub(self._reason(exc))}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        except _NETWORK_ERRORS as exc:
             raise JudgeUnavailable(
                 f"judge endpoint {self.base_url} is unreachable: {self._scrub(self._reason(exc))}") from None
         except ValueError:  # answered, but not JSON: still reachable
@@ -268,7 +269,7 @@ class ChatEndpoint:
                     break
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 last = f"malformed response ({type(exc).__name__})"
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+            except _NETWORK_ERRORS as exc:
                 last = self._reason(exc)
             if attempt < self.max_retries and self.retry_backoff > 0:
                 time.sleep(self.retry_backoff * (2 ** attempt))

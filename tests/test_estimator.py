@@ -154,7 +154,7 @@ def test_mining_resume_from_partial_file(tmp_path):
     # judge failures are retried on resume; everything else is done
     judge = FakeJudge()
     _, stats = mine_triplets(items(), FakeEncoder(), judge, CFG, out_path=out)
-    assert stats["resumed"] == 5 and set(p[0] for p in judge.pairs) == {"e1"}
+    assert stats["resumed"] == 5 and {p[0] for p in judge.pairs} == {"e1"}
 
     _, stats = mine_triplets(items(), FakeEncoder(), FakeJudge(), CFG, out_path=out, resume=False)
     assert stats["resumed"] == 0 and len(out.read_text().splitlines()) == 6
@@ -288,3 +288,8 @@ def test_run_estimator_stage_without_triplets_keeps_base(minilm_path, minilm, tm
     assert res["mining"]["skip_no_pair_above_threshold"] == 1 and res["mining"]["skip_too_few_perspectives"] == 1
     kept = SentenceTransformer(res["model_path"], device="cpu")
     np.testing.assert_allclose(kept.encode(["abc"]), minilm.encode(["abc"]), atol=1e-6)
+    # the same settings resume from triplets.jsonl; other mining settings start again
+    assert run_estimator_stage(its, cfg, tmp_path, device="cpu")["mining"]["resumed"] == 2
+    cfg.mining.pair_threshold = -1.0  # every pair is a candidate; "x" has no third sentence for a negative
+    res = run_estimator_stage(its, cfg, tmp_path, device="cpu")
+    assert res["mining"]["resumed"] == 0 and res["mining"]["skip_no_negative"] == 1

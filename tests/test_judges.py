@@ -5,6 +5,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 import torch
@@ -33,8 +34,8 @@ def tiny_llama(tmp_path_factory):
 
 
 PROMPTS = ["Do these match? Answer Yes or No.", "Short.",
-           "A much longer prompt about honesty and duty to family, does it say the same thing as the other "
-           "sentence about loyalty? Answer Yes or No.", "", "Two sentences: one about care, one about harm."]
+           ("A much longer prompt about honesty and duty to family, does it say the same thing as the other "
+            "sentence about loyalty? Answer Yes or No."), "", "Two sentences: one about care, one about harm."]
 
 
 def test_yes_no_token_ids_are_the_single_token_variants(tiny_llama):
@@ -103,8 +104,8 @@ def test_parse_yes_no(reply, expected):
 
 
 class _Stub(BaseHTTPRequestHandler):
-    calls: list = []
-    auth: list = []
+    calls: ClassVar[list] = []
+    auth: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
