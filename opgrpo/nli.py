@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -193,7 +194,6 @@ class SequenceClassificationNLI(EntailmentScorer):
     def __init__(self, model: Any, tokenizer: Any = None, *, batch_size: int = 32, max_length: int = 512,
                  device: str = "auto", dtype: str = "auto", progress: bool = True):
         super().__init__(batch_size, progress)
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = _resolve_device(device)
@@ -253,7 +253,7 @@ class CausalLMNLI(EntailmentScorer):
         self.template = template
 
     @classmethod
-    def from_config(cls, config: NLIConfig) -> "CausalLMNLI":
+    def from_config(cls, config: NLIConfig) -> CausalLMNLI:
         from opgrpo.judges import YesNoLM
 
         judge = YesNoLM(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,

@@ -72,8 +72,8 @@ def reference_probs(path, pairs, index, max_length=512):
 
 PAIRS = [
     ("Lying to a friend damages trust.", "Honesty matters."),
-    ("People have a right to privacy.", "The diary is private and reading it without permission violates her "
-                                        "autonomy, her trust and her sense of safety at home."),
+    ("People have a right to privacy.", ("The diary is private and reading it without permission violates her "
+                                         "autonomy, her trust and her sense of safety at home.")),
     ("Lying to a friend damages trust.", "Honesty matters."),  # duplicate
     ("A", "B"),
     ("Caring for family is a duty.", "You should help your sister move, even if it costs a weekend."),
