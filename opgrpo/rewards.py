@@ -13,6 +13,7 @@ characters are replaced; every case is counted (``stats()``) and logged.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections import Counter, OrderedDict
@@ -206,7 +207,6 @@ class OPRewardScorer:
         return results
 
     def _score(self, situations: list, completions: Sequence[Any], references: list, prompts: list) -> list[dict]:
-        cfg = self.config
         self._counts["calls"] += 1
         self._counts["completions"] += len(completions)
         kw_cache: dict[str, set[str]] = {}
@@ -234,22 +234,32 @@ class OPRewardScorer:
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, it in enumerate(items):
             groups.setdefault(it["ref_key"], []).append(i)
-        for rkey, members in groups.items():
-            cand_ids = sorted({c for i in members for c in items[i]["cand_idx"]})
-            if not cand_ids:
-                continue
-            pos = {c: p for p, c in enumerate(cand_ids)}
-            cand = emb[cand_ids]
-            refs = self._cache_get(rkey) if rkey else None
-            uniq_block = _to_numpy(cand @ cand.T)
-            cov_block = _to_numpy(cand @ refs.T) if refs is not None else None
-            for i in members:
-                it = items[i]
-                p = [pos[c] for c in it["cand_idx"]]
-                it["uniq_rate"] = uniqueness_rate(uniq_block[np.ix_(p, p)], cfg.tau_uniq)
-                if cov_block is not None and p:
-                    it["n_matched"] = greedy_match_count(cov_block[p], cfg.tau_cov)
+        with _single_threaded_blas():
+            for rkey, members in groups.items():
+                self._score_group(items, members, emb, rkey)
         return [self._item_result(it) for it in items]
+
+    def _score_group(self, items: list[dict], members: list[int], emb: Any, rkey: tuple[str, ...]) -> None:
+        cfg = self.config
+        cand_ids = sorted({c for i in members for c in items[i]["cand_idx"]})
+        if not cand_ids:
+            return
+        pos = {c: p for p, c in enumerate(cand_ids)}
+        cand = emb[cand_ids]
+        n = len(cand_ids)
+        if rkey:
+            refs = self._cache_get(rkey)
+            both = np.concatenate([cand, refs]) if isinstance(cand, np.ndarray) else _torch_cat(cand, refs)
+            block = _to_numpy(cand @ both.T)
+            uniq_block, cov_block = block[:, :n], block[:, n:]
+        else:
+            uniq_block, cov_block = _to_numpy(cand @ cand.T), None
+        for i in members:
+            it = items[i]
+            p = [pos[c] for c in it["cand_idx"]]
+            it["uniq_rate"] = uniqueness_rate(uniq_block[np.ix_(p, p)], cfg.tau_uniq)
+            if cov_block is not None and p:
+                it["n_matched"] = greedy_match_count(cov_block[p], cfg.tau_cov)
 
     def _parse_item(self, i: int, raw: Any, situation: Any, refs: Any, prompt: Any, kw_cache: dict) -> dict:
         cfg = self.config
@@ -272,7 +282,7 @@ class OPRewardScorer:
             flags["empty"] = True
             self._bad("empty", where)
 
-        ref_sents, no_prefix = reference_sentences(refs)
+        ref_sents, no_prefix = self._reference_sentences(refs, kw_cache)
         if not ref_sents:
             flags["no_references"] = True
             self._bad("no_references", where)
@@ -307,6 +317,18 @@ class OPRewardScorer:
             "n_matched": 0,
             "uniq_rate": 1.0,
         }
+
+    @staticmethod
+    def _reference_sentences(refs: Any, memo: dict) -> tuple[list[str], int]:
+        # A group repeats the same references num_generations times: split them once per batch.
+        try:
+            key = ("refs", refs if isinstance(refs, str) else tuple(refs))
+            hash(key)
+        except TypeError:
+            return reference_sentences(refs)
+        if key not in memo:
+            memo[key] = reference_sentences(refs)
+        return memo[key]
 
     def _item_result(self, it: dict) -> dict:
         cfg = self.config
@@ -377,6 +399,21 @@ class OPRewardScorer:
 def _cuda_device(encoder: Any) -> Any:
     dev = getattr(encoder, "device", None)
     return dev if getattr(dev, "type", None) == "cuda" else None
+
+
+def _single_threaded_blas() -> Any:
+    """Small per-group matmuls: multi-threaded BLAS is 10-50x slower on them when cores are busy."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional; sentence-transformers brings it in through scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _torch_cat(a: Any, b: Any) -> Any:
+    import torch
+
+    return torch.cat([a, b])
 
 
 def _to_numpy(x: Any) -> np.ndarray:

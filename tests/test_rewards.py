@@ -433,3 +433,23 @@ def test_one_grpo_step_with_our_callables(tmp_path, minilm):
         assert f"rewards/{name}/mean" in logged
     assert "op/coverage_rate" in logged
     assert funcs[0].scorer.stats()["calls"] == 1 and funcs[0].scorer.stats()["memo_hits"] == 3
+
+
+def test_torch_path_used_for_cuda_encoders_matches_numpy_path():
+    """An encoder on CUDA is asked for tensors and similarities run in torch (exercised here on CPU)."""
+    import types
+
+    import torch
+
+    class TorchFake(FakeEncoder):
+        device = types.SimpleNamespace(type="cuda")
+
+        def encode(self, sentences, normalize_embeddings=True, convert_to_numpy=True, convert_to_tensor=False, **kw):
+            assert convert_to_tensor
+            return torch.from_numpy(super().encode(sentences))
+
+    r = refs(4)
+    comps = [strict(r[:2]), "\n".join(r + r[:1]), "nothing", ""]
+    torch_out = score_completions(["s"] * 4, comps, [r] * 4, TorchFake(), NOMASK)
+    assert torch_out == score_completions(["s"] * 4, comps, [r] * 4, FakeEncoder(), NOMASK)
+    assert [o["n_matched"] for o in torch_out] == [2, 4, 0, 0]
