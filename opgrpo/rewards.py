@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections import Counter, OrderedDict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .perspectives import (
-    has_perspective_phrase,
-    mask_keywords,
-    parse_strict_layout,
-    situation_keywords,
-    split_perspective_sentences,
-)
+from .perspectives import mask_keywords, parse_strict_layout, situation_keywords, split_perspective_sentences
+from .reward_inputs import completion_text, prompt_text, reference_sentences, sanitize_text
 from .reward_rules import (
     RewardConfig,
     RewardWeights,
@@ -44,6 +38,7 @@ __all__ = [
     "OPRewardScorer",
     "score_completions",
     "completion_text",
+    "prompt_text",
     "reference_sentences",
     "make_reward_functions",
     "make_total_reward",
@@ -54,79 +49,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("coverage", "uniqueness", "format", "tag")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def completion_text(completion: Any) -> str | None:
-    """Text of a completion: a str, bytes (UTF-8), a message dict, or a conversation (last assistant turn).
-
-    None when there is no text to read (None, an empty conversation, another type).
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, (bytes, bytearray)):
-        return bytes(completion).decode("utf-8", errors="replace")
-    if isinstance(completion, dict):
-        content = completion.get("content")
-        return _content_text(content)
-    if isinstance(completion, (list, tuple)):
-        msgs = [m for m in completion if isinstance(m, dict)]
-        assistant = [m for m in msgs if m.get("role") == "assistant"]
-        pick = assistant[-1] if assistant else (msgs[-1] if msgs else None)
-        return _content_text(pick.get("content")) if pick is not None else None
-    return None
-
-
-def _content_text(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal-style content parts
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "\n".join(parts) if parts else None
-    return None
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, (list, tuple)):
-        return "\n".join(t for t in (_content_text(m.get("content")) for m in prompt if isinstance(m, dict)) if t)
-    return ""
-
-
-def reference_sentences(references: Any) -> tuple[list[str], int]:
-    """(reference perspective sentences, how many lack the perspective phrase).
-
-    Accepts a list of lines, one raw answer string, or a list of ``{name, text}`` dicts. Every
-    element is split like a response (a line holding two perspectives gives two references).
-    """
-    if references is None:
-        return [], 0
-    if isinstance(references, str):
-        references = [references]
-    out: list[str] = []
-    for ref in references:
-        if isinstance(ref, dict):
-            name, text = ref.get("name"), ref.get("text")
-            ref = f"In the perspective of {name}, {text}" if name and text else (text or "")
-        if not isinstance(ref, str):
-            continue
-        out.extend(split_perspective_sentences(_sanitize(ref)[0]))
-    return out, sum(not has_perspective_phrase(s) for s in out)
-
-
-def _sanitize(text: str) -> tuple[str, bool]:
-    """Replace lone surrogates and control characters (keeps \\t, \\n, \\r); True if anything changed."""
-    try:
-        text.encode("utf-8")
-        bad = False
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", errors="replace").decode("utf-8")
-        bad = True
-    cleaned = _CONTROL_RE.sub(" ", text)
-    return cleaned, bad or cleaned != text
-
-
 class OPRewardScorer:
     """Batched OP reward over an estimator ``encoder`` (sentence-transformers style ``encode``).
 
@@ -155,7 +77,7 @@ class OPRewardScorer:
         self.config = (config or RewardConfig()).validate()
         self.cache_size = cache_size
         self.batch_size = batch_size
-        self.prompt_to_text = prompt_to_text or _prompt_text
+        self.prompt_to_text = prompt_to_text or prompt_text
         self.log_examples = log_examples
         self._ref_cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._counts: Counter[str] = Counter()
@@ -170,8 +92,8 @@ class OPRewardScorer:
     def reset_stats(self) -> None:
         self._counts.clear()
 
-    def _bad(self, kind: str, where: str, detail: str = "") -> None:
-        self._counts[f"bad/{kind}"] += 1
+    def _bad(self, kind: str, where: str, detail: str = "", count: int = 1) -> None:
+        self._counts[f"bad/{kind}"] += count
         level = logging.WARNING if self._counts[f"bad/{kind}"] <= self.log_examples else logging.DEBUG
         logger.log(level, "OP reward: %s at %s%s", kind.replace("_", " "), where, f" ({detail})" if detail else "")
 
@@ -266,12 +188,15 @@ class OPRewardScorer:
         where = f"batch item {i}"
         flags = {"empty": False, "truncated": False, "invalid_text": False, "no_references": False}
         text = completion_text(raw)
+        if isinstance(raw, (bytes, bytearray)) and not _is_utf8(raw):
+            flags["invalid_text"] = True
+            self._bad("invalid_text", where, "bytes that are not UTF-8, decoded with replacement")
         if text is None:
             if raw is not None:
                 self._bad("not_text", where, type(raw).__name__)
             text = ""
-        text, changed = _sanitize(text)
-        if changed:
+        text, changed = sanitize_text(text)
+        if changed and not flags["invalid_text"]:
             flags["invalid_text"] = True
             self._bad("invalid_text", where, "lone surrogates or control characters replaced")
         if len(text) > cfg.max_completion_chars:
@@ -287,7 +212,7 @@ class OPRewardScorer:
             flags["no_references"] = True
             self._bad("no_references", where)
         elif no_prefix:
-            self._counts["bad/reference_without_phrase"] += no_prefix
+            self._bad("reference_without_phrase", where, f"{no_prefix} of {len(ref_sents)} lines", count=no_prefix)
 
         if cfg.masking == "none":
             kw_src = ""
@@ -299,7 +224,7 @@ class OPRewardScorer:
             kw_src = situation if isinstance(situation, str) else ""
             if not kw_src.strip():
                 self._bad("no_situation", where, "keywords cannot be masked")
-        kw_src = _sanitize(kw_src)[0]
+        kw_src = sanitize_text(kw_src)[0]
         if kw_src not in kw_cache:
             kw_cache[kw_src] = situation_keywords(kw_src)
         keywords = kw_cache[kw_src]
@@ -394,6 +319,14 @@ class OPRewardScorer:
     def _cache_get(self, key: tuple[str, ...]) -> Any:
         self._ref_cache.move_to_end(key)
         return self._ref_cache[key]
+
+
+def _is_utf8(raw: bytes | bytearray) -> bool:
+    try:
+        bytes(raw).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _cuda_device(encoder: Any) -> Any:

@@ -344,10 +344,10 @@ def test_bad_inputs_are_scored_counted_and_logged(caplog):
     assert [o["empty"] for o in out] == [True, True, True, False, False, False]
     assert all(o["coverage"] == o["uniqueness"] == o["format"] == 0.0 for o in out[:3])
     assert out[3]["invalid_text"] and out[4]["truncated"] and out[5]["no_references"]
-    assert out[5]["invalid_text"] is False and out[5]["n_candidates"] == 1  # bytes decoded with replacement
+    assert out[5]["invalid_text"] and out[5]["n_candidates"] == 1  # non-UTF-8 bytes decoded with replacement
     s = scorer.stats()
     assert s["bad/empty"] == 3 and s["bad/not_text"] == 1 and s["bad/too_long"] == 1
-    assert s["bad/invalid_text"] == 1 and s["bad/no_references"] == 1
+    assert s["bad/invalid_text"] == 2 and s["bad/no_references"] == 1
     assert "batch item 4" in caplog.text and "truncated to 50" in caplog.text
     assert all("\ud800" not in x and "\x00" not in x for call in enc.calls for x in call)
 
