@@ -88,6 +88,10 @@ class RewardSection(RewardConfig):
 
     estimator_path: str = ""  # sentence-transformers model; "" = the estimator stage's output, else estimator.base_model
     encode_batch_size: int = 256
+    # GRPO: "total" trains on the clipped weighted total (SPEC) and logs each component with weight 0;
+    # "components" hands the four components and their weights to TRL (unclipped sum, or GDPO-style
+    # per-component normalisation through trainer.grpo.multi_objective_aggregation)
+    trl_weighting: str = "total"
 
 
 @dataclass

@@ -245,8 +245,9 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
 
     if not triplets:
         return {"n": 0, "accuracy": None, "mnrl_loss": None, "cos_pos": None, "cos_neg": None}
-    model = model_or_path if hasattr(model_or_path, "encode") else SentenceTransformer(
-        str(model_or_path), device=_device(device))
+    # a path is a str, and str has .encode too: test for the path first
+    model = SentenceTransformer(str(model_or_path), device=_device(device)) if isinstance(
+        model_or_path, (str, Path)) else model_or_path
     a, p, n = _texts(triplets)
     emb = model.encode(a + p + n, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
                        show_progress_bar=False).astype(np.float64)

@@ -160,19 +160,39 @@ def stage_sft(p: Pipeline) -> None:
 
 
 def stage_grpo(p: Pipeline) -> None:
-    from opgrpo.rewards import make_reward_functions, reward_weights
     from opgrpo.training import run_grpo
 
     train, val = p.train_val()
-    reward_cfg = to_object(p.cfg, "reward")
-    encoder = p.encoder()
+    funcs, weights = grpo_rewards(p)
     out_dir = p.run.stage_dir("grpo")
-    metrics = run_grpo(p.current_policy(), train, make_reward_functions(encoder, reward_cfg), reward_weights(reward_cfg),
+    metrics = run_grpo(p.current_policy(), train, funcs, weights,
                        to_object(p.cfg, "trainer.grpo"), out_dir, peft=_peft(p.cfg), report_to=_report_to(p.cfg),
                        resume=p.cfg.resume, deepspeed=_deepspeed(p), chat_template=p.cfg.model.chat_template,
                        sample_every=p.cfg.logger.sample_completions_every)
     p.policy_path = str(out_dir / "final")
     p.run.log("grpo", metrics)
+
+
+def grpo_rewards(p: Pipeline) -> tuple[list, list[float]]:
+    """The TRL reward functions and their weights for `reward.trl_weighting`.
+
+    ``total`` (default, exact SPEC reward): the clipped weighted total is the one trained reward; the four
+    components ride along with weight 0 so TRL logs each (they share one scorer: nothing is scored twice).
+    ``components``: TRL weights the four components itself (its sum is not clipped at reward.clip_min).
+    """
+    from opgrpo.rewards import make_reward_functions, make_total_reward, reward_weights
+
+    cfg = to_object(p.cfg, "reward")
+    tokenizer = None
+    if cfg.masking == "prompt":  # the authors' variant masks with the decoded chat prompt
+        from opgrpo.generation import load_tokenizer
+
+        tokenizer = load_tokenizer(p.current_policy(), chat_template=p.cfg.model.chat_template)
+    components = make_reward_functions(p.encoder(), cfg, batch_size=cfg.encode_batch_size, tokenizer=tokenizer)
+    if p.cfg.reward.trl_weighting == "components":
+        return components, reward_weights(cfg)
+    total = make_total_reward(components[0].scorer, cfg)
+    return [total, *components], [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def stage_eval(p: Pipeline, name: str = "eval", policy: str | None = None) -> None:

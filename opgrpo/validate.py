@@ -82,6 +82,8 @@ def validate(cfg: DictConfig) -> None:
     except (ValueError, TypeError) as exc:
         problems.append(_prefixed("reward", exc))
 
+    if cfg.reward.trl_weighting not in ("total", "components"):
+        problems.append(f"reward.trl_weighting: expected total or components (got {cfg.reward.trl_weighting!r})")
     needs_policy = any(s in ("sft", "grpo", "eval", "eval_base") for s in stages)
     needs_train = any(s in ("estimator", "sft", "grpo") for s in stages)
     needs_test = any(s in ("eval", "eval_base") for s in stages)

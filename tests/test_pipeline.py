@@ -15,7 +15,7 @@ SHRINK = [
     "trainer.grpo.max_steps=1",
     "trainer.grpo.max_completion_length=24",
     "eval.generation.max_new_tokens=24",
-    "benchmark.test_files={5: ${offline:sample_test}}",
+    "+benchmark.test_files.5=${offline:sample_test}",
     "benchmark.test_file=''",
     "benchmark.max_test_items=2",
 ]
