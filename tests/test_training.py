@@ -381,10 +381,13 @@ def test_resume_continues_the_step_counter(tiny_model, tmp_path):
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
 
-def test_run_grpo_with_lora_saves_merged_model_and_adapter(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, log_completions=False)
+def test_run_grpo_with_lora_and_eval_items(tiny_model, tmp_path):
+    settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, eval_steps=1, log_completions=False)
     lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
-    run_grpo(tiny_model, make_items(4), [completion_length], [1.0], settings, tmp_path, peft=lora)
+    run_grpo(tiny_model, make_items(4), [completion_length], [1.0], settings, tmp_path, peft=lora,
+             eval_items=make_items(2))
+    evals = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "eval_reward" in r]
+    assert evals and "eval_rewards/completion_length/mean" in evals[0]
     assert (tmp_path / "final_adapter" / "adapter_config.json").exists()
     merged = _weights(tmp_path / "final")
     assert not any("lora" in k for k in merged)
