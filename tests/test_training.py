@@ -156,7 +156,7 @@ def test_run_sft_trains_and_saves_final(tiny_model, tmp_path):
 # ---------------------------------------------------------------- GRPO config
 
 
-def test_grpo_settings_are_omegaconf_friendly_with_docstrings():
+def test_settings_dataclasses_are_omegaconf_structured_configs():
     from omegaconf import OmegaConf
 
     for cls in (GRPOSettings, SFTSettings, LoraSettings):
