@@ -7,7 +7,8 @@ repeats, missing tags) and times, in the same process:
   (a) baseline: one completion at a time, one encode call for coverage (references + candidates)
       and another for uniqueness (candidates), rules applied per completion;
   (b) ``OPRewardScorer.score`` on the whole batch with a cold reference cache (and warm, for info);
-  (c) floor: a single encode call of all unique sentences (b's encoder work, nothing else).
+  (c) floor: a single encode call of all unique sentences (b's encoder work, nothing else),
+      timed just before and just after b and averaged, so load drift on a shared CPU hits both.
 
 It checks that (a) and (b) give the same scores and prints b/a speedup and b/floor ratio (median
 over ``--repeats``). Example::
@@ -160,18 +161,24 @@ def main(argv: list[str] | None = None) -> None:
         t, base = timed(lambda: [baseline_score(encoder, cfg, s, c, r)
                                  for s, c, r in zip(situations, completions, references)])
         times["a"].append(t)
+        # b is flanked by two floor timings (averaged) so a load spike on this shared CPU hits both.
+        floor1, _ = timed(lambda: encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True))
         scorer = OPRewardScorer(encoder, cfg)
         t, ours = timed(lambda: scorer.score(situations, completions, references))
         times["b"].append(t)
+        floor2, _ = timed(lambda: encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True))
+        times["floor"].append((floor1 + floor2) / 2)
         t, _ = timed(lambda: scorer.score(situations, completions, references))
         times["b_warm"].append(t)
-        t, _ = timed(lambda: encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True))
-        times["floor"].append(t)
         keys = ("coverage", "uniqueness", "format", "tag", "total")
         bad = [i for i, (x, y) in enumerate(zip(base, ours)) if any(not np.isclose(x[k], y[k]) for k in keys)]
         mismatches = max(mismatches, len(bad))
         print(f"repeat {rep + 1}: a={times['a'][-1]:.2f}s b={times['b'][-1]:.2f}s "
               f"b_warm={times['b_warm'][-1]:.2f}s floor={times['floor'][-1]:.2f}s mismatches={len(bad)}")
+    for label, agg in (("min", min), ("median", statistics.median)):
+        m = {k: agg(v) for k, v in times.items()}
+        print(f"{label}: a {m['a']:.2f}s | b {m['b']:.2f}s | b warm {m['b_warm']:.2f}s | floor {m['floor']:.2f}s"
+              f" | b/a speedup {m['a'] / m['b']:.2f}x | b/floor {m['b'] / m['floor']:.2f}x")
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"median: a (per completion) {med['a']:.2f}s | b (batched, cold cache) {med['b']:.2f}s | "
           f"b warm cache {med['b_warm']:.2f}s | floor (one encode) {med['floor']:.2f}s")
