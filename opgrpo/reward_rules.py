@@ -80,7 +80,8 @@ class RewardConfig:
     clip_min: float = 0.0
     """Lower clip of the total."""
     aggregation: str = "sum"
-    """"sum" (weighted sum); "gdpo" is accepted but the reward total still sums (see rewards.py)."""
+    """"sum" (weighted sum, then group-normalised by GRPO) or "gdpo" (each component normalised within its group
+    before the weighted sum; done by the trainer, see opgrpo.gdpo). The scored ``total`` is the weighted sum either way."""
     max_completion_chars: int = 20000
     """Longer completions are truncated to this many characters before scoring (and counted)."""
 

@@ -133,6 +133,21 @@ def _report_to(cfg: DictConfig) -> list[str]:
     return ["wandb"] if cfg.logger.backend == "wandb" else []
 
 
+def setup_wandb(cfg: DictConfig, run: RunDir) -> None:
+    """Hand logger.wandb.* to the HF trainers' W&B callback (it reads these variables at wandb.init)."""
+    import os
+
+    if cfg.logger.backend != "wandb":
+        return
+    w = cfg.logger.wandb
+    env = {"WANDB_PROJECT": w.project, "WANDB_ENTITY": w.entity, "WANDB_RUN_GROUP": w.group,
+           "WANDB_NAME": w.name or run.path.name, "WANDB_TAGS": ",".join([*cfg.tags, *w.tags]),
+           "WANDB_MODE": w.mode, "WANDB_DIR": str(run.path)}
+    for key, value in env.items():
+        if value:
+            os.environ[key] = str(value)
+
+
 def _deepspeed(p: Pipeline) -> str:
     if not p.cfg.deepspeed.enabled:
         return ""
@@ -166,11 +181,21 @@ def stage_grpo(p: Pipeline) -> None:
     funcs, weights = grpo_rewards(p)
     out_dir = p.run.stage_dir("grpo")
     metrics = run_grpo(p.current_policy(), train, funcs, weights,
-                       to_object(p.cfg, "trainer.grpo"), out_dir, peft=_peft(p.cfg), report_to=_report_to(p.cfg),
+                       grpo_settings(p), out_dir, peft=_peft(p.cfg), report_to=_report_to(p.cfg),
                        resume=p.cfg.resume, deepspeed=_deepspeed(p), chat_template=p.cfg.model.chat_template,
                        sample_every=p.cfg.logger.sample_completions_every)
     p.policy_path = str(out_dir / "final")
     p.run.log("grpo", metrics)
+
+
+def grpo_settings(p: Pipeline):
+    """`trainer.grpo` with the algorithm options applied: reward.aggregation=gdpo sets TRL's per-component
+    normalisation (normalize_then_sum); spl.enabled (algorithm=spl) sets beta / entropy_coef (mode=loss) or
+    moves the KL into the reward (mode=reward, see opgrpo.spl)."""
+    settings = to_object(p.cfg, "trainer.grpo")
+    if p.cfg.reward.aggregation == "gdpo":
+        settings.multi_objective_aggregation = "gdpo"
+    return settings
 
 
 def grpo_rewards(p: Pipeline) -> tuple[list, list[float]]:
@@ -179,6 +204,8 @@ def grpo_rewards(p: Pipeline) -> tuple[list, list[float]]:
     ``total`` (default, exact SPEC reward): the clipped weighted total is the one trained reward; the four
     components ride along with weight 0 so TRL logs each (they share one scorer: nothing is scored twice).
     ``components``: TRL weights the four components itself (its sum is not clipped at reward.clip_min).
+    ``reward.aggregation=gdpo`` implies ``components`` (GDPO normalises each component within its group, so TRL
+    must see the components with their real weights; the total is logged as op/total).
     """
     from opgrpo.rewards import make_reward_functions, make_total_reward, reward_weights
 
@@ -189,7 +216,7 @@ def grpo_rewards(p: Pipeline) -> tuple[list, list[float]]:
 
         tokenizer = load_tokenizer(p.current_policy(), chat_template=p.cfg.model.chat_template)
     components = make_reward_functions(p.encoder(), cfg, batch_size=cfg.encode_batch_size, tokenizer=tokenizer)
-    if p.cfg.reward.trl_weighting == "components":
+    if p.cfg.reward.trl_weighting == "components" or cfg.aggregation == "gdpo":
         return components, reward_weights(cfg)
     total = make_total_reward(components[0].scorer, cfg)
     return [total, *components], [1.0, 0.0, 0.0, 0.0, 0.0]
@@ -207,7 +234,7 @@ def stage_eval(p: Pipeline, name: str = "eval", policy: str | None = None) -> No
 def stage_report(p: Pipeline) -> None:
     from opgrpo.report import build_report
 
-    out = build_report(Path(p.cfg.report.sweep_dir), p.run.stage_dir("report"))
+    out = build_report(Path(p.cfg.report.sweep_dir), p.run.stage_dir("report"), wandb_project=p.cfg.report.wandb_project)
     p.run.log("report", out)
 
 
@@ -238,6 +265,7 @@ def run_stages(cfg: DictConfig, run: RunDir) -> Pipeline:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     p = Pipeline(cfg, run)
+    setup_wandb(cfg, run)
     stages = list(cfg.pipeline) if cfg.stage == "pipeline" else [cfg.stage]
     for name in stages:
         log.info("=== stage %s ===", name)
@@ -248,10 +276,24 @@ def run_stages(cfg: DictConfig, run: RunDir) -> Pipeline:
 
 
 def print_summary(p: Pipeline) -> None:
+    """Before/after table of a pipeline: estimator accuracy, NLI accuracy and the OP reward components."""
     s = p.run.summary
-    lines = [f"run directory: {p.run.path}"]
-    for key in sorted(s):
-        if key.startswith(("estimator/base", "estimator/finetuned", "eval_base/", "eval/")) and isinstance(s[key], float):
-            if key.count("/") <= 3:
-                lines.append(f"  {key:<48} {s[key]:.4f}")
+
+    def num(key: str) -> str:
+        v = s.get(key)
+        return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+    rows = [("estimator triplet accuracy (held-out test items)", "estimator/test_items/base/accuracy",
+             "estimator/test_items/finetuned/accuracy"),
+            ("estimator MNRL loss (held-out test items)", "estimator/test_items/base/mnrl_loss",
+             "estimator/test_items/finetuned/mnrl_loss"),
+            (f"NLI accuracy > {p.cfg.eval.threshold} ({p.cfg.eval.nli.backend})", "eval_base/overall/accuracy",
+             "eval/overall/accuracy"),
+            ("NLI mean score", "eval_base/overall/mean", "eval/overall/mean")]
+    rows += [(f"OP reward {k}", f"eval_base/reward/{k}", f"eval/reward/{k}")
+             for k in ("total", "coverage", "uniqueness", "format", "tag", "coverage_rate", "uniqueness_rate")]
+    width = max(len(r[0]) for r in rows)
+    lines = ["", f"{'':<{width}}  {'before':>8}  {'after':>8}"]
+    lines += [f"{label:<{width}}  {num(b):>8}  {num(a):>8}" for label, b, a in rows if b in s or a in s]
+    lines.append(f"run directory: {p.run.path}")
     print("\n".join(lines))

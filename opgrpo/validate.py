@@ -84,6 +84,10 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.reward.trl_weighting not in ("total", "components"):
         problems.append(f"reward.trl_weighting: expected total or components (got {cfg.reward.trl_weighting!r})")
+    if (cfg.reward.aggregation == "sum" and cfg.reward.trl_weighting == "total"
+            and cfg.trainer.grpo.multi_objective_aggregation in ("gdpo", "normalize", "normalize_then_sum")):
+        problems.append("trainer.grpo.multi_objective_aggregation: per-component normalisation needs the components; "
+                        "set reward.aggregation=gdpo (or reward.trl_weighting=components)")
     needs_policy = any(s in ("sft", "grpo", "eval", "eval_base") for s in stages)
     needs_train = any(s in ("estimator", "sft", "grpo") for s in stages)
     needs_test = any(s in ("eval", "eval_base") for s in stages)
