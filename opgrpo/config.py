@@ -21,10 +21,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from opgrpo.estimator import EstimatorConfig
 from opgrpo.judge_eval import JudgeEvalConfig
 from opgrpo.nli import NLIConfig
+from opgrpo.pope import POPEConfig
 from opgrpo.rewards import RewardConfig
+from opgrpo.spl import SPLConfig
 from opgrpo.training import GRPOSettings, LoraSettings, SFTSettings
 
-STAGES = ("estimator", "sft", "grpo", "eval", "report", "compare", "pipeline")
+STAGES = ("estimator", "sft", "grpo", "eval", "report", "compare", "pipeline", "pope")
 
 
 @dataclass
@@ -133,6 +135,7 @@ class ReportConfig:
     sweep_dir: str = ""  # stage=report: a multirun directory
     run_dirs: List[str] = field(default_factory=list)  # stage=compare: run directories side by side
     labels: List[str] = field(default_factory=list)
+    wandb_project: str = ""  # stage=report: also pull this W&B project's runs (when online)
 
 
 @dataclass
@@ -153,6 +156,8 @@ class OPGRPOConfig:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    spl: SPLConfig = field(default_factory=SPLConfig)  # algorithm=spl (conf/algorithm/) sets spl.enabled
+    pope: POPEConfig = field(default_factory=POPEConfig)  # stage=pope: off-policy evaluation of logged responses
 
 
 def _offline(name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -31,6 +32,8 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        # under `accelerate launch` every rank runs the app; only rank 0 writes the run's own files
+        self.main = int(os.environ.get("RANK", "0")) == 0
         self.summary: dict[str, Any] = {}
         summary = self.path / "summary.json"
         if summary.exists():  # resumed runs keep what earlier attempts recorded
@@ -42,9 +45,13 @@ class RunDir:
         return d
 
     def write_config(self, yaml_text: str) -> None:
+        if not self.main:
+            return
         (self.path / "config.yaml").write_text(yaml_text)
 
     def set_status(self, status: str, **extra: Any) -> None:
+        if not self.main:
+            return
         data = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         (self.path / "status.json").write_text(json.dumps(data, indent=2))
 
@@ -55,6 +62,8 @@ class RunDir:
         """Append an event to metrics.jsonl; events without a step also update the flat summary."""
         flat: dict[str, Any] = {}
         _flatten("", metrics, flat)
+        if not self.main:
+            return
         record = {"stage": stage, **({"step": step} if step is not None else {}), **flat}
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")

@@ -195,6 +195,10 @@ def grpo_settings(p: Pipeline):
     settings = to_object(p.cfg, "trainer.grpo")
     if p.cfg.reward.aggregation == "gdpo":
         settings.multi_objective_aggregation = "gdpo"
+    if p.cfg.spl.enabled:
+        from opgrpo.spl import spl_settings
+
+        settings = spl_settings(settings, to_object(p.cfg, "spl"))
     return settings
 
 
@@ -217,9 +221,15 @@ def grpo_rewards(p: Pipeline) -> tuple[list, list[float]]:
         tokenizer = load_tokenizer(p.current_policy(), chat_template=p.cfg.model.chat_template)
     components = make_reward_functions(p.encoder(), cfg, batch_size=cfg.encode_batch_size, tokenizer=tokenizer)
     if p.cfg.reward.trl_weighting == "components" or cfg.aggregation == "gdpo":
-        return components, reward_weights(cfg)
-    total = make_total_reward(components[0].scorer, cfg)
-    return [total, *components], [1.0, 0.0, 0.0, 0.0, 0.0]
+        funcs, weights = components, reward_weights(cfg)
+    else:
+        funcs, weights = [make_total_reward(components[0].scorer, cfg), *components], [1.0, 0.0, 0.0, 0.0, 0.0]
+    if p.cfg.spl.enabled and p.cfg.spl.mode == "reward":  # SPL in reward form: r - alpha log pi + beta log pi_ref
+        from opgrpo.spl import SPLShapingReward
+
+        funcs, weights = [*funcs, SPLShapingReward(p.current_policy(), p.cfg.spl.alpha, p.cfg.spl.beta,
+                                                   temperature=p.cfg.trainer.grpo.temperature)], [*weights, 1.0]
+    return funcs, weights
 
 
 def stage_eval(p: Pipeline, name: str = "eval", policy: str | None = None) -> None:
@@ -246,6 +256,34 @@ def stage_compare(p: Pipeline) -> None:
     p.run.log("compare", out)
 
 
+def stage_pope(p: Pipeline) -> None:
+    """Off-policy evaluation (opgrpo.pope) of `pope.responses_file` under `pope.model_path` (or the current policy)."""
+    from opgrpo.generation import load_tokenizer, resolve_device
+    from opgrpo.pope import load_logged_responses, run_pope
+
+    cfg = to_object(p.cfg, "pope")
+    rows = load_logged_responses(cfg.responses_file)
+    utility = None
+    if any(cfg.utility_key not in r for r in rows):  # score the OP reward total
+        from opgrpo.rewards import OPRewardScorer
+
+        scorer = OPRewardScorer(p.encoder(), to_object(p.cfg, "reward"), batch_size=p.cfg.reward.encode_batch_size)
+        results = scorer.score([r.get("situation", "") for r in rows], [r["response"] for r in rows],
+                               [r.get("references", []) for r in rows], None)
+        utility = [float(r["total"]) for r in results]
+    from transformers import AutoModelForCausalLM
+
+    path = cfg.model_path or p.current_policy()
+    tokenizer = load_tokenizer(path, chat_template=p.cfg.model.chat_template)
+    model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(p.cfg.device))
+    out = run_pope(rows, model, tokenizer, cfg, utility=utility)
+    out.update(model=str(path), responses_file=cfg.responses_file)
+    (p.run.stage_dir("pope") / "pope.json").write_text(json.dumps(out, indent=2))
+    log.info("POPE value %.4f [%.4f, %.4f] (utility %.4f, coverage %.4f, ESS %.1f of %d)", out["value"],
+             *out.get("value_ci", [float("nan")] * 2), out["utility"], out["coverage"], out["ess"], out["n"])
+    p.run.log("pope", {k: v for k, v in out.items() if isinstance(v, (int, float))})
+
+
 STAGE_FUNCS = {
     "estimator": stage_estimator,
     "sft": stage_sft,
@@ -254,6 +292,7 @@ STAGE_FUNCS = {
     "eval_base": lambda p: stage_eval(p, "eval_base", policy=p.cfg.eval.model_path or p.cfg.model.name_or_path),
     "report": stage_report,
     "compare": stage_compare,
+    "pope": stage_pope,
 }
 
 

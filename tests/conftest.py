@@ -23,3 +23,21 @@ def minilm(minilm_path):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(minilm_path), device="cpu")
+
+
+@pytest.fixture
+def responses_file(tmp_path):
+    """A JSONL of well-formed responses (3 reference lines each) for one sample test item per split."""
+    import json
+
+    from opgrpo.data import load_items, sample_data_path, split_by_count
+
+    items, _ = load_items(sample_data_path("test"))
+    chosen = [v[0] for v in split_by_count(items).values() if v]
+    path = tmp_path / "responses.jsonl"
+    with open(path, "w") as fh:
+        for it in chosen:
+            body = "\n".join(it.references[:3])
+            text = f"<core perspectives>\n{body}\n</core perspectives>\n\n<summary>\nA summary.\n</summary>"
+            fh.write(json.dumps({"id": it.id, "response": text}) + "\n")
+    return path

@@ -46,23 +46,9 @@ def test_unknown_key_fails(tmp_path):
     assert res.returncode != 0 and "reward.nonsense" in res.stderr
 
 
-def _responses_file(tmp_path: Path) -> Path:
-    from opgrpo.data import load_items, sample_data_path, split_by_count
-
-    items, _ = load_items(sample_data_path("test"))
-    chosen = [v[0] for v in split_by_count(items).values()]
-    path = tmp_path / "responses.jsonl"
-    with open(path, "w") as fh:
-        for it in chosen:
-            body = "\n".join(it.references[:3])
-            fh.write(json.dumps({"id": it.id, "response": f"<core perspectives>\n{body}\n</core perspectives>\n\n"
-                                                           f"<summary>\nA summary.\n</summary>"}) + "\n")
-    return path
-
-
-def test_multirun_over_reward_weight_evaluates_responses(tmp_path):
+def test_multirun_over_reward_weight_evaluates_responses(tmp_path, responses_file):
     """A real two-value multirun: stage=eval on a responses file, with the CPU NLI scorer and MiniLM."""
-    responses = _responses_file(tmp_path)
+    responses = responses_file
     res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=eval", f"eval.responses_file={responses}",
                 "reward.weights.coverage=0.1,0.5", f"hydra.sweep.dir={tmp_path}/sweep", "objective=eval/reward/total"],
                tmp_path, timeout=600)

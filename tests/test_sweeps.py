@@ -102,7 +102,7 @@ def test_optuna_preset_is_the_driver_spec(hydra_compose):
 
 
 def test_wandb_sweep_config(hydra_compose, monkeypatch):
-    spec = yaml.safe_load((SWEEPS / "wandb_weights.yaml").read_text())
+    spec = yaml.safe_load((SWEEPS / "wandb_weights.yml").read_text())
     assert spec["command"] == ["${env}", "${interpreter}", "-m", "opgrpo", "${args_no_hyphens}"]
     assert spec["method"] == "grid" and "program" not in spec
     grid = [k for k, v in spec["parameters"].items() if "values" in v]

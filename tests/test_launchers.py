@@ -1,0 +1,27 @@
+"""The cluster path: Hydra's submitit launcher, through submitit's local executor (same code as SLURM)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "opgrpo"
+
+
+@pytest.mark.slow
+def test_submitit_local_multirun(tmp_path, responses_file):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    sweep = tmp_path / "sweep"
+    res = subprocess.run(
+        [str(BIN), "-m", "launcher=submitit_local", "experiment=cpu_demo", "stage=eval",
+         f"eval.responses_file={responses_file}", "reward.weights.uniqueness=0.2,0.4", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "status.json").read_text())["status"] == "completed"
+        assert "eval/overall/accuracy" in json.loads((sweep / job / "summary.json").read_text())
+    assert list((sweep / ".submitit").glob("*/*_log.out")), "submitit wrote no job logs"
