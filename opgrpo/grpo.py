@@ -401,6 +401,9 @@ def run_grpo(
     )
     if samples is not None:
         samples.bind(trainer)
+    for func in reward_funcs:  # reward functions that score with the policy (SPL reward mode) need the trainer
+        if hasattr(func, "bind"):
+            func.bind(trainer)
 
     output = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, resume))
     final = save_final(trainer, output_dir)

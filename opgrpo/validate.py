@@ -139,6 +139,20 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             problems.append(f"deepspeed: {cfg.deepspeed.name!r} needs CUDA GPUs; use deepspeed=none on CPU")
+    if cfg.spl.enabled:
+        try:
+            to_object(cfg, "spl").validate()
+        except ValueError as exc:
+            problems.append(str(exc))
+    if stage == "pope":
+        try:
+            to_object(cfg, "pope").validate()
+        except ValueError as exc:
+            problems.append(str(exc))
+        if not cfg.pope.responses_file:
+            problems.append("pope.responses_file: required by stage=pope")
+        _check_data_ref("pope.responses_file", cfg.pope.responses_file, problems)
+        _check_model_ref("pope.model_path", cfg.pope.model_path or cfg.model.name_or_path, problems)
     if "grpo" in stages:
         from opgrpo.grpo import _check as check_grpo_settings
 
