@@ -18,21 +18,21 @@ from dataclasses import dataclass
 from importlib import resources
 
 __all__ = [
-    "SPLIT_RE",
-    "PHRASE_RE",
-    "STRICT_RE",
-    "STOPWORDS",
     "KW_TOKEN",
+    "PHRASE_RE",
+    "SPLIT_RE",
+    "STOPWORDS",
+    "STRICT_RE",
     "Layout",
-    "split_perspective_sentences",
     "has_perspective_phrase",
-    "perspective_name",
+    "lenient_blocks",
+    "mask_keywords",
     "parse_reference",
     "parse_strict_layout",
-    "lenient_blocks",
-    "tokenize",
+    "perspective_name",
     "situation_keywords",
-    "mask_keywords",
+    "split_perspective_sentences",
+    "tokenize",
 ]
 
 SPLIT_RE = re.compile(r"(?:^|\n)(?=(?:From|In) the perspective of )", re.IGNORECASE)

@@ -11,17 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from .perspectives import has_perspective_phrase, lenient_blocks, perspective_name, split_perspective_sentences
+from .perspectives import (
+    has_perspective_phrase,
+    lenient_blocks,
+    perspective_name,
+    split_perspective_sentences,
+)
 
 __all__ = [
-    "RewardWeights",
+    "FormatDetails",
     "RewardConfig",
+    "RewardWeights",
     "coverage_score",
-    "uniqueness_score",
+    "format_score",
     "greedy_match_count",
     "uniqueness_rate",
-    "format_score",
-    "FormatDetails",
+    "uniqueness_score",
 ]
 
 MODES = ("bucketed", "continuous")
@@ -86,16 +91,16 @@ class RewardConfig:
     """Longer completions are truncated to this many characters before scoring (and counted)."""
 
     @classmethod
-    def paper(cls) -> "RewardConfig":
+    def paper(cls) -> RewardConfig:
         """The published preset."""
         return cls()
 
     @classmethod
-    def continuous(cls) -> "RewardConfig":
+    def continuous(cls) -> RewardConfig:
         """Paper preset with unbucketed coverage (5 * rate) and uniqueness (rate)."""
         return cls(mode="continuous")
 
-    def validate(self) -> "RewardConfig":
+    def validate(self) -> RewardConfig:
         """Raise ValueError naming the offending field; return self when valid."""
         w = self.weights.as_list()
         for name, value in zip(("coverage", "uniqueness", "format", "tag"), w):

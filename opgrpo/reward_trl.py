@@ -16,7 +16,8 @@ scored batch under ``op/...``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .reward_rules import RewardConfig
 

@@ -16,12 +16,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter, OrderedDict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .perspectives import mask_keywords, parse_strict_layout, situation_keywords, split_perspective_sentences
-from .reward_inputs import completion_text, prompt_text, reference_sentences, sanitize_text
+from .perspectives import (
+    mask_keywords,
+    parse_strict_layout,
+    situation_keywords,
+    split_perspective_sentences,
+)
+from .reward_inputs import (
+    completion_text,
+    prompt_text,
+    reference_sentences,
+    sanitize_text,
+)
 from .reward_rules import (
     RewardConfig,
     RewardWeights,
@@ -33,22 +44,24 @@ from .reward_rules import (
 )
 
 __all__ = [
+    "COMPONENTS",
+    "OPRewardScorer",
     "RewardConfig",
     "RewardWeights",
-    "OPRewardScorer",
-    "score_completions",
     "completion_text",
-    "prompt_text",
-    "reference_sentences",
     "make_reward_functions",
     "make_total_reward",
+    "prompt_text",
+    "reference_sentences",
     "reward_weights",
-    "COMPONENTS",
+    "score_completions",
 ]
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("coverage", "uniqueness", "format", "tag")
+
+
 class OPRewardScorer:
     """Batched OP reward over an estimator ``encoder`` (sentence-transformers style ``encode``).
 
@@ -362,7 +375,7 @@ def _column(values: Sequence[Any] | None, n: int, name: str) -> list:
 
 
 def _describe(values: Any) -> str:
-    return f"a str" if isinstance(values, str) else f"{len(values)} entries"
+    return "a str" if isinstance(values, str) else f"{len(values)} entries"
 
 
 def _freeze(x: Any) -> Any:
@@ -397,4 +410,4 @@ def score_completions(
 
 
 # TRL callables live in their own module; re-exported here so callers only need opgrpo.rewards.
-from .reward_trl import make_reward_functions, make_total_reward, reward_weights  # noqa: E402
+from .reward_trl import make_reward_functions, make_total_reward, reward_weights

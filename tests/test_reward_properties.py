@@ -81,8 +81,8 @@ def test_trl_callables_never_raise(completions, masking, mode):
     cfg = RewardConfig(masking=masking, mode=mode, max_completion_chars=500)
     funcs = make_reward_functions(HashEncoder(), cfg)
     n = len(completions)
-    cols = dict(prompts=[[{"role": "user", "content": "lying?"}]] * n, completions=completions,
-                situation=["Is lying OK?"] * n, references=[["In the perspective of A, a"]] * n)
+    cols = {"prompts": [[{"role": "user", "content": "lying?"}]] * n, "completions": completions,
+                "situation": ["Is lying OK?"] * n, "references": [["In the perspective of A, a"]] * n}
     values = [f(**cols) for f in funcs]
     assert all(len(v) == n and all(isinstance(x, float) and np.isfinite(x) for x in v) for v in values)
 

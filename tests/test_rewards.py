@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 import pytest
-
 from fake_encoder import FakeEncoder, unit
+
 from opgrpo.reward_rules import (
     coverage_score,
     format_score,
@@ -208,7 +208,7 @@ def test_uniqueness_via_scorer_chain():
 @pytest.mark.parametrize("n_unique, n_dup, score", [(5, 0, 1.0), (5, 1, 0.75), (4, 1, 0.4), (3, 2, 0.0)])
 def test_uniqueness_buckets_via_scorer(n_unique, n_dup, score):
     lines = [f"In the perspective of N{i}, x." for i in range(n_unique)]
-    lines += [f"In the perspective of N0, x." for _ in range(n_dup)]  # identical -> cosine 1
+    lines += ["In the perspective of N0, x." for _ in range(n_dup)]  # identical -> cosine 1
     out = score_completions(["s"], [strict(lines)], [refs(1)], FakeEncoder(), NOMASK)[0]
     assert out["uniqueness_rate"] == pytest.approx(n_unique / (n_unique + n_dup)) and out["uniqueness"] == score
 
@@ -308,14 +308,14 @@ def test_trl_callables_share_one_scoring_pass():
     assert [f.__name__ for f in funcs] == ["coverage", "uniqueness", "format", "tag"]
     assert total.__name__ == "op_total"
     logged = {}
-    kwargs = dict(
-        prompts=[[{"role": "user", "content": "q"}]] * 2,
-        completions=[[{"role": "assistant", "content": strict(r, "R0 R1 R2 R3 R4")}],
+    kwargs = {
+        "prompts": [[{"role": "user", "content": "q"}]] * 2,
+        "completions": [[{"role": "assistant", "content": strict(r, "R0 R1 R2 R3 R4")}],
                      [{"role": "assistant", "content": "no tags"}]],
-        completion_ids=[[1, 2], [3]],
-        situation=["s", "s"], references=[r, r], trainer_state=None,
-        log_extra=lambda *a: None, log_metric=lambda k, v: logged.setdefault(k, []).append(v),
-    )
+        "completion_ids": [[1, 2], [3]],
+        "situation": ["s", "s"], "references": [r, r], "trainer_state": None,
+        "log_extra": lambda *a: None, "log_metric": lambda k, v: logged.setdefault(k, []).append(v),
+    }
     values = [f(**kwargs) for f in funcs] + [total(**kwargs)]
     assert values == [[5.0, 0.0], [1.0, 1.0], [2.0, 0.0], [0.0, -0.2], [pytest.approx(2.0), pytest.approx(0.1)]]
     assert len(enc.calls) == 1 and funcs[0].scorer.stats()["memo_hits"] == 4
