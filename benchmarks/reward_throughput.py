@@ -26,10 +26,15 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from opgrpo.perspectives import mask_keywords, parse_strict_layout, situation_keywords, split_perspective_sentences  # noqa: E402
-from opgrpo.reward_rules import (  # noqa: E402
+from opgrpo.perspectives import (
+    mask_keywords,
+    parse_strict_layout,
+    situation_keywords,
+    split_perspective_sentences,
+)
+from opgrpo.reward_rules import (
     RewardConfig,
     coverage_score,
     format_score,
@@ -37,7 +42,7 @@ from opgrpo.reward_rules import (  # noqa: E402
     uniqueness_rate,
     uniqueness_score,
 )
-from opgrpo.rewards import OPRewardScorer, reference_sentences  # noqa: E402
+from opgrpo.rewards import OPRewardScorer, reference_sentences
 
 VALUES = ["Honesty", "Kindness", "Autonomy", "Fairness", "Loyalty", "Safety", "Privacy", "Justice", "Care",
           "Duty to family", "Right to life", "Respect for elders", "Gratitude", "Responsibility", "Freedom of speech",
@@ -164,11 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         # b is flanked by two floor timings (averaged) so a load spike on this shared CPU hits both.
         floor1, _ = timed(lambda: encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True))
         scorer = OPRewardScorer(encoder, cfg)
-        t, ours = timed(lambda: scorer.score(situations, completions, references))
+        t, ours = timed(lambda scorer=scorer: scorer.score(situations, completions, references))
         times["b"].append(t)
         floor2, _ = timed(lambda: encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True))
         times["floor"].append((floor1 + floor2) / 2)
-        t, _ = timed(lambda: scorer.score(situations, completions, references))
+        t, _ = timed(lambda scorer=scorer: scorer.score(situations, completions, references))
         times["b_warm"].append(t)
         keys = ("coverage", "uniqueness", "format", "tag", "total")
         bad = [i for i, (x, y) in enumerate(zip(base, ours)) if any(not np.isclose(x[k], y[k]) for k in keys)]
@@ -180,12 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label}: a {m['a']:.2f}s | b {m['b']:.2f}s | b warm {m['b_warm']:.2f}s | floor {m['floor']:.2f}s"
               f" | b/a speedup {m['a'] / m['b']:.2f}x | b/floor {m['b'] / m['floor']:.2f}x")
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"median: a (per completion) {med['a']:.2f}s | b (batched, cold cache) {med['b']:.2f}s | "
-          f"b warm cache {med['b_warm']:.2f}s | floor (one encode) {med['floor']:.2f}s")
-    print(f"speedup b/a = {med['a'] / med['b']:.2f}x ; b/floor = {med['b'] / med['floor']:.2f}x ; "
-          f"throughput b = {len(completions) / med['b']:.0f} completions/s ; "
+    print(f"throughput b = {len(completions) / med['b']:.0f} completions/s (median); "
           f"score mismatches a vs b = {mismatches} of {len(completions)}")
-
 
 if __name__ == "__main__":
     main()
