@@ -41,3 +41,28 @@ def responses_file(tmp_path):
             text = f"<core perspectives>\n{body}\n</core perspectives>\n\n<summary>\nA summary.\n</summary>"
             fh.write(json.dumps({"id": it.id, "response": text}) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template (fast CPU steps)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from opgrpo.generation import load_tokenizer
+    from opgrpo.offline import smollm_path
+
+    path = tmp_path_factory.mktemp("tiny_lm")
+    src = smollm_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, path / name)
+    tok = load_tokenizer(str(path))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path

@@ -46,10 +46,12 @@ def test_unknown_key_fails(tmp_path):
     assert res.returncode != 0 and "reward.nonsense" in res.stderr
 
 
-def test_multirun_over_reward_weight_evaluates_responses(tmp_path, responses_file):
-    """A real two-value multirun: stage=eval on a responses file, with the CPU NLI scorer and MiniLM."""
+def test_multirun_over_reward_weight_evaluates_responses(tmp_path, responses_file, tiny_lm):
+    """A real two-value multirun: stage=eval on a responses file, MiniLM for the reward, and the causal-LM
+    NLI backend with a tiny random LM (the SmolLM2 judge makes the same run take minutes)."""
     responses = responses_file
     res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=eval", f"eval.responses_file={responses}",
+                f"eval.nli.model={tiny_lm}",
                 "reward.weights.coverage=0.1,0.5", f"hydra.sweep.dir={tmp_path}/sweep", "objective=eval/reward/total"],
                tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from opgrpo.generation import generate_responses, load_policy, load_tokenizer
 from opgrpo.prompts import IMPLICIT_TEMPLATE, chat_prompt, prompt_text
@@ -27,26 +26,6 @@ def test_chat_prompt_messages():
     assert msgs[0] == {"role": "system", "content": "be brief"} and msgs[1]["role"] == "user"
     with pytest.raises(ValueError, match="unknown prompt kind"):
         prompt_text("x", "sideways")
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from opgrpo.offline import smollm_path
-
-    path = tmp_path_factory.mktemp("tiny_lm")
-    tok_src = smollm_path()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (tok_src / name).exists():
-            shutil.copy(tok_src / name, path / name)
-    tok = load_tokenizer(str(path))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
 
 
 def test_batched_generation_shapes_order_and_determinism(tiny_lm):

@@ -13,12 +13,12 @@ BIN = Path(sys.executable).parent / "opgrpo"
 
 
 @pytest.mark.slow
-def test_submitit_local_multirun(tmp_path, responses_file):
+def test_submitit_local_multirun(tmp_path, responses_file, tiny_lm):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     sweep = tmp_path / "sweep"
     res = subprocess.run(
         [str(BIN), "-m", "launcher=submitit_local", "experiment=cpu_demo", "stage=eval",
-         f"eval.responses_file={responses_file}", "reward.weights.uniqueness=0.2,0.4", f"hydra.sweep.dir={sweep}"],
+         f"eval.responses_file={responses_file}", f"eval.nli.model={tiny_lm}", "reward.weights.uniqueness=0.2,0.4", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     for job in ("0", "1"):

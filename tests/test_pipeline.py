@@ -1,4 +1,7 @@
-"""End to end: the real `cpu_demo` experiment, shrunk, through every stage in one run directory."""
+"""End to end: the real `cpu_demo` experiment, shrunk, through every stage in one run directory.
+
+Shrunk = a tiny random Llama (SmolLM2's tokenizer and chat template) as policy and NLI judge, a few
+steps per stage; `make demo` runs the same experiment at full size with SmolLM2-135M-Instruct."""
 from __future__ import annotations
 
 import json
@@ -21,10 +24,11 @@ SHRINK = [
 ]
 
 
-def test_cpu_demo_pipeline_end_to_end(tmp_path):
+def test_cpu_demo_pipeline_end_to_end(tmp_path, tiny_lm):
     run = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    res = subprocess.run([str(BIN), "experiment=cpu_demo", f"hydra.run.dir={run}", *SHRINK], cwd=tmp_path, env=env,
+    res = subprocess.run([str(BIN), "experiment=cpu_demo", f"hydra.run.dir={run}", f"model.name_or_path={tiny_lm}",
+                          f"eval.nli.model={tiny_lm}", *SHRINK], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
