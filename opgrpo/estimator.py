@@ -116,10 +116,7 @@ class EstimatorConfig:
 
 # ------------------------------------------------------------------------------------------- helpers
 
-def _device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+from opgrpo.devices import resolve_device as _device  # noqa: E402
 
 
 def build_judge(config: JudgeConfig, device: str = "auto"):

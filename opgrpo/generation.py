@@ -14,26 +14,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from opgrpo.devices import resolve_device, resolve_dtype  # noqa: F401 (resolve_device is re-exported)
+
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(_DTYPES)}") from None
 
 
 def load_tokenizer(name_or_path: str, *, gguf_file: str = "", chat_template: str = "", trust_remote_code: bool = False):

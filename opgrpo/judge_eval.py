@@ -233,7 +233,7 @@ class LocalChatJudge:
                  batch_size: int = 8, max_length: int = 4096):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from opgrpo.nli import _resolve_device, _resolve_dtype
+        from opgrpo.devices import resolve_device as _resolve_device, resolve_dtype as _resolve_dtype
 
         self.device = _resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))

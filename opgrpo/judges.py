@@ -27,34 +27,16 @@ YES_VARIANTS = ("Yes", " Yes", "yes")
 NO_VARIANTS = ("No", " No", "no")
 
 
+from opgrpo.devices import resolve_device as _resolve_device  # noqa: E402
+from opgrpo.devices import resolve_dtype as _resolve_dtype  # noqa: E402
+
+
 class JudgeUnavailable(RuntimeError):
     """The judge cannot be used at all (endpoint unreachable, authentication refused)."""
 
 
 class Judge(Protocol):
     def prob_yes(self, prompts: list[str]) -> list[float | None]: ...
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"judge dtype must be one of auto, {', '.join(table)}; got {dtype!r}")
-    return table[dtype]
 
 
 class YesNoLM:

@@ -103,27 +103,8 @@ def split_sentences(text: str | None, splitter: str = "sentence_splitter", langu
 # --------------------------------------------------------------------------- scorers
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        if str(device).startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    try:
-        return table[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(table)}") from None
+from opgrpo.devices import resolve_device as _resolve_device  # noqa: E402
+from opgrpo.devices import resolve_dtype as _resolve_dtype  # noqa: E402
 
 
 def entailment_index(id2label: dict[Any, str]) -> int:
