@@ -7,8 +7,9 @@ then applies the rules of ``reward_rules.py`` on per-group similarity blocks. ``
 is the one-call functional form for notebooks; ``make_reward_functions`` / ``make_total_reward``
 wrap a scorer as TRL reward callables (see ``reward_trl.py``).
 
-Bad input never raises: an empty/None/non-text completion scores 0 on coverage, uniqueness and
-format (and gets the tag penalty), over-long text is truncated, lone surrogates and control
+Bad input never raises: a None/non-text completion scores 0 on coverage, uniqueness and format
+(and gets the tag penalty); an empty string is scored by the rules (no sentences: coverage 0,
+uniqueness rate 1.0 as SPEC.md says, format 0, tag penalty), over-long text is truncated, lone surrogates and control
 characters are replaced; every case is counted (``stats()``) and logged.
 """
 from __future__ import annotations
@@ -205,6 +206,7 @@ class OPRewardScorer:
             flags["invalid_text"] = True
             self._bad("invalid_text", where, "bytes that are not UTF-8, decoded with replacement")
         if text is None:
+            flags["not_text"] = True  # None or not text at all: bad input, every component 0
             if raw is not None:
                 self._bad("not_text", where, type(raw).__name__)
             text = ""
@@ -271,14 +273,16 @@ class OPRewardScorer:
     def _item_result(self, it: dict) -> dict:
         cfg = self.config
         n_cand, n_ref = len(it["masked"]), len(it["ref_key"])
-        empty = it["flags"]["empty"]
+        # An empty string is scored by the rules (SPEC: no sentences -> uniqueness rate 1.0, format 0);
+        # None / non-text is bad input and scores 0 on every component but the tag penalty.
+        not_text = it["flags"].pop("not_text", False)
         cov_rate = it["n_matched"] / n_ref if n_ref and n_cand else 0.0
-        uniq_rate = 0.0 if empty else it["uniq_rate"]
+        uniq_rate = 0.0 if not_text else it["uniq_rate"]
         fmt = format_score(it["text"], cfg)
         comp = {
             "coverage": coverage_score(cov_rate, cfg),
-            "uniqueness": 0.0 if empty else uniqueness_score(uniq_rate, cfg),
-            "format": 0.0 if empty else fmt.score,
+            "uniqueness": 0.0 if not_text else uniqueness_score(uniq_rate, cfg),
+            "format": 0.0 if not_text else fmt.score,
             "tag": 0.0 if it["strict"] else float(cfg.tag_penalty),
         }
         w = cfg.weights

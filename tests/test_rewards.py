@@ -213,11 +213,14 @@ def test_uniqueness_buckets_via_scorer(n_unique, n_dup, score):
     assert out["uniqueness_rate"] == pytest.approx(n_unique / (n_unique + n_dup)) and out["uniqueness"] == score
 
 
-def test_single_sentence_is_fully_unique_but_empty_is_zero():
+def test_single_sentence_and_empty_are_fully_unique_by_spec_but_none_is_zero():
     enc = FakeEncoder()
-    one, empty = score_completions(["s", "s"], ["Only one opinion.", ""], [refs(2)] * 2, enc, NOMASK)
+    one, empty, none = score_completions(["s"] * 3, ["Only one opinion.", "", None], [refs(2)] * 3, enc, NOMASK)
     assert one["uniqueness_rate"] == 1.0 and one["uniqueness"] == 1.0 and one["n_candidates"] == 1
-    assert empty["uniqueness"] == 0.0 and empty["format"] == 0.0 and empty["tag"] == -0.2
+    # SPEC: uniqueness rate 1.0 with 0 sentences; format 0 with no sentences; no tags -> -0.2
+    assert empty["uniqueness"] == 1.0 and empty["coverage"] == 0.0 and empty["format"] == 0.0
+    assert empty["tag"] == -0.2 and empty["total"] == pytest.approx(0.3 * 1.0 - 0.2)
+    assert none["uniqueness"] == 0.0 and none["format"] == 0.0 and none["total"] == 0.0
 
 
 # ----------------------------------------------------------------------------- tag, total, clip, masking
@@ -342,7 +345,8 @@ def test_bad_inputs_are_scored_counted_and_logged(caplog):
     with caplog.at_level("WARNING", logger="opgrpo.rewards"):
         out = scorer.score(None, comps, [r, r, r, r, r, None])
     assert [o["empty"] for o in out] == [True, True, True, False, False, False]
-    assert all(o["coverage"] == o["uniqueness"] == o["format"] == 0.0 for o in out[:3])
+    assert all(o["coverage"] == o["uniqueness"] == o["format"] == 0.0 for o in out[:2])  # None, 123
+    assert out[2]["uniqueness"] == 1.0 and out[2]["coverage"] == out[2]["format"] == 0.0  # "" by the rules
     assert out[3]["invalid_text"] and out[4]["truncated"] and out[5]["no_references"]
     assert out[5]["invalid_text"] and out[5]["n_candidates"] == 1  # non-UTF-8 bytes decoded with replacement
     s = scorer.stats()
