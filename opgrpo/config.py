@@ -127,7 +127,6 @@ class LoggerConfig:
 
     backend: str = "csv"  # csv | wandb
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    sample_completions_every: int = 10
 
 
 @dataclass

@@ -182,8 +182,7 @@ def stage_grpo(p: Pipeline) -> None:
     out_dir = p.run.stage_dir("grpo")
     metrics = run_grpo(p.current_policy(), train, funcs, weights,
                        grpo_settings(p), out_dir, peft=_peft(p.cfg), report_to=_report_to(p.cfg),
-                       resume=p.cfg.resume, deepspeed=_deepspeed(p), chat_template=p.cfg.model.chat_template,
-                       sample_every=p.cfg.logger.sample_completions_every)
+                       resume=p.cfg.resume, deepspeed=_deepspeed(p), chat_template=p.cfg.model.chat_template)
     p.policy_path = str(out_dir / "final")
     p.run.log("grpo", metrics)
 
