@@ -359,9 +359,12 @@ def plot_pareto(records: Sequence[RunRecord], df, path: Path) -> Path:
         ax.plot([xs[j] for j in front], [ys[j] for j in front], drawstyle="steps-pre", color="tab:red", lw=1.5,
                 zorder=2, label="Pareto front")
     mid = (min(xs[j] for j in plotted) + max(xs[j] for j in plotted)) / 2 if plotted else 0.0
-    for j in plotted:  # labels point inwards so that the outermost ones stay inside the axes
-        right = xs[j] > mid
-        ax.annotate(_label(records[ok[j]], keys), (xs[j], ys[j]), textcoords="offset points",
+    at: dict[tuple[float, float], list[str]] = {}  # runs landing on the same point share one label
+    for j in plotted:
+        at.setdefault((xs[j], ys[j]), []).append(_label(records[ok[j]], keys))
+    for (x, y), labels in at.items():  # labels point inwards so that the outermost ones stay inside the axes
+        right = x > mid
+        ax.annotate("\n".join(labels), (x, y), textcoords="offset points",
                     xytext=(-6 if right else 6, 6), ha="right" if right else "left", fontsize=7)
     ax.margins(x=0.08, y=0.1)
     if not plotted:

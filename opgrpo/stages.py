@@ -177,7 +177,7 @@ def stage_sft(p: Pipeline) -> None:
 def stage_grpo(p: Pipeline) -> None:
     from opgrpo.training import run_grpo
 
-    train, val = p.train_val()
+    train, _ = p.train_val()
     funcs, weights = grpo_rewards(p)
     out_dir = p.run.stage_dir("grpo")
     metrics = run_grpo(p.current_policy(), train, funcs, weights,
