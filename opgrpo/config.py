@@ -10,9 +10,7 @@ package (``smollm2``, ``minilm``, ``sample_train``, ``sample_test``), for the CP
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore

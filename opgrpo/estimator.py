@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -146,13 +145,12 @@ def _texts(triplets: list[Any]) -> tuple[list[str], list[str], list[str]]:
 
 
 def split_triplets(triplets: list[Any], val_fraction: float = 0.1, seed: int = 42) -> tuple[list, list]:
-    """Deterministic (train, validation) split: numpy ``default_rng(seed)`` permutation, ceil(val) size."""
+    """Deterministic (train, validation) split, the same rule as the items' split (opgrpo.data.train_val_split)."""
+    from opgrpo.data import train_val_split
+
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"train.val_fraction must be in [0, 1), got {val_fraction}")
-    n = len(triplets)
-    n_val = min(math.ceil(val_fraction * n), max(n - 1, 0))
-    order = np.random.default_rng(seed).permutation(n)
-    return [triplets[i] for i in order[n_val:]], [triplets[i] for i in order[:n_val]]
+    return train_val_split(triplets, val_fraction, seed)
 
 
 def _mnrl_loss_class():

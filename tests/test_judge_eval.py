@@ -1,10 +1,8 @@
 """Judge evaluation: reply parsing, retries and failure counts with a scripted judge; the local backend."""
 import json
 import math
-import shutil
 
 import pytest
-import torch
 
 from opgrpo.judge_eval import (
     CRITERIA,
@@ -110,28 +108,8 @@ def test_build_judge_kinds():
         build_judge(JudgeEvalConfig(kind="http", model="m", base_url="http://127.0.0.1:9/v1", timeout=2.0))
 
 
-def tiny_llama(tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from opgrpo.offline import smollm_path
-
-    src = smollm_path()
-    out = tmp_path / "llama"
-    out.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    tok = AutoTokenizer.from_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
-
-
-def test_local_judge_generates_batched_like_unbatched(tmp_path):
-    path = tiny_llama(tmp_path)
+def test_local_judge_generates_batched_like_unbatched(tmp_path, tiny_lm):
+    path = tiny_lm
     cfg = JudgeEvalConfig(kind="transformers", model=str(path), device="cpu", batch_size=2, max_new_tokens=6,
                           max_retries=1)
     judge = build_judge(cfg)

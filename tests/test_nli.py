@@ -1,6 +1,5 @@
 """NLI scoring: sentence splitting, item arithmetic, and both scorer backends with tiny random models."""
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -209,30 +208,10 @@ def test_unknown_backend():
 # --------------------------------------------------------------------------- causal LM
 
 
-def tiny_llama(tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from opgrpo.offline import smollm_path
-
-    src = smollm_path()
-    out = tmp_path / "llama"
-    out.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    tok = AutoTokenizer.from_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
-
-
-def test_causal_lm_backend_asks_yes_no_judge(tmp_path):
+def test_causal_lm_backend_asks_yes_no_judge(tmp_path, tiny_lm):
     from opgrpo.judges import YesNoLM
 
-    path = tiny_llama(tmp_path)
+    path = tiny_lm
     scorer = build_scorer(NLIConfig(backend="causal_lm", model=str(path), batch_size=2, device="cpu",
                                     max_length=256, progress=False))
     assert isinstance(scorer, CausalLMNLI) and scorer.backend == "causal_lm"
