@@ -1,15 +1,15 @@
 # The two commands of the README (each creates .venv on first use):
 #   make demo   - the CPU default run, end to end (experiment=cpu_demo)
-#   make test   - the test suite (fast tests; `make test-slow` for the heavier ones)
+#   make test   - the test suite (CPU; `make test-fast` skips the tests marked slow)
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo test test-slow bench help
+.PHONY: env demo test test-fast bench help
 help:
-	@echo "make demo | make test | make test-slow | make bench | make env"
+	@echo "make demo | make test | make test-fast | make bench | make env"
 
 env:
 	@bash scripts/env.sh
@@ -21,8 +21,8 @@ demo: env
 test: env
 	$(PY) -m pytest -q $(ARGS) || [ $$? -eq 5 ]
 
-test-slow: env
-	$(PY) -m pytest -q -m slow $(ARGS) || [ $$? -eq 5 ]
+test-fast: env
+	$(PY) -m pytest -q -m "not slow and not gpu" $(ARGS) || [ $$? -eq 5 ]
 
 bench: env
 	$(PY) benchmarks/reward_throughput.py

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent / "opgrpo"
 
 SHRINK = [
@@ -52,3 +54,20 @@ def test_cpu_demo_pipeline_end_to_end(tmp_path, tiny_lm):
     for name in ("coverage", "uniqueness", "format", "tag"):
         assert f"rewards/{name}/mean" in grpo_log
     assert "run directory" in res.stdout
+
+
+@pytest.mark.slow
+def test_grpo_stage_logs_to_wandb_offline(tmp_path, tiny_lm):
+    """logger=wandb reaches TRL's W&B callback: an offline W&B run with the reward components appears."""
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("WANDB_MODE", None)
+    res = subprocess.run([str(BIN), "experiment=cpu_demo", "stage=grpo", "logger=wandb", "logger.wandb.mode=offline",
+                          "logger.wandb.project=opgrpo-test", f"hydra.run.dir={run}", f"model.name_or_path={tiny_lm}",
+                          "trainer.grpo.max_steps=1", "trainer.grpo.max_completion_length=16"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert runs, f"no offline W&B run under {run / 'wandb'}"
+    history = list(runs[0].glob("*.wandb"))
+    assert history and history[0].stat().st_size > 0
