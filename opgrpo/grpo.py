@@ -55,7 +55,7 @@ from opgrpo.train_common import (
     as_peft_config,
     load_tokenizer,
     model_init_kwargs,
-    resolve_bf16,
+    bookkeeping_kwargs,
     resume_checkpoint,
     save_final,
     train_metrics,
@@ -268,18 +268,9 @@ def grpo_config(
         # data: keep situation/references/item_id for the reward functions
         remove_unused_columns=False,
         # bookkeeping
-        logging_steps=s.logging_steps,
-        save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
-        activation_checkpointing=s.gradient_checkpointing,
-        bf16=resolve_bf16(s.bf16, "grpo.bf16"),
-        seed=s.seed,
         log_completions=s.log_completions,
         num_completions_to_print=s.completion_samples,
-        report_to=list(report_to) or "none",
-        deepspeed=deepspeed or None,
-        model_init_kwargs=model_kwargs or None,
+        **bookkeeping_kwargs(s, "grpo", report_to=report_to, deepspeed=deepspeed, model_kwargs=model_kwargs),
         **eval_kwargs,
     )
 

@@ -30,7 +30,7 @@ from opgrpo.train_common import (
     as_peft_config,
     load_tokenizer,
     model_init_kwargs,
-    resolve_bf16,
+    bookkeeping_kwargs,
     resume_checkpoint,
     save_final,
     train_metrics,
@@ -177,16 +177,7 @@ def sft_config(
         gradient_accumulation_steps=s.global_batch_size // per_step,
         max_length=s.max_length,
         completion_only_loss=True,
-        logging_steps=s.logging_steps,
-        save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
-        activation_checkpointing=s.gradient_checkpointing,
-        bf16=resolve_bf16(s.bf16, "sft.bf16"),
-        seed=s.seed,
-        report_to=list(report_to) or "none",
-        deepspeed=deepspeed or None,
-        model_init_kwargs=model_kwargs or None,
+        **bookkeeping_kwargs(s, "sft", report_to=report_to, deepspeed=deepspeed, model_kwargs=model_kwargs),
     )
 
 

@@ -110,6 +110,25 @@ def resolve_bf16(value: str | bool, key: str = "bf16") -> bool:
     return v == "true"
 
 
+def bookkeeping_kwargs(settings: Any, section: str, *, report_to=(), deepspeed: str = "",
+                       model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trainer-config fields SFT and GRPO share: logging, checkpoints, precision, seed, logging backends,
+    DeepSpeed and model loading. ``settings`` has the fields both SFTSettings and GRPOSettings declare."""
+    s = settings
+    return dict(
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
+        activation_checkpointing=s.gradient_checkpointing,
+        bf16=resolve_bf16(s.bf16, f"{section}.bf16"),
+        seed=s.seed,
+        report_to=list(report_to) or "none",
+        deepspeed=deepspeed or None,
+        model_init_kwargs=model_kwargs or None,
+    )
+
+
 def world_size() -> int:
     """Number of training processes, from the launcher's environment (accelerate, torchrun, deepspeed set WORLD_SIZE).
 
