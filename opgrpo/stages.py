@@ -32,6 +32,9 @@ class Pipeline:
     def _load(self, ref: str, limit: int = -1):
         from opgrpo.data import load_items
 
+        key = ("items", ref, limit)  # each file is read (and its bad rows logged) once per run
+        if key in self._cache:
+            return self._cache[key]
         b = self.cfg.benchmark
         items, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
                                    limit=None if limit < 0 else limit)
@@ -43,6 +46,7 @@ class Pipeline:
                 for e in errors:
                     fh.write(json.dumps(e.__dict__) + "\n")
         self.run.log("data", {Path(ref).name: {"items": len(items), "bad_rows": sum(not e.kept for e in errors)}})
+        self._cache[key] = items
         return items
 
     def train_val(self):
