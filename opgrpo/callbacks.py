@@ -13,30 +13,13 @@ Both write on the main process only. W&B is plain ``report_to=["wandb"]`` in the
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-
-def _jsonable(value: Any) -> Any:
-    """Floats that JSON cannot hold (NaN, inf) become null; tensors and numpy scalars become Python numbers."""
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            value = value.item()
-        except (ValueError, RuntimeError):
-            value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+from opgrpo.jsonable import jsonable as _jsonable
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

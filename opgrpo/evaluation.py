@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from opgrpo.data import SPLIT_NAMES
+from opgrpo.jsonable import jsonable as _jsonable
 from opgrpo.nli import ItemScore
 
 logger = logging.getLogger(__name__)
@@ -80,18 +81,6 @@ def split_metrics(item_scores: Sequence[ItemScore], split_of_item: Mapping[str, 
     out = {split: _stats(scores[split], threshold, skipped[split]) for split in _split_order(scores)}
     out[OVERALL] = _stats([v for vs in scores.values() for v in vs], threshold, sum(skipped.values()))
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
 
 
 def write_eval_outputs(run_dir: str | Path, metrics: Mapping[str, Mapping[str, float]],
