@@ -6,7 +6,8 @@ NLI, trainer settings) so that one definition serves the notebook API and the Hy
 checks values at start-up, before any model loads, and names the offending key.
 
 Custom resolvers: ``${offline:NAME}`` resolves to a small model or sample file shipped by an installed
-package (``smollm2``, ``minilm``, ``sample_train``, ``sample_test``), for the CPU default run.
+package (``smollm2``, ``minilm``, ``sample_train``, ``sample_test``,
+``sample_pair_labels``), for the CPU default run.
 """
 from __future__ import annotations
 
@@ -164,11 +165,12 @@ def _offline(name: str) -> str:
         return str(offline.smollm_path())
     if name == "minilm":
         return str(offline.minilm_path())
-    if name in ("sample_train", "sample_test"):
+    if name in ("sample_train", "sample_test", "sample_pair_labels"):
         from opgrpo.data import sample_data_path
 
         return str(sample_data_path(name.split("_", 1)[1]))
-    raise ValueError(f"unknown offline resource {name!r} (smollm2, minilm, sample_train, sample_test)")
+    raise ValueError(f"unknown offline resource {name!r} (smollm2, minilm, sample_train, sample_test, "
+                     "sample_pair_labels)")
 
 
 def register() -> None:

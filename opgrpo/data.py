@@ -488,9 +488,10 @@ def split_by_count(items: Iterable[Item]) -> dict[str, list[Item]]:
 # ------------------------------------------------------------------------------------------ helpers
 
 def sample_data_path(name: str = "train") -> Path:
-    """Path of a packaged sample benchmark file: "train" (36 items) or "test" (14 items, 2 per split)."""
-    if name not in ("train", "test"):
-        raise ValueError(f"unknown sample {name!r}; expected 'train' or 'test'")
+    """Path of a packaged sample file: "train" (36 items), "test" (14 items, 2 per split) or "pair_labels"
+    (which reference perspectives of those items express the same perspective; opgrpo.pair_labels)."""
+    if name not in ("train", "test", "pair_labels"):
+        raise ValueError(f"unknown sample {name!r}; expected 'train', 'test' or 'pair_labels'")
     return _SAMPLE_DIR / f"sample_{name}.csv"
 
 

@@ -29,7 +29,7 @@ from opgrpo.mining import SKIP_REASONS, MiningConfig, Triplet, load_triplets, mi
 
 __all__ = ["MiningConfig", "JudgeConfig", "TrainConfig", "SearchConfig", "EstimatorConfig", "Triplet",
            "SKIP_REASONS", "mine_triplets", "load_triplets", "build_judge", "split_triplets",
-           "train_estimator", "evaluate_estimator", "search_hyperparameters", "run_estimator_stage"]
+           "train_estimator", "evaluate_estimator", "paired_comparison", "search_hyperparameters", "run_estimator_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class JudgeConfig:
     """The Yes/No judge that confirms mined pairs (an instruction-tuned LLM in the paper)."""
 
     kind: str = "none"
-    """"transformers" (local causal LM), "http" (OpenAI-compatible endpoint) or "none" (thresholds only)."""
+    """"transformers" (local causal LM), "http" (OpenAI-compatible endpoint), "labels" (human pair labels
+    from ``labels_file``, see opgrpo.pair_labels) or "none" (thresholds only)."""
     model: str = ""
     """Hub id or local path ("transformers"), or the served model name ("http")."""
     base_url: str = ""
@@ -60,6 +61,11 @@ class JudgeConfig:
     """Prompt tokens; longer prompts are cut from the left of the user content."""
     system_prompt: str = ""
     """Optional system message for the judge."""
+    labels_file: str = ""
+    """CSV/JSONL of same/different labels (id, name_a, name_b, label) for kind "labels"; also used for the
+    label-defined held-out triplets of the test items."""
+    unlabelled: str = "different"
+    """kind "labels": a pair the file does not mention is "different" or unanswered ("skip")."""
 
 
 @dataclass
@@ -133,6 +139,13 @@ def build_judge(config: JudgeConfig, device: str = "auto"):
                            max_workers=config.max_workers, system_prompt=config.system_prompt)
         judge.check()
         return judge
+    if kind == "labels":
+        from opgrpo.pair_labels import LabelJudge, PairLabels
+
+        labels = PairLabels.load(config.labels_file)
+        logger.info("label judge: %d labelled pairs from %s (%d bad rows skipped)", len(labels),
+                    config.labels_file, len(labels.errors))
+        return LabelJudge(labels, config.unlabelled)
     return make_judge(kind)
 
 
@@ -230,9 +243,13 @@ def train_estimator(base_model: str, triplets: list[Any], config: TrainConfig | 
 
 
 def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: int = 32,
-                       scale: float = 60.0, device: str = "auto") -> dict[str, Any]:
+                       scale: float = 60.0, device: str = "auto", per_triplet: bool = False,
+                       with_loss: bool = True) -> dict[str, Any]:
     """Triplet accuracy (cos(a, p) > cos(a, n)), mean similarities and the MNRL loss.
 
+    ``per_triplet`` adds ``correct``, one bool per triplet (for ``paired_comparison``). ``with_loss=False``
+    leaves ``mnrl_loss`` None: for triplet sets that reuse sentences (both directions of a pair) the
+    in-chunk candidates contain the anchor itself, and the loss means nothing.
     The loss is MNRL over consecutive chunks of ``batch_size`` triplets (in-chunk positives and negatives
     as candidates), averaged with chunk sizes as weights, like the trainer's validation loss.
     """
@@ -244,21 +261,43 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
     model = SentenceTransformer(str(model_or_path), device=_device(device)) if isinstance(
         model_or_path, (str, Path)) else model_or_path
     a, p, n = _texts(triplets)
-    emb = model.encode(a + p + n, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
-                       show_progress_bar=False).astype(np.float64)
+    unique = list(dict.fromkeys(a + p + n))  # triplet sets reuse sentences: encode each once
+    row = {t: i for i, t in enumerate(unique)}
+    emb = model.encode(unique, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                       show_progress_bar=False).astype(np.float64)[[row[t] for t in a + p + n]]
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     k = len(triplets)
     ea, ep, en = emb[:k], emb[k:2 * k], emb[2 * k:]
     cos_pos, cos_neg = (ea * ep).sum(1), (ea * en).sum(1)
     total = 0.0
-    for s in range(0, k, max(1, batch_size)):
+    for s in range(0, k if with_loss else 0, max(1, batch_size)):
         qa, docs = ea[s:s + batch_size], np.concatenate([ep[s:s + batch_size], en[s:s + batch_size]])
         logits = scale * qa @ docs.T
         logits -= logits.max(1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
         total += float(-logp[np.arange(len(qa)), np.arange(len(qa))].sum())
-    return {"n": k, "accuracy": float((cos_pos > cos_neg).mean()), "mnrl_loss": total / k,
-            "cos_pos": float(cos_pos.mean()), "cos_neg": float(cos_neg.mean())}
+    out = {"n": k, "accuracy": float((cos_pos > cos_neg).mean()), "mnrl_loss": total / k if with_loss else None,
+           "cos_pos": float(cos_pos.mean()), "cos_neg": float(cos_neg.mean())}
+    if per_triplet:
+        out["correct"] = (cos_pos > cos_neg).tolist()
+    return out
+
+
+def paired_comparison(base_correct: list[bool], tuned_correct: list[bool]) -> dict[str, Any]:
+    """How many triplets fine-tuning fixed and broke, with a two-sided exact sign test on those changes.
+
+    ``p_value`` is the probability, if fixes and breaks were equally likely, of a split at least this
+    uneven (1.0 when nothing changed).
+    """
+    from math import comb
+
+    if len(base_correct) != len(tuned_correct):
+        raise ValueError("paired_comparison needs the same triplets for both models")
+    fixed = sum(1 for b, t in zip(base_correct, tuned_correct) if t and not b)
+    broken = sum(1 for b, t in zip(base_correct, tuned_correct) if b and not t)
+    n, k = fixed + broken, min(fixed, broken)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"fixed": fixed, "broken": broken, "p_value": p}
 
 
 def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchConfig | None = None,
@@ -301,7 +340,12 @@ def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchC
 
 def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
     """Resume mining only if triplets.jsonl was mined with the same base model, mining and judge settings."""
-    judge = {k: v for k, v in asdict(cfg.judge).items() if k in ("kind", "model", "base_url", "system_prompt")}
+    judge = {k: v for k, v in asdict(cfg.judge).items()
+             if k in ("kind", "model", "base_url", "system_prompt", "labels_file", "unlabelled")}
+    if cfg.judge.kind == "labels" and Path(cfg.judge.labels_file).is_file():  # edited labels: mine again
+        import hashlib
+
+        judge["labels_sha1"] = hashlib.sha1(Path(cfg.judge.labels_file).read_bytes()).hexdigest()
     meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": judge}
     path = stage_dir / "triplets.meta.json"
     same = True

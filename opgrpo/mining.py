@@ -4,13 +4,16 @@ Per training item: the reference explanations ("In the perspective of X," stripp
 with the situation's keywords and embedded (one ``encode`` call per batch of items). Among pairs with
 cosine >= ``pair_threshold``, most similar first, the first pair a Yes/No judge confirms as the *same*
 perspective is anchor/positive; the hard negative is the remaining sentence most similar to the anchor
-that the judge calls *different*. Without a judge (kind "none") the thresholds decide alone: the most
-similar pair above the threshold, and the most similar remaining sentence below it.
+that the judge calls *different*. The judge is an LLM asked a Yes/No prompt, or human pair labels
+(``opgrpo.pair_labels.LabelJudge``, which reads the perspective names instead of a prompt). Without a
+judge (kind "none") the thresholds decide alone: the most similar pair above the threshold, and the
+most similar remaining sentence below it.
 
 Triplet texts are the masked sentences (the form the estimator sees at reward time); the raw
 explanations, similarities and judge probabilities are kept alongside. Every processed item gets one
 JSONL record in ``out_path`` (``status`` "ok" with the triplet, or the skip reason), written as mining
-goes, so a resumed run skips items already there (except those the judge failed on). ``load_triplets`` reads the "ok" records back.
+goes, so a resumed run skips items already there (except those the judge failed on).
+``load_triplets`` reads the "ok" records back.
 """
 from __future__ import annotations
 
@@ -83,17 +86,28 @@ class Triplet:
     """Judge P(same) for anchor/negative (None without a judge)."""
 
 
-def _explanations(item: Any) -> list[str]:
+def _named_explanations(item: Any) -> tuple[list[str | None], list[str]]:
+    names: list[str | None] = []
     out: list[str] = []
     for p in item.perspectives:
-        text = p.get("text") if isinstance(p, dict) else getattr(p, "text", None)
+        get = p.get if isinstance(p, dict) else (lambda k, p=p: getattr(p, k, None))
+        text, pname = get("text"), get("name")
         if not isinstance(text, str):
             continue
         name, expl = parse_reference(text)  # tolerate a full reference line stored as text
         text = (expl if name is not None else text).strip()
         if text and text not in out:
             out.append(text)
-    return out
+            pname = pname if isinstance(pname, str) and pname.strip() else name
+            names.append(pname.strip() if isinstance(pname, str) else None)
+    return names, out
+
+
+def masked_explanations(item: Any, masking: str = "situation") -> tuple[list[str | None], list[str], list[str]]:
+    """(names, explanations, keyword-masked explanations) of an item's references, repeated texts dropped."""
+    names, raw = _named_explanations(item)
+    kw = _keywords(item.situation, masking)
+    return names, raw, [mask_keywords(s, kw) for s in raw]
 
 
 def _keywords(situation: str, masking: str) -> set[str]:
@@ -155,6 +169,7 @@ class _Work:
     raw: list[str]
     masked: list[str]
     emb: np.ndarray
+    names: list[str | None] = field(default_factory=list)
     sims: np.ndarray = field(default=None)  # type: ignore[assignment]
     pairs: list[tuple[int, int]] = field(default_factory=list)
     chosen: list[tuple[int, int, float | None]] = field(default_factory=list)
@@ -165,18 +180,23 @@ class _Miner:
         self.encoder, self.judge, self.cfg, self.stats = encoder, judge, config, stats
         self.template = config.prompt_template or SAME_PERSPECTIVE_PROMPT
 
-    def _ask(self, prompts: list[str]) -> list[float | None]:
-        if not prompts:
+    def _ask(self, pairs: list[tuple[_Work, int, int]]) -> list[float | None]:
+        """P(same) for each (item, i, j): ``judge.prob_same`` on PairQuery objects when the judge has it
+        (labels), else ``judge.prob_yes`` on the formatted Yes/No prompts (LLM judges)."""
+        if not pairs:
             return []
-        self.stats["judge_prompts"] += len(prompts)
+        self.stats["judge_prompts"] += len(pairs)
         try:
-            answers = list(self.judge.prob_yes(prompts))
+            if hasattr(self.judge, "prob_same"):
+                answers = list(self.judge.prob_same([self._query(w, i, j) for w, i, j in pairs]))
+            else:
+                answers = list(self.judge.prob_yes([self._prompt(w, i, j) for w, i, j in pairs]))
         except Exception as exc:  # a judge failure costs this batch's decisions, not the run
-            logger.warning("judge call failed for %d prompts: %s", len(prompts), exc)
-            answers = [None] * len(prompts)
-        if len(answers) != len(prompts):
-            logger.warning("judge returned %d answers for %d prompts", len(answers), len(prompts))
-            answers = (answers + [None] * len(prompts))[:len(prompts)]
+            logger.warning("judge call failed for %d prompts: %s", len(pairs), exc)
+            answers = [None] * len(pairs)
+        if len(answers) != len(pairs):
+            logger.warning("judge returned %d answers for %d prompts", len(answers), len(pairs))
+            answers = (answers + [None] * len(pairs))[:len(pairs)]
         out = []
         for a in answers:
             try:
@@ -192,6 +212,13 @@ class _Miner:
     def _prompt(self, w: _Work, i: int, j: int) -> str:
         return self.template.format(situation=w.situation, a=w.raw[i], b=w.raw[j])
 
+    @staticmethod
+    def _query(w: _Work, i: int, j: int):
+        from opgrpo.pair_labels import PairQuery
+
+        names = w.names or [None] * len(w.raw)
+        return PairQuery(w.item_id, w.situation, names[i], w.raw[i], names[j], w.raw[j])
+
     def choose_pairs(self, works: list[_Work]) -> dict[str, str]:
         """Fill ``w.chosen`` with anchor/positive pairs; returns skip reasons by item id."""
         skips: dict[str, str] = {}
@@ -203,7 +230,7 @@ class _Miner:
                         w.chosen.append((i, j, None))
             return skips
         asked = [(w, i, j) for w in works for i, j in w.pairs[:self.cfg.max_pairs_judged]]
-        answers = self._ask([self._prompt(w, i, j) for w, i, j in asked])
+        answers = self._ask(asked)
         by_item: dict[str, list[tuple[int, int, float | None]]] = {}
         for (w, i, j), p in zip(asked, answers):
             by_item.setdefault(w.item_id, []).append((i, j, p))
@@ -229,7 +256,7 @@ class _Miner:
                 cands.append((w, a, pos, p_pos, rest[:1] if self.judge is None else
                               rest[:self.cfg.max_negatives_judged]))
         asked = [(c, x) for c in cands for x in c[4]] if self.judge is not None else []
-        answers = self._ask([self._prompt(c[0], c[1], x) for c, x in asked])
+        answers = self._ask([(c[0], c[1], x) for c, x in asked])
         verdict = {(id(c), x): p for (c, x), p in zip(asked, answers)}
         out: list[tuple[_Work, Triplet]] = []
         for c in cands:
@@ -254,23 +281,22 @@ class _Miner:
     def prepare(self, items: list[Any]) -> tuple[list[_Work], dict[str, str]]:
         skips: dict[str, str] = {}
         works: list[_Work] = []
-        pending: list[tuple[str, str, list[str], list[str]]] = []
+        pending: list[tuple[str, str, list[str], list[str], list[str | None]]] = []
         for item in items:
-            raw = _explanations(item)
+            names, raw, masked = masked_explanations(item, self.cfg.masking)
             if len(raw) < 2:
                 skips[str(item.id)] = "too_few_perspectives"
                 continue
-            kw = _keywords(item.situation, self.cfg.masking)
-            pending.append((str(item.id), item.situation, raw, [mask_keywords(s, kw) for s in raw]))
+            pending.append((str(item.id), item.situation, raw, masked, names))
         if not pending:
             return works, skips
-        texts = [t for _, _, _, masked in pending for t in masked]
+        texts = [t for _, _, _, masked, _ in pending for t in masked]
         emb = _normalise(self.encoder.encode(texts, batch_size=self.cfg.encode_batch_size,
                                              convert_to_numpy=True, normalize_embeddings=True,
                                              show_progress_bar=False))
         start = 0
-        for item_id, situation, raw, masked in pending:
-            w = _Work(item_id, situation, raw, masked, emb[start:start + len(masked)])
+        for item_id, situation, raw, masked, names in pending:
+            w = _Work(item_id, situation, raw, masked, emb[start:start + len(masked)], names=names)
             start += len(masked)
             w.sims = w.emb @ w.emb.T
             n = len(raw)
@@ -300,7 +326,8 @@ def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | N
     """Mine at most ``config.max_triplets_per_item`` triplets per item.
 
     ``encoder`` has a sentence-transformers ``encode(texts, **kwargs)``; ``judge`` has
-    ``prob_yes(prompts) -> list[float | None]`` or is None (thresholds only). Returns the triplets in input
+    ``prob_yes(prompts) -> list[float | None]`` (LLM judges), ``prob_same(queries) -> list[float | None]`` on
+    ``opgrpo.pair_labels.PairQuery`` objects (labels) or is None (thresholds only). Returns the triplets in input
     order (resumed ones included) and counters: items, resumed, triplets, skip_<reason> for each of
     SKIP_REASONS, candidate_pairs, judge_prompts, judge_unanswered.
     """

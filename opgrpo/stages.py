@@ -106,30 +106,50 @@ def stage_estimator(p: Pipeline) -> None:
 
 
 def heldout_estimator_eval(p: Pipeline, cfg) -> dict:
-    """Base vs fine-tuned triplet accuracy on triplets mined (thresholds only) from the *test* items.
+    """Base vs fine-tuned estimator on the *test* items, which the estimator never saw.
 
-    The training stage holds out only 10% of its own triplets (a handful on small data); the test
-    items are never seen by the estimator, so their triplets are a cleaner check of the gain.
+    "mined": triplets mined from the test items exactly as training mines (same judge and thresholds).
+    With a thresholds-only judge these are defined by the base model's own similarities, so the base
+    scores 1.0 by construction; with a real judge they are not. "labelled" (when
+    ``estimator.judge.labels_file`` is set): every triplet the human pair labels define on the test
+    items, independent of any model, with the fixed/broken counts and a sign test.
     """
     from sentence_transformers import SentenceTransformer
 
-    from opgrpo.estimator import JudgeConfig, build_judge, evaluate_estimator
+    from opgrpo.estimator import build_judge, evaluate_estimator, paired_comparison
     from opgrpo.generation import resolve_device
     from opgrpo.mining import mine_triplets
 
     b = p.cfg.benchmark  # every test item, not only the eval subset (benchmark.max_test_items)
     items = [it for ref in ([b.test_file] if b.test_file else list(b.test_files.values())) for it in p._load(ref)]
     device = resolve_device(p.cfg.device)
-    base = SentenceTransformer(str(cfg.base_model), device=device)
-    triplets, stats = mine_triplets(items, base, build_judge(JudgeConfig(kind="none")), cfg.mining,
-                                    out_path=p.run.stage_dir("estimator") / "test_triplets.jsonl", resume=False)
-    if not triplets:
-        return {"n": 0, "mining": stats}
-    out = {"base": evaluate_estimator(base, triplets, scale=cfg.train.mnrl_scale, device=device),
-           "finetuned": evaluate_estimator(p.estimator_path, triplets, scale=cfg.train.mnrl_scale, device=device)}
-    log.info("estimator on %d held-out test-item triplets: accuracy %.3f -> %.3f, MNRL loss %.4f -> %.4f",
-             len(triplets), out["base"]["accuracy"], out["finetuned"]["accuracy"],
-             out["base"]["mnrl_loss"], out["finetuned"]["mnrl_loss"])
+    models = {"base": SentenceTransformer(str(cfg.base_model), device=device),
+              "finetuned": SentenceTransformer(str(p.estimator_path), device=device)}
+    mined, stats = mine_triplets(items, models["base"], build_judge(cfg.judge, device), cfg.mining,
+                                 out_path=p.run.stage_dir("estimator") / "test_triplets.jsonl", resume=False)
+    out: dict = {"n": len(mined), "mining": stats}
+    sets = {"mined": mined}
+    if cfg.judge.labels_file:
+        from opgrpo.pair_labels import PairLabels, labelled_triplets
+
+        labels = PairLabels.load(cfg.judge.labels_file)
+        for problem in labels.check_against(items):
+            log.warning("%s", problem)
+        sets["labelled"] = labelled_triplets(items, labels, cfg.mining.masking)
+    for name, triplets in sets.items():
+        if not triplets:
+            continue
+        res = {k: evaluate_estimator(m, triplets, scale=cfg.train.mnrl_scale, per_triplet=True,
+                                     with_loss=name == "mined") for k, m in models.items()}
+        paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"))
+        target = out if name == "mined" else out.setdefault(name, {"n": len(triplets)})
+        target.update(res)
+        target.update(paired)
+        log.info("estimator on %d %s held-out test-item triplets: accuracy %.3f -> %.3f (fixed %d, broken %d, "
+                 "sign test p=%.3g), mean cos(a,p)-cos(a,n) %.3f -> %.3f", len(triplets), name,
+                 res["base"]["accuracy"], res["finetuned"]["accuracy"], paired["fixed"], paired["broken"],
+                 paired["p_value"], res["base"]["cos_pos"] - res["base"]["cos_neg"],
+                 res["finetuned"]["cos_pos"] - res["finetuned"]["cos_neg"])
     return out
 
 
@@ -325,10 +345,12 @@ def print_summary(p: Pipeline) -> None:
         v = s.get(key)
         return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
-    rows = [("estimator triplet accuracy (held-out test items)", "estimator/test_items/base/accuracy",
+    rows = [("estimator triplet accuracy (mined from test items)", "estimator/test_items/base/accuracy",
              "estimator/test_items/finetuned/accuracy"),
-            ("estimator MNRL loss (held-out test items)", "estimator/test_items/base/mnrl_loss",
+            ("estimator MNRL loss (mined from test items)", "estimator/test_items/base/mnrl_loss",
              "estimator/test_items/finetuned/mnrl_loss"),
+            ("estimator triplet accuracy (labelled test pairs)", "estimator/test_items/labelled/base/accuracy",
+             "estimator/test_items/labelled/finetuned/accuracy"),
             (f"NLI accuracy > {p.cfg.eval.threshold} ({p.cfg.eval.nli.backend})", "eval_base/overall/accuracy",
              "eval/overall/accuracy"),
             ("NLI mean score", "eval_base/overall/mean", "eval/overall/mean")]
@@ -337,5 +359,9 @@ def print_summary(p: Pipeline) -> None:
     width = max(len(r[0]) for r in rows)
     lines = ["", f"{'':<{width}}  {'before':>8}  {'after':>8}"]
     lines += [f"{label:<{width}}  {num(b):>8}  {num(a):>8}" for label, b, a in rows if b in s or a in s]
+    lab = "estimator/test_items/labelled/"
+    if lab + "n" in s:
+        lines.append(f"estimator on {s[lab + 'n']} labelled test triplets: fine-tuning fixed {s.get(lab + 'fixed')}, "
+                     f"broke {s.get(lab + 'broken')} (sign test p = {s.get(lab + 'p_value', float('nan')):.2g})")
     lines.append(f"run directory: {p.run.path}")
     print("\n".join(lines))

@@ -128,8 +128,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.eval.nli.backend not in ("sequence_classification", "causal_lm"):
         problems.append(f"eval.nli.backend: expected sequence_classification or causal_lm (got {cfg.eval.nli.backend!r})")
     _unit("estimator.mining.pair_threshold", cfg.estimator.mining.pair_threshold, problems)
-    if cfg.estimator.judge.kind not in ("none", "transformers", "http"):
-        problems.append(f"estimator.judge.kind: expected none, transformers or http (got {cfg.estimator.judge.kind!r})")
+    judge = cfg.estimator.judge
+    if judge.kind not in ("none", "transformers", "http", "labels"):
+        problems.append(f"estimator.judge.kind: expected none, transformers, http or labels (got {judge.kind!r})")
+    if judge.kind == "labels" and not Path(judge.labels_file or "").is_file():
+        problems.append(f"estimator.judge.labels_file: judge kind 'labels' needs an existing CSV/JSONL file "
+                        f"(got {judge.labels_file!r})")
+    if judge.unlabelled not in ("different", "skip"):
+        problems.append(f"estimator.judge.unlabelled: expected different or skip (got {judge.unlabelled!r})")
     if cfg.logger.backend not in ("csv", "wandb"):
         problems.append(f"logger.backend: expected csv or wandb (got {cfg.logger.backend!r})")
     if cfg.logger.wandb.mode not in ("offline", "online", "disabled"):

@@ -263,15 +263,22 @@ def test_run_estimator_stage_tiny(minilm_path, tmp_path):
     from opgrpo.data import load_items, sample_data_path
 
     train_items, _ = load_items(sample_data_path("train"))
-    # MiniLM similarities are lower than mpnet's: at 0.5 every sample item yields a triplet
-    cfg = EstimatorConfig(base_model=str(minilm_path), mining=MiningConfig(pair_threshold=0.5),
-                          judge=JudgeConfig(kind="none"),
+    # the CPU preset's mining: the sample pair labels as judge, MiniLM pairs from 0.3 (every item yields one)
+    cfg = EstimatorConfig(base_model=str(minilm_path), mining=MiningConfig(pair_threshold=0.3, max_pairs_judged=100),
+                          judge=JudgeConfig(kind="labels", labels_file=str(sample_data_path("pair_labels"))),
                           train=TrainConfig(batch_size=8, max_steps=2, val_fraction=0.25))
     res = run_estimator_stage(train_items[:12], cfg, tmp_path, device="cpu")
     saved = json.loads((tmp_path / "estimator" / "metrics.json").read_text())
     assert saved["model_path"] == res["model_path"] == str(tmp_path / "estimator" / "model")
     assert res["mining"]["items"] == 12 and res["mining"]["triplets"] == 12
-    assert len(load_triplets(tmp_path / "estimator" / "triplets.jsonl")) == 12
+    mined = load_triplets(tmp_path / "estimator" / "triplets.jsonl")
+    assert len(mined) == 12 and all(t.judge_pos == 1.0 and t.judge_neg == 0.0 for t in mined)
+    # every anchor/positive is a labelled pair: the names of the raw sentences are in the labels file
+    from opgrpo.pair_labels import PairLabels
+
+    labels = PairLabels.load(sample_data_path("pair_labels"))
+    by_text = {p.text: p.name for it in train_items for p in it.perspectives}
+    assert all(labels.get(t.item_id, by_text[t.raw_anchor], by_text[t.raw_positive]) for t in mined)
     assert res["trained"] and res["train"]["steps"] == 2 and res["train"]["train_size"] == 9
     assert res["base"]["n"] == res["finetuned"]["n"] == 3
     assert res["base"]["mnrl_loss"] != res["finetuned"]["mnrl_loss"]

@@ -1,0 +1,165 @@
+"""Human pair labels: loading with bad rows, the label judge in mining, label-defined held-out triplets,
+the paired sign test, and the packaged sample labels against the sample data."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from opgrpo.data import Item, Perspective, load_items, sample_data_path
+from opgrpo.estimator import EstimatorConfig, JudgeConfig, build_judge, evaluate_estimator, paired_comparison
+from opgrpo.mining import MiningConfig, mine_triplets
+from opgrpo.pair_labels import LabelJudge, PairLabels, PairQuery, labelled_triplets
+
+CSV = """id,name_a,name_b,label
+i1,Honesty,Duty to be truthful,same
+i1, compassion ,KINDNESS,
+i1,Honesty,Compassion,different
+i2,Autonomy,,same
+,A,B,same
+i2,Autonomy,Freedom,maybe
+i2,Autonomy,autonomy,same
+i2,Autonomy,Right to choose,yes
+"""
+
+
+def test_load_csv_normalises_names_and_reports_bad_rows(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(CSV)
+    labels = PairLabels.load(path)
+    assert len(labels) == 4
+    assert labels.get("i1", "duty to be truthful", "  HONESTY") is True  # order, case and spaces ignored
+    assert labels.get("i1", "Kindness", "Compassion") is True  # an empty label means "same"
+    assert labels.get("i1", "Compassion", "Honesty") is False
+    assert labels.get("i1", "Honesty", "Kindness") is None and labels.get("i9", "Honesty", "Compassion") is None
+    assert labels.get("i1", None, "Honesty") is None
+    assert labels.same_pairs("i1") == [("compassion", "kindness"), ("duty to be truthful", "honesty")]
+    # data rows 4-7 are bad: the error names the file, the row and the field
+    assert [(e.row, e.field) for e in labels.errors] == [(4, "name_b"), (5, "id"), (6, "label"), (7, "name_b")]
+    assert str(labels.errors[2]).startswith(f"{path}: row 6: field 'label'")
+
+
+def test_load_jsonl_and_missing_file(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps({"id": "x", "name_a": "A", "name_b": "B", "label": "no"}) + "\n\n[1, 2]\nnot json\n")
+    labels = PairLabels.load(path)
+    assert labels.get("x", "b", "a") is False
+    assert [(e.row, e.field) for e in labels.errors] == [(3, "line"), (4, "line")]
+    with pytest.raises(FileNotFoundError, match="pair labels file not found"):
+        PairLabels.load(tmp_path / "absent.csv")
+
+
+def test_check_against_names_typos():
+    labels = PairLabels({("i1", frozenset(("honesty", "duty to be truthfull"))): True})
+    it = Item("i1", "s", [Perspective("Honesty", "x"), Perspective("Duty to be truthful", "y")], "t")
+    assert labels.check_against([it]) == ["<memory>: item i1: no perspective named duty to be truthfull"]
+    assert labels.check_against([Item("other", "s", [], "t")]) == []
+
+
+def test_label_judge_unlabelled_modes():
+    labels = PairLabels({("i", frozenset(("a", "b"))): True, ("i", frozenset(("a", "c"))): False})
+    queries = [PairQuery("i", "s", "A", "x", "B", "y"), PairQuery("i", "s", "A", "x", "C", "z"),
+               PairQuery("i", "s", "B", "y", "C", "z"), PairQuery("i", "s", None, "x", "B", "y")]
+    judge = LabelJudge(labels)
+    assert judge.prob_same(queries) == [1.0, 0.0, 0.0, 0.0]
+    assert (judge.answered, judge.unlabelled_pairs) == (2, 2)
+    assert LabelJudge(labels, "skip").prob_same(queries) == [1.0, 0.0, None, None]
+    with pytest.raises(ValueError, match="unlabelled"):
+        LabelJudge(labels, "same")
+
+
+S = math.sqrt(1 - 0.81)
+VEC = {"a": [1, 0, 0], "b": [0.9, S, 0], "c": [0.8, 0, 0.6], "d": [0, 0, 1], "e": [0, 1, 0]}
+
+
+class Encoder:
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts, **kwargs):
+        self.calls.append(list(texts))
+        return np.array([VEC[t] for t in texts], dtype=float)
+
+
+def _item(iid="i"):
+    # cos(a,b)=.9, cos(a,c)=.8, cos(b,c)=.72, d orthogonal to a and b, cos(c,d)=.6
+    names = ["Honesty", "Compassion", "Duty to be truthful", "Autonomy"]
+    return Item(iid, "Situation", [Perspective(n, t) for n, t in zip(names, "abcd")], "t")
+
+
+def test_mining_with_label_judge_hand_checked():
+    labels = PairLabels({("i", frozenset(("honesty", "duty to be truthful"))): True})
+    judge = LabelJudge(labels)
+    triplets, stats = mine_triplets([_item()], Encoder(), judge, MiningConfig(masking="none"))
+    # candidate pairs >= .75: (a,b) .9 -> unlabelled = different; (a,c) .8 -> same: anchor a, positive c.
+    # negatives of a, most similar first: b (.9, different) -> hard negative b, although closer than c.
+    assert [(t.anchor, t.positive, t.negative) for t in triplets] == [("a", "c", "b")]
+    assert triplets[0].judge_pos == 1.0 and triplets[0].judge_neg == 0.0
+    # asked: (a,b), (a,c) as pairs, then b and d as negatives of a
+    assert stats["judge_prompts"] == 4 and judge.answered == 1 and judge.unlabelled_pairs == 3
+    # "skip": unlabelled pairs are unanswered, so no negative can be confirmed as different
+    triplets, stats = mine_triplets([_item()], Encoder(), LabelJudge(labels, "skip"), MiningConfig(masking="none"))
+    assert triplets == [] and stats["skip_judge_errors"] == 1 and stats["judge_unanswered"] == 3
+
+
+def test_labelled_triplets_hand_checked():
+    labels = PairLabels({("i", frozenset(("honesty", "duty to be truthful"))): True,
+                         ("i", frozenset(("compassion", "duty to be truthful"))): True,
+                         ("i", frozenset(("honesty", "autonomy"))): False,
+                         ("other", frozenset(("x", "y"))): True})
+    got = [(t.anchor, t.positive, t.negative) for t in labelled_triplets([_item()], labels, masking="none")]
+    # pairs in sorted name order: (compassion=b, truthful=c): a is labelled the same as c -> negative d only;
+    # (truthful=c, honesty=a): b is the same as c -> d only. Both directions of each.
+    assert got == [("b", "c", "d"), ("c", "b", "d"), ("c", "a", "d"), ("a", "c", "d")]
+    acc = evaluate_estimator(Encoder(), labelled_triplets([_item()], labels, masking="none"), per_triplet=True,
+                             with_loss=False)
+    # cos(b,c)=.72 > cos(b,d)=0; cos(c,b)=.72 > cos(c,d)=.6; cos(c,a)=.8 > .6; cos(a,c)=.8 > 0
+    assert acc["correct"] == [True, True, True, True] and acc["mnrl_loss"] is None
+
+
+def test_labelled_triplets_mask_with_situation_keywords():
+    it = Item("m", "Telling a friend the truth", [Perspective("Honesty", "Tell the truth, friend."),
+                                                   Perspective("Candour", "A friend deserves the truth"),
+                                                   Perspective("Kindness", "Spare feelings")], "t")
+    labels = PairLabels({("m", frozenset(("honesty", "candour"))): True})
+    t = labelled_triplets([it], labels)[0]  # names in sorted order: candour first
+    assert (t.anchor, t.positive, t.negative) == ("A [KW] deserves the [KW]", "Tell the [KW] [KW]", "Spare feelings")
+    assert t.raw_positive == "Tell the truth, friend."  # "tell" is not the keyword "telling"
+
+
+def test_evaluate_encodes_each_sentence_once():
+    enc = Encoder()
+    triplets = labelled_triplets([_item()], PairLabels({("i", frozenset(("honesty", "duty to be truthful"))): True}),
+                                 masking="none")
+    evaluate_estimator(enc, triplets)
+    assert len(enc.calls) == 1 and sorted(enc.calls[0]) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("base,tuned,want", [
+    ([False] * 5, [True] * 4 + [False], (4, 0, 2 / 16)),  # 4 fixed, 0 broken: 2 * (1/2)^4
+    ([False, False, False, False, True], [True, True, True, True, False], (4, 1, 2 * 6 / 32)),
+    ([True, False], [True, False], (0, 0, 1.0)),
+    ([False, True], [True, False], (1, 1, 1.0)),
+])
+def test_paired_comparison_sign_test(base, tuned, want):
+    got = paired_comparison(base, tuned)
+    assert (got["fixed"], got["broken"]) == want[:2] and got["p_value"] == pytest.approx(want[2])
+
+
+def test_build_judge_labels(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("id,name_a,name_b\ni,a,b\n")
+    judge = build_judge(JudgeConfig(kind="labels", labels_file=str(path), unlabelled="skip"))
+    assert isinstance(judge, LabelJudge) and judge.unlabelled == "skip" and len(judge.labels) == 1
+    with pytest.raises(FileNotFoundError):
+        build_judge(JudgeConfig(kind="labels", labels_file=str(tmp_path / "none.csv")))
+
+
+def test_sample_labels_match_the_sample_data():
+    labels = PairLabels.load(sample_data_path("pair_labels"))
+    assert labels.errors == [] and len(labels) == 58 and all(labels.labels.values())
+    for split, per_item in (("train", {1}), ("test", {1, 2})):
+        items, errors = load_items(sample_data_path(split))
+        assert errors == [] and labels.check_against(items) == []
+        assert {len(labels.same_pairs(it.id)) for it in items} == per_item
+    assert EstimatorConfig().judge.kind == "none"  # the library default stays thresholds-only
