@@ -139,7 +139,7 @@ class PairLabels:
         """Labels whose item is present but lacks one of the named perspectives (typos in the file)."""
         names = {str(it.id): {_norm(p.name) for p in it.perspectives} for it in items}
         problems = []
-        for (iid, pair), _ in self.labels.items():
+        for iid, pair in self.labels:
             if iid in names and not pair <= names[iid]:
                 missing = ", ".join(sorted(pair - names[iid]))
                 problems.append(f"{self.source}: item {iid}: no perspective named {missing}")

@@ -5,9 +5,16 @@ import math
 
 import numpy as np
 import pytest
+from fake_encoder import FakeEncoder
 
 from opgrpo.data import Item, Perspective, load_items, sample_data_path
-from opgrpo.estimator import EstimatorConfig, JudgeConfig, build_judge, evaluate_estimator, paired_comparison
+from opgrpo.estimator import (
+    EstimatorConfig,
+    JudgeConfig,
+    build_judge,
+    evaluate_estimator,
+    paired_comparison,
+)
 from opgrpo.mining import MiningConfig, mine_triplets
 from opgrpo.pair_labels import LabelJudge, PairLabels, PairQuery, labelled_triplets
 
@@ -72,13 +79,8 @@ S = math.sqrt(1 - 0.81)
 VEC = {"a": [1, 0, 0], "b": [0.9, S, 0], "c": [0.8, 0, 0.6], "d": [0, 0, 1], "e": [0, 1, 0]}
 
 
-class Encoder:
-    def __init__(self):
-        self.calls = []
-
-    def encode(self, texts, **kwargs):
-        self.calls.append(list(texts))
-        return np.array([VEC[t] for t in texts], dtype=float)
+def Encoder():
+    return FakeEncoder({k: np.array(v, dtype=np.float32) for k, v in VEC.items()})
 
 
 def _item(iid="i"):
