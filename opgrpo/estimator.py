@@ -283,21 +283,35 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
     return out
 
 
-def paired_comparison(base_correct: list[bool], tuned_correct: list[bool]) -> dict[str, Any]:
+def _sign_test(wins: int, losses: int) -> float:
+    from math import comb
+
+    n, k = wins + losses, min(wins, losses)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
+def paired_comparison(base_correct: list[bool], tuned_correct: list[bool],
+                      groups: list[Any] | None = None) -> dict[str, Any]:
     """How many triplets fine-tuning fixed and broke, with a two-sided exact sign test on those changes.
 
     ``p_value`` is the probability, if fixes and breaks were equally likely, of a split at least this
-    uneven (1.0 when nothing changed).
+    uneven (1.0 when nothing changed). Triplets that share an anchor/positive pair are not independent:
+    with ``groups`` (one key per triplet, e.g. the pair) the same test is also run on the groups whose
+    accuracy went up or down (``groups_improved``, ``groups_worsened``, ``groups_p_value``).
     """
-    from math import comb
-
     if len(base_correct) != len(tuned_correct):
         raise ValueError("paired_comparison needs the same triplets for both models")
     fixed = sum(1 for b, t in zip(base_correct, tuned_correct) if t and not b)
     broken = sum(1 for b, t in zip(base_correct, tuned_correct) if b and not t)
-    n, k = fixed + broken, min(fixed, broken)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
-    return {"fixed": fixed, "broken": broken, "p_value": p}
+    out: dict[str, Any] = {"fixed": fixed, "broken": broken, "p_value": _sign_test(fixed, broken)}
+    if groups is not None:
+        delta: dict[Any, int] = {}
+        for g, b, t in zip(groups, base_correct, tuned_correct):
+            delta[g] = delta.get(g, 0) + int(t) - int(b)
+        up, down = sum(d > 0 for d in delta.values()), sum(d < 0 for d in delta.values())
+        out.update({"groups": len(delta), "groups_improved": up, "groups_worsened": down,
+                    "groups_p_value": _sign_test(up, down)})
+    return out
 
 
 def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchConfig | None = None,

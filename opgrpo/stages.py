@@ -141,7 +141,9 @@ def heldout_estimator_eval(p: Pipeline, cfg) -> dict:
             continue
         res = {k: evaluate_estimator(m, triplets, scale=cfg.train.mnrl_scale, per_triplet=True,
                                      with_loss=name == "mined") for k, m in models.items()}
-        paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"))
+        pairs = [(t.item_id, frozenset((t.raw_anchor, t.raw_positive))) for t in triplets]
+        paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"),
+                                   groups=pairs if name == "labelled" else None)
         target = out if name == "mined" else out.setdefault(name, {"n": len(triplets)})
         target.update(res)
         target.update(paired)
@@ -150,6 +152,9 @@ def heldout_estimator_eval(p: Pipeline, cfg) -> dict:
                  res["base"]["accuracy"], res["finetuned"]["accuracy"], paired["fixed"], paired["broken"],
                  paired["p_value"], res["base"]["cos_pos"] - res["base"]["cos_neg"],
                  res["finetuned"]["cos_pos"] - res["finetuned"]["cos_neg"])
+        if "groups" in paired:
+            log.info("... by labelled pair: %d of %d improved, %d worsened (sign test p=%.3g)", paired["groups_improved"],
+                     paired["groups"], paired["groups_worsened"], paired["groups_p_value"])
     return out
 
 
@@ -362,6 +367,8 @@ def print_summary(p: Pipeline) -> None:
     lab = "estimator/test_items/labelled/"
     if lab + "n" in s:
         lines.append(f"estimator on {s[lab + 'n']} labelled test triplets: fine-tuning fixed {s.get(lab + 'fixed')}, "
-                     f"broke {s.get(lab + 'broken')} (sign test p = {s.get(lab + 'p_value', float('nan')):.2g})")
+                     f"broke {s.get(lab + 'broken')} (sign test p = {s.get(lab + 'p_value', float('nan')):.2g}); "
+                     f"of {s.get(lab + 'groups')} labelled pairs {s.get(lab + 'groups_improved')} improved, "
+                     f"{s.get(lab + 'groups_worsened')} worsened (p = {s.get(lab + 'groups_p_value', float('nan')):.2g})")
     lines.append(f"run directory: {p.run.path}")
     print("\n".join(lines))

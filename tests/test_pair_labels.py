@@ -148,6 +148,16 @@ def test_paired_comparison_sign_test(base, tuned, want):
     assert (got["fixed"], got["broken"]) == want[:2] and got["p_value"] == pytest.approx(want[2])
 
 
+def test_paired_comparison_by_group():
+    # pair x: 3 triplets, +2 -1 = net up; pair y: one broken = down; pair z: unchanged
+    base = [False, False, True, True, True]
+    tuned = [True, True, False, False, True]
+    got = paired_comparison(base, tuned, groups=["x", "x", "x", "y", "z"])
+    assert (got["fixed"], got["broken"]) == (2, 2)
+    assert (got["groups"], got["groups_improved"], got["groups_worsened"], got["groups_p_value"]) == (3, 1, 1, 1.0)
+    assert "groups" not in paired_comparison(base, tuned)
+
+
 def test_build_judge_labels(tmp_path):
     path = tmp_path / "l.csv"
     path.write_text("id,name_a,name_b\ni,a,b\n")

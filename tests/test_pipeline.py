@@ -76,6 +76,7 @@ def test_cpu_estimator_preset_beats_its_base(tmp_path):
     lab = "estimator/test_items/labelled/"
     assert s[lab + "finetuned/accuracy"] >= s[lab + "base/accuracy"] + 0.05
     assert s[lab + "fixed"] > 3 * s[lab + "broken"] and s[lab + "p_value"] < 1e-3
+    assert s[lab + "groups"] == 22 and s[lab + "groups_improved"] > 3 * s[lab + "groups_worsened"]
 
 
 @pytest.mark.slow
