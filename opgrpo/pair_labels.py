@@ -81,7 +81,7 @@ class PairLabels:
         if not path.is_file():
             raise FileNotFoundError(f"pair labels file not found: {path}")
         out = cls(source=str(path))
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:  # -sig: drop a BOM
             if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
                 rows = []
                 for n, line in enumerate(fh, 1):
@@ -101,6 +101,8 @@ class PairLabels:
             out._add_row(n, row)
         if out.errors:
             logger.warning("%s: %d bad label rows skipped (first: %s)", path, len(out.errors), out.errors[0])
+        if not out.labels:
+            logger.warning("%s: no usable pair labels: every pair counts as unlabelled", path)
         return out
 
     def _error(self, row: int, field: str, message: str) -> None:

@@ -46,6 +46,15 @@ def test_load_csv_normalises_names_and_reports_bad_rows(tmp_path):
     assert str(labels.errors[2]).startswith(f"{path}: row 6: field 'label'")
 
 
+def test_load_csv_with_bom_and_empty_file(tmp_path, caplog):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffid,name_a,name_b,label\ni,A,B,same\n".encode())
+    assert PairLabels.load(path).get("i", "a", "b") is True
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert len(PairLabels.load(empty)) == 0 and "no usable pair labels" in caplog.text
+
+
 def test_load_jsonl_and_missing_file(tmp_path):
     path = tmp_path / "labels.jsonl"
     path.write_text(json.dumps({"id": "x", "name_a": "A", "name_b": "B", "label": "no"}) + "\n\n[1, 2]\nnot json\n")
