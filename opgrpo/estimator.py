@@ -143,6 +143,9 @@ def build_judge(config: JudgeConfig, device: str = "auto"):
         from opgrpo.pair_labels import LabelJudge, PairLabels
 
         labels = PairLabels.load(config.labels_file)
+        if not len(labels):
+            raise ValueError(f"estimator.judge.labels_file: {config.labels_file} has no usable pair labels "
+                             f"(columns id, name_a, name_b, label; {len(labels.errors)} bad rows)")
         logger.info("label judge: %d labelled pairs from %s (%d bad rows skipped)", len(labels),
                     config.labels_file, len(labels.errors))
         return LabelJudge(labels, config.unlabelled)
@@ -389,6 +392,10 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
     dev = _device(device)
     t0 = time.perf_counter()
     judge = build_judge(cfg.judge, dev)  # first: an unreachable endpoint fails before any model loads
+    if hasattr(judge, "labels"):  # a typo in a label's name would silently cost that item its triplet
+        problems = judge.labels.check_against(items_train)
+        for problem in problems:
+            logger.warning("%s", problem)
     encoder = SentenceTransformer(str(cfg.base_model), device=dev)
     triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining,
                                     out_path=stage_dir / "triplets.jsonl", resume=_resumable(stage_dir, cfg))
@@ -396,6 +403,9 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
         stats["judge_errors"] = int(judge.errors)
     if hasattr(judge, "unparseable"):
         stats["judge_unparseable"] = int(judge.unparseable)
+    if hasattr(judge, "labels"):
+        stats["label_problems"] = len(problems)
+        stats["label_bad_rows"] = len(judge.labels.errors)
     del judge
     gc.collect()
     mining_s = time.perf_counter() - t0

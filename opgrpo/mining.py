@@ -241,7 +241,8 @@ class _Miner:
                 if p is not None and p >= self.cfg.judge_threshold and len(w.chosen) < k and not ({i, j} & used):
                     w.chosen.append((i, j, p))
             if not w.chosen:
-                all_failed = decisions and all(p is None for _, _, p in decisions)
+                all_failed = (decisions and all(p is None for _, _, p in decisions)
+                              and not getattr(self.judge, "abstains", False))
                 skips[w.item_id] = "judge_errors" if all_failed else "no_confirmed_pair"
         return skips
 
@@ -268,7 +269,8 @@ class _Miner:
                     neg, p_neg = x, p
                     break
             if neg is None:
-                failed = self.judge is not None and rest and all(verdict.get((id(c), x)) is None for x in rest)
+                failed = (self.judge is not None and rest and not getattr(self.judge, "abstains", False)
+                          and all(verdict.get((id(c), x)) is None for x in rest))
                 skips.setdefault(w.item_id, "judge_errors" if failed else "no_negative")
                 continue
             out.append((w, Triplet(

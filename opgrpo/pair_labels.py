@@ -40,7 +40,18 @@ _DIFFERENT = {"different", "no", "false", "0"}
 
 
 def _norm(name: Any) -> str:
-    return " ".join(str(name).split()).lower()
+    return " ".join(str(name).replace("\u2019", "'").replace("\u2018", "'").split()).lower()
+
+
+def _label_text(value: Any) -> str:
+    """A label cell as text: JSON booleans and numbers too (false and 0 are "different", not missing)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "1" if value == 1 else "0" if value == 0 else str(value)
+    return _norm(value)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ class PairLabels:
         self.labels: dict[tuple[str, frozenset[str]], bool] = dict(labels or {})
         self.source = source
         self.errors: list[LabelError] = []
+        self._rows: dict[tuple[str, frozenset[str]], int] = {}
+        self._groups: dict[tuple[str, str], tuple[str, str]] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> PairLabels:
@@ -118,20 +131,45 @@ class PairLabels:
         if a == b:
             self._error(n, "name_b", f"same name as name_a ({row['name_a']!r})")
             return
-        label = _norm(row.get("label") or "")
+        label = _label_text(row.get("label"))
         if label not in _SAME | _DIFFERENT:
             self._error(n, "label", f"expected same or different, got {row.get('label')!r}")
             return
-        self.labels[(str(row["id"]).strip(), frozenset((a, b)))] = label in _SAME
+        key = (str(row["id"]).strip(), frozenset((a, b)))
+        if key in self.labels and self.labels[key] != (label in _SAME):
+            self._error(n, "label", f"contradicts row {self._rows[key]} for the same pair (the first is kept)")
+            return
+        self.labels.setdefault(key, label in _SAME)
+        self._rows.setdefault(key, n)
+        self._groups = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _root(self, node: tuple[str, str]) -> tuple[str, str]:
+        if self._groups is None:  # union-find over the "same" pairs of each item
+            self._groups = {}
+            for (iid, pair), same in self.labels.items():
+                if same and len(pair) == 2:
+                    x, y = (self._root((iid, n)) for n in sorted(pair))
+                    if x != y:
+                        self._groups[y] = x
+        while node in self._groups:
+            node = self._groups[node]
+        return node
+
     def get(self, item_id: str, name_a: str | None, name_b: str | None) -> bool | None:
-        """True (same), False (different) or None (not labelled)."""
+        """True (same), False (different) or None (not labelled).
+
+        "Same" is transitive: with a~b and b~c labelled, a~c is "same" too (unless labelled otherwise).
+        """
         if name_a is None or name_b is None:
             return None
-        return self.labels.get((str(item_id), frozenset((_norm(name_a), _norm(name_b)))))
+        iid, a, b = str(item_id), _norm(name_a), _norm(name_b)
+        label = self.labels.get((iid, frozenset((a, b))))
+        if label is None and self._root((iid, a)) == self._root((iid, b)) and a != b:
+            return True
+        return label
 
     def same_pairs(self, item_id: str) -> list[tuple[str, str]]:
         """The item's same-labelled name pairs (normalised, sorted for a stable order)."""
@@ -139,7 +177,10 @@ class PairLabels:
 
     def check_against(self, items: Iterable[Any]) -> list[str]:
         """Labels whose item is present but lacks one of the named perspectives (typos in the file)."""
-        names = {str(it.id): {_norm(p.name) for p in it.perspectives} for it in items}
+        from opgrpo.mining import masked_explanations
+
+        names = {str(it.id): {_norm(n) for n in masked_explanations(it, "none")[0] if n is not None}
+                 for it in items}
         problems = []
         for iid, pair in self.labels:
             if iid in names and not pair <= names[iid]:
@@ -156,6 +197,8 @@ class LabelJudge:
             raise ValueError(f"unlabelled must be 'different' or 'skip', got {unlabelled!r}")
         self.labels, self.unlabelled = labels, unlabelled
         self.answered = self.unlabelled_pairs = 0
+        self.abstains = unlabelled == "skip"
+        """A None answer means "not labelled", not a failure: mining must not retry it as a judge error."""
 
     def prob_same(self, queries: list[PairQuery]) -> list[float | None]:
         out: list[float | None] = []
@@ -170,25 +213,30 @@ class LabelJudge:
         return out
 
 
-def labelled_triplets(items: Iterable[Any], labels: PairLabels, masking: str = "situation") -> list[Any]:
+def labelled_triplets(items: Iterable[Any], labels: PairLabels, masking: str = "situation",
+                      unlabelled: str = "different") -> list[Any]:
     """Every (anchor, positive, negative) the labels define on ``items``, texts masked as mining masks them.
 
     For each same-labelled pair (a, b) of an item, both directions (a->b and b->a); the negatives are the
-    item's other perspectives that are labelled the same as neither a nor b.
+    item's other perspectives that are labelled the same as neither a nor b (``unlabelled="skip"``: only
+    those labelled *different* from both).
     """
     from opgrpo.mining import Triplet, masked_explanations
 
     out: list[Triplet] = []
     for item in items:
         names, raw, masked = masked_explanations(item, masking)
-        index = {_norm(n): k for k, n in enumerate(names) if n is not None}
+        normed = [None if n is None else _norm(n) for n in names]
+        # a name used twice in one item is ambiguous: its pairs are left out
+        index = {n: k for k, n in enumerate(normed) if n is not None and normed.count(n) == 1}
         for na, nb in labels.same_pairs(str(item.id)):
             if na not in index or nb not in index:
                 continue
             i, j = index[na], index[nb]
             for anchor, pos in ((i, j), (j, i)):
                 for neg in range(len(raw)):
-                    if neg in (i, j) or any(labels.get(str(item.id), names[neg], names[x]) for x in (i, j)):
+                    verdicts = [labels.get(str(item.id), names[neg], names[x]) for x in (i, j)]
+                    if neg in (i, j) or any(verdicts) or (unlabelled == "skip" and None in verdicts):
                         continue
                     out.append(Triplet(item_id=str(item.id), anchor=masked[anchor], positive=masked[pos],
                                        negative=masked[neg], raw_anchor=raw[anchor], raw_positive=raw[pos],

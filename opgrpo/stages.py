@@ -96,65 +96,84 @@ class Pipeline:
 def stage_estimator(p: Pipeline) -> None:
     from opgrpo.estimator import run_estimator_stage
 
-    train, _ = p.train_val()
+    train, val = p.train_val()
     cfg = to_object(p.cfg, "estimator")
     out = run_estimator_stage(train, cfg, p.run.path, device=p.cfg.device)
     p.estimator_path = str(out["model_path"])
     p.run.log("estimator", {k: v for k, v in out.items() if k not in ("model_path", "train_config")})
-    if p.cfg.benchmark.test_file or p.cfg.benchmark.test_files:
-        p.run.log("estimator", {"test_items": heldout_estimator_eval(p, cfg)})
+    sets = {}
+    b = p.cfg.benchmark
+    if b.test_file or b.test_files:  # every test item, not only the eval subset (benchmark.max_test_items)
+        sets["test_items"] = [it for ref in ([b.test_file] if b.test_file else list(b.test_files.values()))
+                              for it in p._load(ref)]
+    if val and cfg.judge.labels_file:
+        sets["val_items"] = val
+    if sets:
+        p.run.log("estimator", heldout_estimator_eval(p, cfg, sets))
 
 
-def heldout_estimator_eval(p: Pipeline, cfg) -> dict:
-    """Base vs fine-tuned estimator on the *test* items, which the estimator never saw.
+def heldout_estimator_eval(p: Pipeline, cfg, item_sets: dict[str, list]) -> dict:
+    """Base vs fine-tuned estimator on items it never trained on (the test items; the validation items).
 
-    "mined": triplets mined from the test items exactly as training mines (same judge and thresholds).
-    With a thresholds-only judge these are defined by the base model's own similarities, so the base
-    scores 1.0 by construction; with a real judge they are not. "labelled" (when
-    ``estimator.judge.labels_file`` is set): every triplet the human pair labels define on the test
-    items, independent of any model, with the fixed/broken counts and a sign test.
+    "labelled" (when ``estimator.judge.labels_file`` is set): every triplet the human pair labels define
+    on the items, independent of any model, with the triplets fine-tuning fixed and broke and a sign
+    test, also counted by labelled pair (triplets sharing a pair are not independent). This is the
+    headline check; the validation items serve as a dev set for preset choices.
+
+    "mined" (test items only): triplets mined from them as training mines, with the *base* model's
+    similarities. A diagnostic, biased either way: without a judge the base scores 1.0 by construction;
+    with one, the hard negative is the base model's most confusable sentence, which favours any other
+    model. An LLM judge (transformers/http) is not re-run here (cost): those runs mine thresholds-only.
     """
     from sentence_transformers import SentenceTransformer
 
-    from opgrpo.estimator import build_judge, evaluate_estimator, paired_comparison
+    from opgrpo.estimator import JudgeConfig, build_judge, evaluate_estimator, paired_comparison
     from opgrpo.generation import resolve_device
     from opgrpo.mining import mine_triplets
 
-    b = p.cfg.benchmark  # every test item, not only the eval subset (benchmark.max_test_items)
-    items = [it for ref in ([b.test_file] if b.test_file else list(b.test_files.values())) for it in p._load(ref)]
     device = resolve_device(p.cfg.device)
     models = {"base": SentenceTransformer(str(cfg.base_model), device=device),
               "finetuned": SentenceTransformer(str(p.estimator_path), device=device)}
-    mined, stats = mine_triplets(items, models["base"], build_judge(cfg.judge, device), cfg.mining,
-                                 out_path=p.run.stage_dir("estimator") / "test_triplets.jsonl", resume=False)
-    out: dict = {"n": len(mined), "mining": stats}
-    sets = {"mined": mined}
+    labels = None
     if cfg.judge.labels_file:
         from opgrpo.pair_labels import PairLabels, labelled_triplets
 
         labels = PairLabels.load(cfg.judge.labels_file)
-        for problem in labels.check_against(items):
-            log.warning("%s", problem)
-        sets["labelled"] = labelled_triplets(items, labels, cfg.mining.masking)
-    for name, triplets in sets.items():
-        if not triplets:
-            continue
-        res = {k: evaluate_estimator(m, triplets, scale=cfg.train.mnrl_scale, per_triplet=True,
-                                     with_loss=name == "mined") for k, m in models.items()}
-        pairs = [(t.item_id, frozenset((t.raw_anchor, t.raw_positive))) for t in triplets]
-        paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"),
-                                   groups=pairs if name == "labelled" else None)
-        target = out if name == "mined" else out.setdefault(name, {"n": len(triplets)})
-        target.update(res)
-        target.update(paired)
-        log.info("estimator on %d %s held-out test-item triplets: accuracy %.3f -> %.3f (fixed %d, broken %d, "
-                 "sign test p=%.3g), mean cos(a,p)-cos(a,n) %.3f -> %.3f", len(triplets), name,
-                 res["base"]["accuracy"], res["finetuned"]["accuracy"], paired["fixed"], paired["broken"],
-                 paired["p_value"], res["base"]["cos_pos"] - res["base"]["cos_neg"],
-                 res["finetuned"]["cos_pos"] - res["finetuned"]["cos_neg"])
-        if "groups" in paired:
-            log.info("... by labelled pair: %d of %d improved, %d worsened (sign test p=%.3g)", paired["groups_improved"],
-                     paired["groups"], paired["groups_worsened"], paired["groups_p_value"])
+    out: dict = {}
+    for set_name, items in item_sets.items():
+        triplet_sets = {}
+        if labels is not None:
+            for problem in labels.check_against(items):
+                log.warning("%s", problem)
+            triplet_sets["labelled"] = labelled_triplets(items, labels, cfg.mining.masking, cfg.judge.unlabelled)
+        if set_name == "test_items":
+            cheap = cfg.judge if cfg.judge.kind in ("labels", "none") else JudgeConfig(kind="none")
+            triplet_sets["mined"], stats = mine_triplets(
+                items, models["base"], build_judge(cheap, device), cfg.mining,
+                out_path=p.run.stage_dir("estimator") / "test_triplets.jsonl", resume=False)
+            out.setdefault(set_name, {})["mined"] = {"n": len(triplet_sets["mined"]), "mining": stats}
+        for name, triplets in triplet_sets.items():
+            target = out.setdefault(set_name, {}).setdefault(name, {})
+            target["n"] = len(triplets)
+            if not triplets:
+                continue
+            res = {k: evaluate_estimator(m, triplets, scale=cfg.train.mnrl_scale, per_triplet=True,
+                                         with_loss=name == "mined") for k, m in models.items()}
+            pairs = [(t.item_id, frozenset((t.raw_anchor, t.raw_positive))) for t in triplets]
+            paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"),
+                                       groups=pairs if name == "labelled" else None)
+            target.update(res)
+            target.update(paired)
+            log.info("estimator on %d %s triplets of the %s: accuracy %.3f -> %.3f (fixed %d, broken %d, sign "
+                     "test p=%.3g), mean cos(a,p)-cos(a,n) %.3f -> %.3f", len(triplets), name,
+                     set_name.replace("_", " "), res["base"]["accuracy"], res["finetuned"]["accuracy"],
+                     paired["fixed"], paired["broken"], paired["p_value"],
+                     res["base"]["cos_pos"] - res["base"]["cos_neg"],
+                     res["finetuned"]["cos_pos"] - res["finetuned"]["cos_neg"])
+            if "groups" in paired:
+                log.info("... by labelled pair: %d of %d improved, %d worsened (sign test p=%.3g)",
+                         paired["groups_improved"], paired["groups"], paired["groups_worsened"],
+                         paired["groups_p_value"])
     return out
 
 
@@ -350,12 +369,14 @@ def print_summary(p: Pipeline) -> None:
         v = s.get(key)
         return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
-    rows = [("estimator triplet accuracy (mined from test items)", "estimator/test_items/base/accuracy",
-             "estimator/test_items/finetuned/accuracy"),
-            ("estimator MNRL loss (mined from test items)", "estimator/test_items/base/mnrl_loss",
-             "estimator/test_items/finetuned/mnrl_loss"),
-            ("estimator triplet accuracy (labelled test pairs)", "estimator/test_items/labelled/base/accuracy",
+    rows = [("estimator triplet accuracy (labelled test pairs)", "estimator/test_items/labelled/base/accuracy",
              "estimator/test_items/labelled/finetuned/accuracy"),
+            ("estimator triplet accuracy (labelled validation pairs)", "estimator/val_items/labelled/base/accuracy",
+             "estimator/val_items/labelled/finetuned/accuracy"),
+            ("estimator triplet accuracy (held-out mined triplets)", "estimator/base/accuracy",
+             "estimator/finetuned/accuracy"),
+            ("estimator MNRL loss (held-out mined triplets)", "estimator/base/mnrl_loss",
+             "estimator/finetuned/mnrl_loss"),
             (f"NLI accuracy > {p.cfg.eval.threshold} ({p.cfg.eval.nli.backend})", "eval_base/overall/accuracy",
              "eval/overall/accuracy"),
             ("NLI mean score", "eval_base/overall/mean", "eval/overall/mean")]
@@ -366,9 +387,9 @@ def print_summary(p: Pipeline) -> None:
     lines += [f"{label:<{width}}  {num(b):>8}  {num(a):>8}" for label, b, a in rows if b in s or a in s]
     lab = "estimator/test_items/labelled/"
     if lab + "n" in s:
-        lines.append(f"estimator on {s[lab + 'n']} labelled test triplets: fine-tuning fixed {s.get(lab + 'fixed')}, "
-                     f"broke {s.get(lab + 'broken')} (sign test p = {s.get(lab + 'p_value', float('nan')):.2g}); "
-                     f"of {s.get(lab + 'groups')} labelled pairs {s.get(lab + 'groups_improved')} improved, "
-                     f"{s.get(lab + 'groups_worsened')} worsened (p = {s.get(lab + 'groups_p_value', float('nan')):.2g})")
+        lines.append(f"estimator on the labelled test pairs: of {s.get(lab + 'groups')} pairs fine-tuning improved "
+                     f"{s.get(lab + 'groups_improved')} and worsened {s.get(lab + 'groups_worsened')} (sign test "
+                     f"p = {s.get(lab + 'groups_p_value', float('nan')):.2g}); of {s[lab + 'n']} triplets it fixed "
+                     f"{s.get(lab + 'fixed')} and broke {s.get(lab + 'broken')}")
     lines.append(f"run directory: {p.run.path}")
     print("\n".join(lines))

@@ -131,9 +131,10 @@ def validate(cfg: DictConfig) -> None:
     judge = cfg.estimator.judge
     if judge.kind not in ("none", "transformers", "http", "labels"):
         problems.append(f"estimator.judge.kind: expected none, transformers, http or labels (got {judge.kind!r})")
-    if judge.kind == "labels" and not Path(judge.labels_file or "").is_file():
-        problems.append(f"estimator.judge.labels_file: judge kind 'labels' needs an existing CSV/JSONL file "
-                        f"(got {judge.labels_file!r})")
+    if judge.kind == "labels" and not judge.labels_file:
+        problems.append("estimator.judge.labels_file: judge kind 'labels' needs a CSV/JSONL labels file")
+    if judge.labels_file and not Path(judge.labels_file).is_file():
+        problems.append(f"estimator.judge.labels_file: no such file {judge.labels_file!r}")
     if judge.unlabelled not in ("different", "skip"):
         problems.append(f"estimator.judge.unlabelled: expected different or skip (got {judge.unlabelled!r})")
     if cfg.logger.backend not in ("csv", "wandb"):

@@ -109,6 +109,8 @@ def test_unknown_key_fails_at_composition():
         ("estimator.mining.pair_threshold=1.2", "estimator.mining.pair_threshold"),
         ("estimator.judge.kind=oracle", "estimator.judge.kind"),
         ("estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
+        ("estimator.judge.labels_file=''", "estimator.judge.labels_file"),
+        ("estimator.judge.kind=none estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
         ("estimator.judge.unlabelled=same", "estimator.judge.unlabelled"),
         ("eval.nli.backend=magic", "eval.nli.backend"),
         ("benchmark.on_error=ignore", "benchmark.on_error"),
@@ -117,7 +119,7 @@ def test_unknown_key_fails_at_composition():
     ],
 )
 def test_validation_names_the_key(override, key):
-    cfg = _compose(["experiment=cpu_demo", override])
+    cfg = _compose(["experiment=cpu_demo", *override.split()])
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert key in str(err.value)

@@ -65,11 +65,40 @@ def test_load_jsonl_and_missing_file(tmp_path):
         PairLabels.load(tmp_path / "absent.csv")
 
 
+def test_jsonl_booleans_and_numbers_conflicts_and_apostrophes(tmp_path):
+    rows = [{"id": "x", "name_a": "A", "name_b": "B", "label": False},
+            {"id": "x", "name_a": "A", "name_b": "C", "label": 0},
+            {"id": "x", "name_a": "A", "name_b": "D", "label": True},
+            {"id": "x", "name_a": "A", "name_b": "E", "label": 1},
+            {"id": "x", "name_a": "A", "name_b": "F", "label": None},
+            {"id": "x", "name_a": "B", "name_b": "A", "label": "same"},  # contradicts row 1: first kept
+            {"id": "x", "name_a": "Children\u2019s well-being", "name_b": "G", "label": "same"}]
+    path = tmp_path / "l.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = PairLabels.load(path)
+    assert [labels.get("x", "a", n) for n in "bcdef"] == [False, False, True, True, True]
+    assert [(e.row, e.field) for e in labels.errors] == [(6, "label")] and "contradicts row 1" in str(labels.errors[0])
+    assert labels.get("x", "children's well-being", "g") is True
+
+
+def test_same_is_transitive_unless_labelled_otherwise():
+    labels = PairLabels({("i", frozenset(("a", "b"))): True, ("i", frozenset(("b", "c"))): True,
+                         ("i", frozenset(("c", "d"))): False, ("i", frozenset(("e", "f"))): True,
+                         ("j", frozenset(("c", "e"))): True})
+    assert labels.get("i", "a", "c") is True  # a~b, b~c
+    assert labels.get("i", "a", "d") is None and labels.get("i", "c", "d") is False
+    assert labels.get("i", "a", "e") is None  # another group
+    assert labels.get("j", "b", "e") is None  # groups are per item
+
+
 def test_check_against_names_typos():
     labels = PairLabels({("i1", frozenset(("honesty", "duty to be truthfull"))): True})
     it = Item("i1", "s", [Perspective("Honesty", "x"), Perspective("Duty to be truthful", "y")], "t")
     assert labels.check_against([it]) == ["<memory>: item i1: no perspective named duty to be truthfull"]
     assert labels.check_against([Item("other", "s", [], "t")]) == []
+    as_dicts = Item("i1", "s", [{"name": "Honesty", "text": "x"}, {"text": "In the perspective of Duty to be truthfull, y"}],
+                    "t")  # dict perspectives; a name taken from a full reference line
+    assert labels.check_against([as_dicts]) == []
 
 
 def test_label_judge_unlabelled_modes():
@@ -108,9 +137,11 @@ def test_mining_with_label_judge_hand_checked():
     assert triplets[0].judge_pos == 1.0 and triplets[0].judge_neg == 0.0
     # asked: (a,b), (a,c) as pairs, then b and d as negatives of a
     assert stats["judge_prompts"] == 4 and judge.answered == 1 and judge.unlabelled_pairs == 3
-    # "skip": unlabelled pairs are unanswered, so no negative can be confirmed as different
+    # "skip": unlabelled pairs are unanswered, so no negative can be confirmed as different; that is an
+    # abstention, not a judge failure (which resume would retry)
     triplets, stats = mine_triplets([_item()], Encoder(), LabelJudge(labels, "skip"), MiningConfig(masking="none"))
-    assert triplets == [] and stats["skip_judge_errors"] == 1 and stats["judge_unanswered"] == 3
+    assert triplets == [] and stats["skip_no_negative"] == 1 and stats["skip_judge_errors"] == 0
+    assert stats["judge_unanswered"] == 3
 
 
 def test_labelled_triplets_hand_checked():
@@ -126,6 +157,18 @@ def test_labelled_triplets_hand_checked():
                              with_loss=False)
     # cos(b,c)=.72 > cos(b,d)=0; cos(c,b)=.72 > cos(c,d)=.6; cos(c,a)=.8 > .6; cos(a,c)=.8 > 0
     assert acc["correct"] == [True, True, True, True] and acc["mnrl_loss"] is None
+
+
+def test_labelled_triplets_skip_mode_and_duplicate_names():
+    labels = PairLabels({("i", frozenset(("honesty", "duty to be truthful"))): True,
+                         ("i", frozenset(("honesty", "autonomy"))): False,
+                         ("i", frozenset(("duty to be truthful", "autonomy"))): False})
+    # "skip": only perspectives labelled different from both are negatives: d (autonomy), not b
+    got = [(t.anchor, t.positive, t.negative) for t in labelled_triplets([_item()], labels, "none", "skip")]
+    assert got == [("c", "a", "d"), ("a", "c", "d")]
+    twice = Item("i", "s", [Perspective("Honesty", "a"), Perspective("Honesty", "b"),
+                            Perspective("Duty to be truthful", "c"), Perspective("Autonomy", "d")], "t")
+    assert labelled_triplets([twice], labels, "none") == []  # which Honesty? the pair is left out
 
 
 def test_labelled_triplets_mask_with_situation_keywords():
@@ -174,6 +217,9 @@ def test_build_judge_labels(tmp_path):
     assert isinstance(judge, LabelJudge) and judge.unlabelled == "skip" and len(judge.labels) == 1
     with pytest.raises(FileNotFoundError):
         build_judge(JudgeConfig(kind="labels", labels_file=str(tmp_path / "none.csv")))
+    (tmp_path / "bad.csv").write_text("ID,Name_A,Name_B\ni,a,b\n")  # wrong header case: no usable label
+    with pytest.raises(ValueError, match="estimator.judge.labels_file: .* no usable pair labels"):
+        build_judge(JudgeConfig(kind="labels", labels_file=str(tmp_path / "bad.csv")))
 
 
 def test_sample_labels_match_the_sample_data():

@@ -43,8 +43,8 @@ def test_cpu_demo_pipeline_end_to_end(tmp_path, tiny_lm):
     # perspective as negative = 292 triplets; base MiniLM ranks 233 of them right (deterministic)
     assert summary["estimator/test_items/labelled/n"] == 292
     assert summary["estimator/test_items/labelled/base/accuracy"] == pytest.approx(233 / 292)
-    assert summary["estimator/test_items/n"] == 14  # one mined triplet per test item
-    assert "labelled test triplets: fine-tuning fixed" in res.stdout
+    assert summary["estimator/test_items/mined/n"] == 14  # one mined triplet per test item (a diagnostic)
+    assert "estimator on the labelled test pairs: of 22 pairs fine-tuning improved" in res.stdout
     assert (run / "sft" / "final" / "config.json").exists()
     assert (run / "grpo" / "final" / "config.json").exists()
     for stage in ("eval_base", "eval"):
@@ -77,6 +77,9 @@ def test_cpu_estimator_preset_beats_its_base(tmp_path):
     assert s[lab + "finetuned/accuracy"] >= s[lab + "base/accuracy"] + 0.05
     assert s[lab + "fixed"] > 3 * s[lab + "broken"] and s[lab + "p_value"] < 1e-3
     assert s[lab + "groups"] == 22 and s[lab + "groups_improved"] > 3 * s[lab + "groups_worsened"]
+    # the 4 validation items (never trained on) are the dev check: 52 labelled triplets
+    dev = "estimator/val_items/labelled/"
+    assert s[dev + "n"] == 52 and s[dev + "finetuned/accuracy"] > s[dev + "base/accuracy"]
 
 
 @pytest.mark.slow
