@@ -4,7 +4,8 @@ A labels file names, per benchmark item, which pairs of its reference perspectiv
 perspective (a value and its matching duty or right, as ValuePrism items often list) and, optionally,
 pairs that are explicitly *different*. CSV or JSON Lines with the fields
 
-    id        the item id (as in the benchmark file)
+    id        the item id (as in the benchmark file; a file without ids numbers its items
+              "<file stem>:<data row>", e.g. "train:3")
     name_a    a perspective name of that item          (case and surrounding spaces are ignored)
     name_b    another perspective name of that item
     label     same | different   (also yes/no, true/false, 1/0; missing = same)
