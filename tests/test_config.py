@@ -55,6 +55,10 @@ def test_cpu_demo_is_valid_and_small():
     assert cfg.pipeline == ["estimator", "eval_base", "sft", "grpo", "eval"]
     assert cfg.eval.nli.backend == "causal_lm"
     assert cfg.trainer.grpo.max_completion_length <= 128
+    # the paper's rules and weights, thresholds calibrated for the MiniLM estimator (conf/reward/cpu.yaml)
+    r = cfg.reward
+    assert (r.weights.coverage, r.weights.uniqueness, r.mode, r.masking) == (0.3, 0.3, "bucketed", "situation")
+    assert r.tau_cov < r.tau_uniq < 0.7
 
 
 def test_paper_preset_has_spec_numbers():
