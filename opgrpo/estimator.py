@@ -392,10 +392,10 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
     dev = _device(device)
     t0 = time.perf_counter()
     judge = build_judge(cfg.judge, dev)  # first: an unreachable endpoint fails before any model loads
-    if hasattr(judge, "labels"):  # a typo in a label's name would silently cost that item its triplet
-        problems = judge.labels.check_against(items_train)
-        for problem in problems:
-            logger.warning("%s", problem)
+    # a typo in a label's name would silently cost that item its triplet
+    label_problems = judge.labels.check_against(items_train) if hasattr(judge, "labels") else None
+    for problem in label_problems or []:
+        logger.warning("%s", problem)
     encoder = SentenceTransformer(str(cfg.base_model), device=dev)
     triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining,
                                     out_path=stage_dir / "triplets.jsonl", resume=_resumable(stage_dir, cfg))
@@ -403,8 +403,8 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
         stats["judge_errors"] = int(judge.errors)
     if hasattr(judge, "unparseable"):
         stats["judge_unparseable"] = int(judge.unparseable)
-    if hasattr(judge, "labels"):
-        stats["label_problems"] = len(problems)
+    if label_problems is not None:
+        stats["label_problems"] = len(label_problems)
         stats["label_bad_rows"] = len(judge.labels.errors)
     del judge
     gc.collect()

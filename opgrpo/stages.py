@@ -58,6 +58,12 @@ class Pipeline:
             self._cache["train_val"] = train_val_split(items, val_fraction=b.val_fraction, seed=b.split_seed)
         return self._cache["train_val"]
 
+    def all_test_items(self) -> list:
+        """Every item of the test file(s), without ``benchmark.max_test_items``."""
+        b = self.cfg.benchmark
+        refs = list(b.test_files.values()) if b.test_files else [b.test_file] if b.test_file else []
+        return [it for ref in refs for it in self._load(ref)]
+
     def test_splits(self) -> dict:
         if "test" not in self._cache:
             from opgrpo.data import split_by_count
@@ -66,7 +72,7 @@ class Pipeline:
             if b.test_files:
                 splits = {name: self._load(ref) for name, ref in b.test_files.items()}
             else:
-                splits = split_by_count(self._load(b.test_file))
+                splits = split_by_count(self.all_test_items())
             if b.max_test_items >= 0:
                 splits = {k: v[: b.max_test_items] for k, v in splits.items()}
             self._cache["test"] = splits
@@ -102,10 +108,9 @@ def stage_estimator(p: Pipeline) -> None:
     p.estimator_path = str(out["model_path"])
     p.run.log("estimator", {k: v for k, v in out.items() if k not in ("model_path", "train_config")})
     sets = {}
-    b = p.cfg.benchmark
-    if b.test_file or b.test_files:  # every test item, not only the eval subset (benchmark.max_test_items)
-        sets["test_items"] = [it for ref in ([b.test_file] if b.test_file else list(b.test_files.values()))
-                              for it in p._load(ref)]
+    test_items = p.all_test_items()  # not only the eval subset (benchmark.max_test_items)
+    if test_items:
+        sets["test_items"] = test_items
     if val and cfg.judge.labels_file:
         sets["val_items"] = val
     if sets:
@@ -127,18 +132,20 @@ def heldout_estimator_eval(p: Pipeline, cfg, item_sets: dict[str, list]) -> dict
     """
     from sentence_transformers import SentenceTransformer
 
-    from opgrpo.estimator import JudgeConfig, build_judge, evaluate_estimator, paired_comparison
+    from opgrpo.estimator import evaluate_estimator, paired_comparison
     from opgrpo.generation import resolve_device
     from opgrpo.mining import mine_triplets
 
     device = resolve_device(p.cfg.device)
     models = {"base": SentenceTransformer(str(cfg.base_model), device=device),
               "finetuned": SentenceTransformer(str(p.estimator_path), device=device)}
-    labels = None
+    labels, judge = None, None  # thresholds-only mining unless the (free) labels are the judge
     if cfg.judge.labels_file:
-        from opgrpo.pair_labels import PairLabels, labelled_triplets
+        from opgrpo.pair_labels import LabelJudge, PairLabels, labelled_triplets
 
-        labels = PairLabels.load(cfg.judge.labels_file)
+        labels = PairLabels.load(cfg.judge.labels_file)  # read once for the triplets and the judge
+        if cfg.judge.kind == "labels":
+            judge = LabelJudge(labels, cfg.judge.unlabelled)
     out: dict = {}
     for set_name, items in item_sets.items():
         triplet_sets = {}
@@ -147,9 +154,8 @@ def heldout_estimator_eval(p: Pipeline, cfg, item_sets: dict[str, list]) -> dict
                 log.warning("%s", problem)
             triplet_sets["labelled"] = labelled_triplets(items, labels, cfg.mining.masking, cfg.judge.unlabelled)
         if set_name == "test_items":
-            cheap = cfg.judge if cfg.judge.kind in ("labels", "none") else JudgeConfig(kind="none")
             triplet_sets["mined"], stats = mine_triplets(
-                items, models["base"], build_judge(cheap, device), cfg.mining,
+                items, models["base"], judge, cfg.mining,
                 out_path=p.run.stage_dir("estimator") / "test_triplets.jsonl", resume=False)
             out.setdefault(set_name, {})["mined"] = {"n": len(triplet_sets["mined"]), "mining": stats}
         for name, triplets in triplet_sets.items():
