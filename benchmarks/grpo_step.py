@@ -4,7 +4,7 @@ Runs ``opgrpo.training.run_grpo`` twice in the same process on the sample traini
 ``--tokens`` completion tokens, one prompt per step, one optimizer step per generation batch):
 
   (a) baseline: one trivial reward (completion length), i.e. generation + loss + optimizer step only;
-  (b) the OP reward: the four components of ``opgrpo.rewards.make_reward_functions`` with the paper weights,
+  (b) the OP reward: the four components of ``opgrpo.reward.scorer.make_reward_functions`` with the paper weights,
       scored by an estimator (``--encoder``, default the offline all-MiniLM-L6-v2).
 
 Every reward callable is wrapped with a timer. Printed per run: median step time over the steps after the first
@@ -80,7 +80,7 @@ def length_reward(prompts, completions, **kwargs):
 
 
 def run(name, model, items, funcs, weights, args) -> dict:
-    from opgrpo.training import GRPOSettings, run_grpo
+    from opgrpo.training.grpo import GRPOSettings, run_grpo
 
     timed = [TimedReward(f) for f in funcs]
     timer = StepTimer(timed)
@@ -134,9 +134,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
-    from opgrpo.data import load_items, sample_data_path
-    from opgrpo.offline import minilm_path, smollm_path
-    from opgrpo.rewards import make_reward_functions, reward_weights
+    from opgrpo.app.resources import minilm_path, smollm_path
+    from opgrpo.benchmark import load_items, sample_data_path
+    from opgrpo.reward import make_reward_functions, reward_weights
 
     model = args.model or str(smollm_path())
     items, _ = load_items(sample_data_path("train"))

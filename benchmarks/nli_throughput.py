@@ -5,7 +5,7 @@ sentences of realistic, varied lengths. Three ways to get every item's NLI score
 
 - baseline: transformers ``pipeline("text-classification", top_k=None)`` called once per item over that
   item's (premise, hypothesis) pairs, same batch size;
-- ours: ``opgrpo.nli.score_items`` (split responses, dedupe, one length-sorted batched pass over all
+- ours: ``opgrpo.evaluation.nli.score_items`` (split responses, dedupe, one length-sorted batched pass over all
   pairs of all items, restore order, aggregate);
 - floor: one length-sorted batched pass over the precomputed unique pairs (tokenise, pad, forward,
   softmax; no splitting, dedup or bookkeeping).
@@ -32,7 +32,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from opgrpo.nli import SequenceClassificationNLI, score_items, split_sentences
+from opgrpo.evaluation.nli import (
+    SequenceClassificationNLI,
+    score_items,
+    split_sentences,
+)
 
 NLI_LABELS = {0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"}
 
@@ -67,7 +71,7 @@ def build_model(args):
     if args.model:
         return (AutoModelForSequenceClassification.from_pretrained(args.model),
                 AutoTokenizer.from_pretrained(args.model))
-    from opgrpo.offline import minilm_path
+    from opgrpo.app.resources import minilm_path
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(args.seed)
@@ -97,7 +101,7 @@ def build_workload(args, tok):
 
 
 def item_pairs(refs, response):
-    from opgrpo.perspectives import parse_reference
+    from opgrpo.text.perspectives import parse_reference
 
     premises = [parse_reference(r)[1] for r in refs]
     sents = split_sentences(response)

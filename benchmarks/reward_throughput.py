@@ -28,21 +28,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from opgrpo.perspectives import (
-    mask_keywords,
-    parse_strict_layout,
-    situation_keywords,
-    split_perspective_sentences,
-)
-from opgrpo.reward_rules import (
-    RewardConfig,
+from opgrpo.reward import OPRewardScorer, RewardConfig
+from opgrpo.reward.inputs import reference_sentences
+from opgrpo.reward.rules import (
     coverage_score,
     format_score,
     greedy_match_count,
     uniqueness_rate,
     uniqueness_score,
 )
-from opgrpo.rewards import OPRewardScorer, reference_sentences
+from opgrpo.text.perspectives import (
+    mask_keywords,
+    parse_strict_layout,
+    situation_keywords,
+    split_perspective_sentences,
+)
 
 VALUES = ["Honesty", "Kindness", "Autonomy", "Fairness", "Loyalty", "Safety", "Privacy", "Justice", "Care",
           "Duty to family", "Right to life", "Respect for elders", "Gratitude", "Responsibility", "Freedom of speech",
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model is None:
-        from opgrpo.offline import minilm_path
+        from opgrpo.app.resources import minilm_path
 
         args.model = str(minilm_path())
     encoder = SentenceTransformer(args.model, device=args.device)

@@ -1,0 +1,7 @@
+"""The Hydra app: the only code that knows Hydra/DictConfig.
+
+cli (entrypoint), schema (the config dataclasses), validate (start-up checks), context (``RunContext``, the
+run's state), stages (one function per stage + the ``STAGES`` registry), summary (before/after table),
+tracking (trackers), describe (``stage=describe``), rundir (the run directory), paths (where ``conf/`` is),
+resources (the small models installable packages ship).
+"""

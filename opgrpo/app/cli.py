@@ -1,0 +1,66 @@
+"""The `opgrpo` console script: one Hydra app for every stage (see ``opgrpo --help``).
+
+Hydra composes the config from ``conf/`` (found by path, see opgrpo.app.paths), this module validates it
+before anything heavy is imported, sets up the run directory and hands over to opgrpo.app.stages. The
+return value of the task function is the metric named by ``objective``, which Hydra sweepers optimise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from opgrpo.app.paths import PRIMARY, config_dir
+from opgrpo.app.schema import register
+from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
+
+log = logging.getLogger("opgrpo")
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Validate `cfg`, run its stage(s) in the Hydra output directory, return the objective metric."""
+    from opgrpo.app.rundir import RunDir
+    from opgrpo.app.validate import ConfigError, validate
+
+    run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        run_dir.fail(exc)
+        log.error("%s", exc)
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            return None  # one bad run of a sweep must not stop the others; status.json says why
+        raise SystemExit(2) from None
+    run_dir.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
+    from opgrpo.app.stages import run_stages
+
+    try:
+        run_stages(cfg, run_dir)
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised or swallowed for sweeps
+        run_dir.fail(exc)
+        if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
+            log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
+            return None
+        raise
+    run_dir.set_status(COMPLETED, overrides=list(HydraConfig.get().overrides.task))
+    value = run_dir.objective(cfg.objective)
+    log.info("run directory: %s", run_dir.path)
+    if value is not None:
+        log.info("objective %s = %.4f", cfg.objective, value)
+    return value
+
+
+def main() -> None:
+    register()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app = hydra.main(config_path=str(config_dir()), config_name=PRIMARY.removesuffix(".yaml"), version_base="1.3")(run)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The configuration schema of the `opgrpo` entrypoint, registered with Hydra's ConfigStore.
+
+Every key a user may override is declared here, so ``key=value`` and ``-m`` multirun overrides never
+hit "not in struct". The sections reuse the plain dataclasses of the lower layers (reward, estimator,
+NLI, trainer settings) so that one definition serves the notebook API and the Hydra app. Each field is
+documented by the string under it (attribute docstrings, as TRL's configs); ``opgrpo stage=describe``
+prints them. Each section reports its own problems (``problems()``); opgrpo.app.validate gathers them.
+
+Custom resolvers: ``${offline:NAME}`` resolves to a small model or sample file shipped by an installed
+package (``smollm2``, ``minilm``, ``sample_train``, ``sample_test``, ``sample_pair_labels``), for the CPU
+default run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from opgrpo.benchmark.loading import FORMATS, ON_ERROR
+from opgrpo.estimator.config import EstimatorConfig
+from opgrpo.evaluation.judge_eval import JudgeEvalConfig
+from opgrpo.evaluation.nli import NLIConfig
+from opgrpo.evaluation.pope import POPEConfig
+from opgrpo.models.generation import BACKENDS as GENERATION_BACKENDS
+from opgrpo.reward.config import RewardConfig
+from opgrpo.text.prompts import PROMPT_KINDS
+from opgrpo.training.common import LoraSettings
+from opgrpo.training.grpo import GRPOSettings
+from opgrpo.training.sft import SFTSettings
+from opgrpo.training.spl import SPLConfig
+from opgrpo.utils.checks import Problems
+
+DEVICES = ("auto", "cpu", "cuda")
+LOGGER_BACKENDS = ("csv", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class ModelConfig:
+    """The policy LLM."""
+
+    name_or_path: str = MISSING
+    """Hub id or local directory of the policy."""
+    gguf_file: str = ""
+    """GGUF file name inside ``name_or_path`` when the weights are GGUF ("" = safetensors/bin)."""
+    dtype: str = "auto"
+    """Weights dtype for loading: auto, float32, bfloat16 or float16."""
+    chat_template: str = ""
+    """Jinja chat template (string or path to a .jinja file); "" = the tokenizer's own."""
+    trust_remote_code: bool = False
+    """Allow custom model code from the hub (transformers ``trust_remote_code``)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Optional LoRA adapter for SFT and GRPO."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        if self.dtype != "auto":
+            from opgrpo.models.devices import DTYPE_NAMES
+
+            p.choice("dtype", self.dtype, ("auto", *DTYPE_NAMES))
+        p.extend_from("lora.", self.lora.problems())
+        return list(p)
+
+
+@dataclass
+class BenchmarkConfig:
+    """The data: training items and test items with their reference perspectives."""
+
+    name: str = "sample"
+    """A label for the data set (shown in summaries)."""
+    train_file: str = MISSING
+    """Training items: CSV, JSONL, a Hugging Face ``save_to_disk`` directory or a hub id."""
+    test_file: str = ""
+    """Test items in one file, split by perspective count into 5..10 and >10."""
+    test_files: Dict[str, str] = field(default_factory=dict)
+    """Or one test file per split name (``test_files.5=...``)."""
+    format: str = "auto"
+    """File format: auto, csv, jsonl, hf (hub id or save_to_disk directory) or hf_disk."""
+    hf_split: str = ""
+    """Split name for Hugging Face datasets ("" = the only or the train split)."""
+    on_error: str = "skip"
+    """A malformed row: skip (counted, logged with file/row/field) or fail."""
+    val_fraction: float = 0.1
+    """Share of the training items held out for validation (seeded split)."""
+    split_seed: int = 42
+    """Seed of the train/validation split."""
+    max_train_items: int = -1
+    """Use at most this many training items (-1 = all)."""
+    max_test_items: int = -1
+    """Use at most this many test items per split (-1 = all)."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.choice("format", self.format, FORMATS)
+        p.choice("on_error", self.on_error, ON_ERROR)
+        p.unit("val_fraction", self.val_fraction, open_high=True)
+        return list(p)
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling of policy responses for evaluation."""
+
+    prompt: str = "implicit"
+    """Prompt kind: implicit (the paper's) or explicit (the multi-perspective baseline prompt)."""
+    temperature: float = 0.7
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = 0.9
+    """Nucleus-sampling threshold."""
+    max_new_tokens: int = 1200
+    """Longest response in tokens."""
+    num_return_sequences: int = 1
+    """Samples per prompt (the benchmark scores the first)."""
+    batch_size: int = 8
+    """Prompts per generation batch (transformers backend)."""
+    backend: str = "auto"
+    """auto (vLLM when installed and on a GPU), transformers or vllm."""
+    seed: int = 42
+    """Sampling seed."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.choice("prompt", self.prompt, PROMPT_KINDS)
+        p.choice("backend", self.backend, GENERATION_BACKENDS)
+        p.non_negative("temperature", self.temperature)
+        p.unit("top_p", self.top_p)
+        p.positive("max_new_tokens", self.max_new_tokens)
+        p.positive("num_return_sequences", self.num_return_sequences)
+        p.positive("batch_size", self.batch_size)
+        return list(p)
+
+
+@dataclass
+class EvalConfig:
+    """The NLI benchmark and the judge evaluation."""
+
+    nli: NLIConfig = field(default_factory=NLIConfig)
+    """The NLI model and how responses are split into hypotheses."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """How responses are sampled."""
+    responses_file: str = ""
+    """Score these responses (CSV/JSONL) instead of generating."""
+    model_path: str = ""
+    """Evaluate this policy instead of model.name_or_path / the pipeline's trained policy."""
+    threshold: float = 0.33
+    """An item counts as correct when its NLI score is above this."""
+    judge: JudgeEvalConfig = field(default_factory=JudgeEvalConfig)
+    """The optional 1-5 LLM-judge evaluation."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.unit("threshold", self.threshold)
+        p.extend_from("generation.", self.generation.problems())
+        if hasattr(self.nli, "problems"):
+            p.extend_from("nli.", self.nli.problems())
+        return list(p)
+
+
+@dataclass
+class RewardSection(RewardConfig):
+    """The OP reward (opgrpo.reward.RewardConfig) plus which estimator encodes the sentences."""
+
+    estimator_path: str = ""
+    """Sentence-transformers model of the reward; "" = this run's estimator stage output, else estimator.base_model."""
+    encode_batch_size: int = 256
+    """Sentences per encoder batch."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.extend(super().problems())
+        p.positive("encode_batch_size", self.encode_batch_size)
+        return list(p)
+
+
+@dataclass
+class TrainerConfig:
+    """The two training stages on TRL."""
+
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    """SFT warm start (TRL ``SFTConfig``)."""
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    """GRPO (TRL ``GRPOConfig``)."""
+
+
+@dataclass
+class DeepSpeedConfig:
+    """A DeepSpeed config (JSON as YAML) passed to the HF trainers; launched with `accelerate launch`."""
+
+    enabled: bool = False
+    """Hand ``config`` to the trainers."""
+    name: str = "none"
+    """The preset's name (conf/deepspeed/)."""
+    config: Dict[str, Any] = field(default_factory=dict)
+    """The DeepSpeed config itself ("auto" values are filled by transformers)."""
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases settings (logger.backend=wandb)."""
+
+    project: str = "opgrpo"
+    """W&B project."""
+    entity: str = ""
+    """W&B entity (team or user; "" = your default)."""
+    group: str = ""
+    """Run group ("" = none)."""
+    name: str = ""
+    """Run name ("" = the run directory's name)."""
+    tags: List[str] = field(default_factory=list)
+    """Tags, added to the top-level ``tags``."""
+    mode: str = "offline"
+    """offline, online or disabled."""
+
+
+@dataclass
+class LoggerConfig:
+    """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb."""
+
+    backend: str = "csv"
+    """csv (run directory only) or wandb (also Weights & Biases)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """W&B settings."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.choice("backend", self.backend, LOGGER_BACKENDS)
+        p.choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        return list(p)
+
+
+@dataclass
+class ReportConfig:
+    """Sweep reports and side-by-side comparisons of runs."""
+
+    sweep_dir: str = ""
+    """stage=report: a multirun directory."""
+    run_dirs: List[str] = field(default_factory=list)
+    """stage=compare: run directories side by side."""
+    labels: List[str] = field(default_factory=list)
+    """stage=compare: one label per run directory ("" = derived from the paths)."""
+    wandb_project: str = ""
+    """stage=report: also pull this W&B project's runs (when online)."""
+
+
+@dataclass
+class OPGRPOConfig:
+    """The whole run: which stage(s), the policy, data, reward, estimator, trainers, evaluation, infrastructure."""
+
+    stage: str = "pipeline"
+    """What to run: one stage (see ``opgrpo stage=describe``) or ``pipeline``."""
+    pipeline: List[str] = field(default_factory=lambda: ["estimator", "sft", "grpo", "eval"])
+    """The stages of stage=pipeline, in order."""
+    seed: int = 42
+    """Seed of python, numpy and torch at the start of the run."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    resume: bool = False
+    """Continue the run directory's last checkpoints."""
+    objective: str = "eval/overall/accuracy"
+    """The summary key the entrypoint returns to a sweeper."""
+    tags: List[str] = field(default_factory=list)
+    """Free-form tags (W&B)."""
+    describe: str = ""
+    """stage=describe: the section to document ("" = reward, trainer.grpo and estimator; "all" = every one)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    reward: RewardSection = field(default_factory=RewardSection)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    spl: SPLConfig = field(default_factory=SPLConfig)
+    """Soft Preference Learning (algorithm=spl sets spl.enabled)."""
+    pope: POPEConfig = field(default_factory=POPEConfig)
+    """stage=pope: off-policy evaluation of logged responses."""
+
+
+def _offline(name: str) -> str:
+    from opgrpo.app import resources
+
+    if name == "smollm2":
+        return str(resources.smollm_path())
+    if name == "minilm":
+        return str(resources.minilm_path())
+    if name in ("sample_train", "sample_test", "sample_pair_labels"):
+        from opgrpo.benchmark import sample_data_path
+
+        return str(sample_data_path(name.split("_", 1)[1]))
+    raise ValueError(f"unknown offline resource {name!r} (smollm2, minilm, sample_train, sample_test, "
+                     "sample_pair_labels)")
+
+
+def register() -> None:
+    """Register the schema and the resolvers (idempotent)."""
+    if not OmegaConf.has_resolver("offline"):
+        OmegaConf.register_new_resolver("offline", _offline, use_cache=True)
+    ConfigStore.instance().store(name="opgrpo_schema", node=OPGRPOConfig)
+
+
+def to_object(cfg: DictConfig, key: str) -> Any:
+    """The section `key` as its (lower-layer) dataclass instance."""
+    return OmegaConf.to_object(OmegaConf.select(cfg, key))

@@ -1,0 +1,239 @@
+"""The stages of an `opgrpo` run: one short function each, registered in ``STAGES``.
+
+Each stage reads the config and the run's state through ``RunContext`` (opgrpo.app.context), calls the lower
+layers with plain arguments, and logs its numbers to the run directory. ``run_stages`` runs ``stage``, or every
+stage of ``pipeline`` in order, then prints the before/after table. ``stage_grpo`` is the GRPO recipe, read top
+to bottom: data -> policy -> reward functions -> trainer config -> train -> save.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from opgrpo.app.context import RunContext
+from opgrpo.app.rundir import RunDir
+from opgrpo.app.tracking import report_to, setup_wandb
+
+log = logging.getLogger("opgrpo.app.stages")
+
+
+# ---- training stages --------------------------------------------------------------------------------
+def _trainer_kwargs(ctx: RunContext) -> dict:
+    """What SFT and GRPO take alike: LoRA, trackers, resume, DeepSpeed config file, chat template."""
+    from opgrpo.training.common import lora_config
+
+    deepspeed = ""
+    if ctx.cfg.deepspeed.enabled:
+        path = ctx.run.path / "deepspeed.json"
+        path.write_text(json.dumps(OmegaConf.to_container(ctx.cfg.deepspeed.config, resolve=True), indent=2))
+        deepspeed = str(path)
+    return dict(peft=lora_config(ctx.section("model.lora")), report_to=report_to(ctx.cfg), resume=ctx.cfg.resume,
+                deepspeed=deepspeed, chat_template=ctx.cfg.model.chat_template)
+
+
+def stage_sft(ctx: RunContext) -> None:
+    """SFT warm start on the response layout (TRL SFTTrainer); the policy goes to sft/final."""
+    from opgrpo.training.sft import run_sft
+
+    train, _ = ctx.train_val()
+    out_dir = ctx.run.stage_dir("sft")
+    metrics = run_sft(ctx.current_policy(), train, ctx.section("trainer.sft"), out_dir, **_trainer_kwargs(ctx))
+    ctx.policy_path = str(out_dir / "final")
+    ctx.run.log("sft", metrics)
+
+
+def stage_grpo(ctx: RunContext) -> None:
+    """GRPO on the OP reward (TRL GRPOTrainer), top to bottom; the policy goes to grpo/final."""
+    from opgrpo.training.grpo import run_grpo
+
+    # 1. data: the training items (the seeded validation share stays out)
+    train, _ = ctx.train_val()
+    # 2. policy: this run's latest trained one (SFT), else model.name_or_path; TRL loads it by path
+    policy = ctx.current_policy()
+    # 3. reward functions: the OP reward on the run's estimator, combined as reward.aggregation says
+    rewards = grpo_rewards(ctx)
+    # 4. trainer config: trainer.grpo with the algorithm's options (SPL) applied
+    settings = grpo_settings(ctx)
+    # 5. train and 6. save (checkpoints, metrics.jsonl, completions.jsonl, final/ in grpo/)
+    out_dir = ctx.run.stage_dir("grpo")
+    metrics = run_grpo(policy, train, rewards.funcs, rewards.weights, settings, out_dir,
+                       reward_aggregation=rewards.trl_aggregation, **_trainer_kwargs(ctx))
+    ctx.policy_path = str(out_dir / "final")
+    ctx.run.log("grpo", metrics)
+
+
+def grpo_rewards(ctx: RunContext):
+    """The TRL reward functions, weights and aggregation (opgrpo.reward.grpo_reward_setup), plus SPL's shaping
+    reward in ``spl.mode=reward`` (r - alpha log pi + beta log pi_ref)."""
+    from opgrpo.reward import grpo_reward_setup
+
+    cfg = ctx.section("reward")
+    tokenizer = None
+    if cfg.masking == "prompt":  # the authors' variant masks with the decoded chat prompt
+        from opgrpo.models.generation import load_tokenizer
+
+        tokenizer = load_tokenizer(ctx.current_policy(), chat_template=ctx.cfg.model.chat_template)
+    setup = grpo_reward_setup(ctx.encoder(), cfg, batch_size=cfg.encode_batch_size, tokenizer=tokenizer)
+    if ctx.cfg.spl.enabled and ctx.cfg.spl.mode == "reward":
+        from opgrpo.training.spl import SPLShapingReward
+
+        spl = ctx.cfg.spl
+        setup.funcs.append(SPLShapingReward(ctx.current_policy(), spl.alpha, spl.beta,
+                                            temperature=ctx.cfg.trainer.grpo.temperature))
+        setup.weights.append(1.0)
+    return setup
+
+
+def grpo_settings(ctx: RunContext):
+    """``trainer.grpo`` with ``spl.enabled`` (algorithm=spl) applied: beta / entropy_coef (mode=loss) or the KL
+    moved into the reward (mode=reward, see opgrpo.training.spl)."""
+    settings = ctx.section("trainer.grpo")
+    if ctx.cfg.spl.enabled:
+        from opgrpo.training.spl import spl_settings
+
+        settings = spl_settings(settings, ctx.section("spl"))
+    return settings
+
+
+# ---- estimator and evaluation stages ----------------------------------------------------------------
+def stage_estimator(ctx: RunContext) -> None:
+    """Mine triplets, fine-tune the similarity estimator, compare it with its base on held-out items."""
+    from opgrpo.estimator.evaluate import evaluate_heldout
+    from opgrpo.estimator.stage import run_estimator_stage
+
+    train, val = ctx.train_val()
+    cfg = ctx.section("estimator")
+    out, models = run_estimator_stage(train, cfg, ctx.run.path, device=ctx.cfg.device)
+    ctx.estimator_path = str(out["model_path"])
+    ctx.run.log("estimator", {k: v for k, v in out.items() if k not in ("model_path", "train_config")})
+    sets = {}
+    test_items = ctx.all_test_items()  # not only the eval subset (benchmark.max_test_items)
+    if test_items:
+        sets["test_items"] = test_items
+    if val and cfg.judge.labels_file:
+        sets["val_items"] = val
+    if sets:  # base vs fine-tuned on items the estimator never trained on
+        ctx.run.log("estimator", evaluate_heldout(models.base, models.finetuned, cfg, sets,
+                                                  mined_path=ctx.run.stage_dir("estimator") / "test_triplets.jsonl"))
+
+
+def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -> None:
+    """NLI benchmark per split and the OP reward of a policy's responses (generated, or from a file)."""
+    from dataclasses import asdict
+    from functools import partial
+
+    from opgrpo.evaluation.responses import load_responses
+    from opgrpo.evaluation.run import evaluate, generate_for_items
+
+    e, m = ctx.cfg.eval, ctx.cfg.model
+    policy = policy or e.model_path or ctx.current_policy()
+    if e.responses_file:
+        responses, source = partial(load_responses, e.responses_file), e.responses_file
+    else:
+        responses = partial(generate_for_items, policy=policy, **asdict(ctx.section("eval.generation")),
+                            chat_template=m.chat_template, gguf_file=m.gguf_file if policy == m.name_or_path else "",
+                            dtype=m.dtype, trust_remote_code=m.trust_remote_code, device=ctx.cfg.device)
+        source = policy
+    metrics = evaluate(ctx.test_splits(), ctx.run.stage_dir(name), responses=responses, source=source,
+                       nli=ctx.section("eval.nli"), nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
+                       reward=ctx.section("reward"), threshold=e.threshold, judge=ctx.section("eval.judge"))
+    ctx.run.log(name, metrics)
+
+
+def stage_eval_base(ctx: RunContext) -> None:
+    """``stage_eval`` of the untrained policy (``eval.model_path`` or ``model.name_or_path``), as ``eval_base``."""
+    stage_eval(ctx, "eval_base", policy=ctx.cfg.eval.model_path or ctx.cfg.model.name_or_path)
+
+
+def stage_pope(ctx: RunContext) -> None:
+    """Off-policy evaluation (opgrpo.evaluation.pope) of ``pope.responses_file`` under ``pope.model_path`` (or the
+    current policy); rows without a utility are scored with the OP reward total."""
+    from opgrpo.evaluation.pope import load_logged_responses, run_pope
+    from opgrpo.models.generation import load_policy
+
+    cfg = ctx.section("pope")
+    rows = load_logged_responses(cfg.responses_file)
+    utility = None
+    if any(cfg.utility_key not in r for r in rows):
+        from opgrpo.reward import score_completions
+
+        results = score_completions([r.get("situation", "") for r in rows], [r["response"] for r in rows],
+                                    [r.get("references", []) for r in rows], ctx.encoder(), ctx.section("reward"))
+        utility = [float(r["total"]) for r in results]
+    path = cfg.model_path or ctx.current_policy()
+    model, tokenizer = load_policy(path, chat_template=ctx.cfg.model.chat_template, device=ctx.cfg.device)
+    out = run_pope(rows, model, tokenizer, cfg, utility=utility)
+    out.update(model=str(path), responses_file=cfg.responses_file)
+    (ctx.run.stage_dir("pope") / "pope.json").write_text(json.dumps(out, indent=2))
+    log.info("POPE value %.4f [%.4f, %.4f] (utility %.4f, coverage %.4f, ESS %.1f of %d)", out["value"],
+             *out.get("value_ci", [float("nan")] * 2), out["utility"], out["coverage"], out["ess"], out["n"])
+    ctx.run.log("pope", {k: v for k, v in out.items() if isinstance(v, (int, float))})
+
+
+# ---- runs side by side -------------------------------------------------------------------------------
+def stage_report(ctx: RunContext) -> None:
+    """Sweep report: runs table, coverage-vs-uniqueness Pareto plot, reward curves (opgrpo.sweep.report)."""
+    from opgrpo.sweep.report import build_report
+
+    out = build_report(Path(ctx.cfg.report.sweep_dir), ctx.run.stage_dir("report"),
+                       wandb_project=ctx.cfg.report.wandb_project)
+    ctx.run.log("report", out)
+
+
+def stage_compare(ctx: RunContext) -> None:
+    """NLI metrics of ``report.run_dirs`` side by side, with a bar plot (opgrpo.sweep.compare)."""
+    from opgrpo.sweep.compare import compare_runs
+
+    labels = list(ctx.cfg.report.labels) or None
+    out = compare_runs([Path(d) for d in ctx.cfg.report.run_dirs], ctx.run.stage_dir("compare"), labels=labels)
+    ctx.run.log("compare", out)
+
+
+def stage_describe(ctx: RunContext) -> None:
+    """Print the settings of ``describe`` (a section; "" = reward, trainer.grpo, estimator) with their meaning."""
+    from opgrpo.app.describe import describe
+
+    print(describe(ctx.cfg, ctx.cfg.describe))
+
+
+STAGES: dict[str, Callable[[RunContext], None]] = {
+    "estimator": stage_estimator,
+    "eval_base": stage_eval_base,
+    "sft": stage_sft,
+    "grpo": stage_grpo,
+    "eval": stage_eval,
+    "report": stage_report,
+    "compare": stage_compare,
+    "pope": stage_pope,
+    "describe": stage_describe,
+}
+"""Every stage by name: ``stage=NAME`` runs one, ``stage=pipeline`` the ``pipeline`` list in order."""
+PIPELINE_STAGES = ("estimator", "eval_base", "sft", "grpo", "eval")
+"""The stages a ``pipeline`` list may hold."""
+
+
+def run_stages(cfg: DictConfig, run: RunDir) -> RunContext:
+    """Seed, then run ``cfg.stage`` (or the pipeline's stages in order); a pipeline ends with its table."""
+    import numpy as np
+    import torch
+
+    from opgrpo.app.summary import before_after_table
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    ctx = RunContext(cfg, run)
+    setup_wandb(cfg, run)
+    stages = list(cfg.pipeline) if cfg.stage == "pipeline" else [cfg.stage]
+    for name in stages:
+        log.info("=== stage %s ===", name)
+        STAGES[name](ctx)
+    if cfg.stage == "pipeline":
+        print(before_after_table(run.summary, threshold=cfg.eval.threshold, nli_backend=cfg.eval.nli.backend)
+              + f"\nrun directory: {run.path}")
+    return ctx

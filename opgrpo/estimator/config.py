@@ -1,0 +1,164 @@
+"""Settings of the similarity-estimator stage: mining, judge, fine-tuning, search (plain dataclasses).
+
+Defaults are the paper preset; the Hydra schema (opgrpo.app.schema) reuses these classes as the
+``estimator`` section. Each field is documented by the string under it. ``EstimatorConfig.problems()``
+lists every invalid setting (keys relative to the section); ``validate()`` raises them together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List  # noqa: UP035 (typing.List: OmegaConf-friendly schema)
+
+from opgrpo.judges import UNLABELLED_MODES, YES_NO_KINDS
+from opgrpo.text.perspectives import MASKINGS
+from opgrpo.utils.checks import Problems
+
+
+@dataclass
+class MiningConfig:
+    """How triplets are mined from training items (paper preset)."""
+
+    pair_threshold: float = 0.75
+    """Cosine similarity a pair needs to be a candidate anchor/positive."""
+    judge_threshold: float = 0.5
+    """P(yes) >= this means the judge says "same perspective"; below it, "different"."""
+    max_triplets_per_item: int = 1
+    """At most this many triplets per situation (each from a further confirmed, disjoint pair)."""
+    batch_size: int = 64
+    """Items per batch: one encode call and one judge call per round for all of them."""
+    masking: str = "situation"
+    """Keyword source for masking: "situation" (paper preset), "prompt" (the implicit prompt text, as the
+    authors' code took keywords from the prompt) or "none"."""
+    max_pairs_judged: int = 10
+    """Candidate pairs per item sent to the judge, most similar first."""
+    max_negatives_judged: int = 10
+    """Negative candidates per anchor sent to the judge, most similar to the anchor first."""
+    prompt_template: str = ""
+    """Judge prompt with {situation}, {a}, {b}; "" = the built-in SAME_PERSPECTIVE_PROMPT."""
+    encode_batch_size: int = 128
+    """Batch size of the encoder's own forward passes."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.unit("pair_threshold", self.pair_threshold)
+        p.unit("judge_threshold", self.judge_threshold)
+        p.choice("masking", self.masking, MASKINGS)
+        return list(p)
+
+
+@dataclass
+class JudgeConfig:
+    """The Yes/No judge that confirms mined pairs (an instruction-tuned LLM in the paper)."""
+
+    kind: str = "none"
+    """"transformers" (local causal LM), "http" (OpenAI-compatible endpoint), "labels" (human pair labels
+    from ``labels_file``, see opgrpo.estimator.pair_labels) or "none" (thresholds only)."""
+    model: str = ""
+    """Hub id or local path ("transformers"), or the served model name ("http")."""
+    base_url: str = ""
+    """API root of the endpoint, e.g. http://127.0.0.1:8000/v1 ("http" only)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key ("http" only; may be unset for local servers)."""
+    timeout: float = 30.0
+    """Seconds per HTTP request."""
+    batch_size: int = 16
+    """Prompts per forward pass ("transformers")."""
+    max_workers: int = 4
+    """Concurrent HTTP requests ("http")."""
+    max_retries: int = 2
+    """Retries per HTTP request before the answer counts as missing."""
+    dtype: str = "auto"
+    """auto | float32 | bfloat16 | float16 ("transformers")."""
+    max_length: int = 1024
+    """Prompt tokens; longer prompts are cut from the left of the user content."""
+    system_prompt: str = ""
+    """Optional system message for the judge."""
+    labels_file: str = ""
+    """CSV/JSONL of same/different labels (id, name_a, name_b, label) for kind "labels"; also used for the
+    label-defined held-out triplets of the test items."""
+    unlabelled: str = "different"
+    """kind "labels": a pair the file does not mention is "different" or unanswered ("skip")."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.choice("kind", self.kind, YES_NO_KINDS)
+        if self.kind == "labels" and not self.labels_file:
+            p.add("labels_file", "judge kind 'labels' needs a CSV/JSONL labels file")
+        if self.labels_file and not Path(self.labels_file).is_file():
+            p.add("labels_file", f"no such file {self.labels_file!r}")
+        p.choice("unlabelled", self.unlabelled, UNLABELLED_MODES)
+        return list(p)
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning with MultipleNegativesRankingLoss (paper preset, found by the Optuna search)."""
+
+    batch_size: int = 32
+    epochs: int = 2
+    lr: float = 2.1e-5
+    warmup_ratio: float = 0.03
+    mnrl_scale: float = 60.0
+    """Scale (inverse temperature) of MultipleNegativesRankingLoss."""
+    val_fraction: float = 0.1
+    """Share of the triplets held out for validation loss and the base-vs-fine-tuned evaluation."""
+    seed: int = 42
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1 = run all epochs); for smoke tests."""
+    eval_batch_size: int = 32
+    """Batch size of the validation MNRL loss; fixed so the loss is comparable across searched batch sizes."""
+    logging_steps: int = 10
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.unit("val_fraction", self.val_fraction, open_high=True)
+        p.positive("batch_size", self.batch_size)
+        p.positive("eval_batch_size", self.eval_batch_size)
+        return list(p)
+
+
+@dataclass
+class SearchConfig:
+    """Optuna (TPE, seeded) search over the fine-tuning hyperparameters; objective = validation loss."""
+
+    n_trials: int = 20
+    lr_min: float = 1e-6
+    lr_max: float = 5e-5
+    batch_sizes: List[int] = field(default_factory=lambda: [32, 64, 128])
+    epochs_min: int = 2
+    epochs_max: int = 5
+    warmup_min: float = 0.0
+    warmup_max: float = 0.3
+    seed: int = 42
+
+
+@dataclass
+class EstimatorConfig:
+    """The whole estimator stage."""
+
+    base_model: str = "sentence-transformers/paraphrase-mpnet-base-v2"
+    """Hub id or local path of the sentence-transformers model to fine-tune."""
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    run_search: bool = False
+    """Run the Optuna search first and train with its best parameters."""
+    min_triplets: int = 2
+    """With fewer mined triplets the base model is saved unchanged (logged; metrics say trained=false)."""
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, as ``key: message`` with keys relative to the estimator section."""
+        p = Problems()
+        p.extend_from("mining.", self.mining.problems())
+        p.extend_from("judge.", self.judge.problems())
+        p.extend_from("train.", self.train.problems())
+        return list(p)
+
+    def validate(self) -> EstimatorConfig:
+        """Raise ``ConfigProblemsError`` (a ValueError) listing every invalid field; return self when valid."""
+        p = Problems("estimator.")
+        p.extend_from("", self.problems())
+        p.raise_if_any()
+        return self

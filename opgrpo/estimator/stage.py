@@ -1,0 +1,149 @@
+"""The estimator stage in one function: build the judge, mine triplets, (search,) fine-tune, evaluate.
+
+``run_estimator_stage`` writes everything into ``run_dir/estimator``:
+
+    triplets.jsonl   mining records (resumable)      model/        the fine-tuned estimator
+    search/          best_params.json, trials.csv    metrics.json  mining, train, base vs fine-tuned
+
+and returns the metrics with the loaded base and fine-tuned models, so that a held-out evaluation
+(``opgrpo.estimator.evaluate.evaluate_heldout``) needs no second load. The base-vs-fine-tuned numbers
+here use the validation part of the mined triplets (``split_triplets`` with ``train.val_fraction`` and
+``train.seed``, the same split training uses), so with tiny data it is a handful of triplets.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from opgrpo.estimator.config import EstimatorConfig, JudgeConfig
+from opgrpo.estimator.evaluate import evaluate_estimator
+from opgrpo.estimator.mining import mine_triplets
+from opgrpo.estimator.train import search_hyperparameters, train_estimator
+from opgrpo.estimator.triplets import split_triplets
+from opgrpo.models.devices import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EstimatorModels:
+    """The stage's two sentence-transformers models, loaded once (``finetuned is base`` when untrained)."""
+
+    base: Any
+    finetuned: Any
+
+
+def mining_judge(config: JudgeConfig, device: str = "auto"):
+    """The judge of ``estimator.judge`` (None for kind "none"); kind "labels" reads ``labels_file``.
+
+    An HTTP judge is checked for reachability; a labels file without one usable label is an error.
+    """
+    from opgrpo.judges import build_judge
+
+    labels = None
+    if (config.kind or "none").lower() == "labels":
+        from opgrpo.estimator.pair_labels import PairLabels
+
+        labels = PairLabels.load(config.labels_file)
+        if not len(labels):
+            raise ValueError(f"estimator.judge.labels_file: {config.labels_file} has no usable pair labels "
+                             f"(columns id, name_a, name_b, label; {len(labels.errors)} bad rows)")
+        logger.info("label judge: %d labelled pairs from %s (%d bad rows skipped)", len(labels),
+                    config.labels_file, len(labels.errors))
+    return build_judge(config.kind, purpose="yes_no", model=config.model, base_url=config.base_url,
+                       api_key_env=config.api_key_env, timeout=config.timeout, max_retries=config.max_retries,
+                       max_workers=config.max_workers, batch_size=config.batch_size,
+                       max_length=config.max_length, device=device, dtype=config.dtype,
+                       system_prompt=config.system_prompt, labels=labels, unlabelled=config.unlabelled,
+                       section="estimator.judge")
+
+
+def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
+    """Resume mining only if triplets.jsonl was mined with the same base model, mining and judge settings."""
+    judge = {k: v for k, v in asdict(cfg.judge).items()
+             if k in ("kind", "model", "base_url", "system_prompt", "labels_file", "unlabelled")}
+    if cfg.judge.kind == "labels" and Path(cfg.judge.labels_file).is_file():  # edited labels: mine again
+        import hashlib
+
+        judge["labels_sha1"] = hashlib.sha1(Path(cfg.judge.labels_file).read_bytes()).hexdigest()
+    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": judge}
+    path = stage_dir / "triplets.meta.json"
+    same = True
+    if path.exists():
+        try:
+            same = json.loads(path.read_text()) == meta
+        except ValueError:
+            same = False
+        if not same:
+            logger.warning("%s was mined with other settings: mining again from scratch", stage_dir / "triplets.jsonl")
+    path.write_text(json.dumps(meta, indent=2))
+    return same
+
+
+def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None = None,
+                        run_dir: Path | str = ".", *, device: str = "auto") -> tuple[dict[str, Any], EstimatorModels]:
+    """Mine -> (search) -> train -> evaluate base vs fine-tuned on the held-out triplets.
+
+    Returns ``(metrics, models)``: metrics {"model_path", "trained", "base", "finetuned", "mining", "train",
+    "search", ...}, also written to run_dir/estimator/metrics.json (the model is a sentence-transformers
+    directory at model_path), and the loaded base and fine-tuned models.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    cfg = config or EstimatorConfig()
+    stage_dir = Path(run_dir) / "estimator"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    model_path = stage_dir / "model"
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    judge = mining_judge(cfg.judge, dev)  # first: an unreachable endpoint fails before any model loads
+    # a typo in a label's name would silently cost that item its triplet
+    label_problems = judge.labels.check_against(items_train) if hasattr(judge, "labels") else None
+    for problem in label_problems or []:
+        logger.warning("%s", problem)
+    encoder = SentenceTransformer(str(cfg.base_model), device=dev)
+    triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining,
+                                    out_path=stage_dir / "triplets.jsonl", resume=_resumable(stage_dir, cfg))
+    if hasattr(judge, "errors"):
+        stats["judge_errors"] = int(judge.errors)
+    if hasattr(judge, "unparseable"):
+        stats["judge_unparseable"] = int(judge.unparseable)
+    if label_problems is not None:
+        stats["label_problems"] = len(label_problems)
+        stats["label_bad_rows"] = len(judge.labels.errors)
+    del judge
+    gc.collect()
+    mining_s = time.perf_counter() - t0
+    result: dict[str, Any] = {"model_path": str(model_path), "trained": False, "mining": stats,
+                              "mining_s": round(mining_s, 2), "search": None, "train": None}
+    train_cfg = cfg.train
+    _, val = split_triplets(triplets, train_cfg.val_fraction, train_cfg.seed)
+    result["base"] = evaluate_estimator(encoder, val, batch_size=train_cfg.eval_batch_size,
+                                        scale=train_cfg.mnrl_scale)
+    if len(triplets) < max(2, cfg.min_triplets):
+        logger.warning("only %d triplets mined from %d items (need %d): the base model is saved as the "
+                       "estimator unchanged", len(triplets), stats["items"], max(2, cfg.min_triplets))
+        encoder.save_pretrained(str(model_path))
+        result["finetuned"] = result["base"]
+        tuned = encoder
+    else:
+        if cfg.run_search:
+            result["search"] = search_hyperparameters(cfg.base_model, triplets, cfg.search, stage_dir / "search",
+                                                      base=train_cfg, device=dev)
+            train_cfg = replace(train_cfg, **result["search"]["best_params"])
+        result["train"] = train_estimator(cfg.base_model, triplets, train_cfg, model_path, device=dev)
+        result["train_config"] = asdict(train_cfg)
+        result["trained"] = True
+        tuned = SentenceTransformer(str(model_path), device=dev)
+        result["finetuned"] = evaluate_estimator(tuned, val, batch_size=train_cfg.eval_batch_size,
+                                                 scale=train_cfg.mnrl_scale)
+    result["total_s"] = round(time.perf_counter() - t0, 2)
+    (stage_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    logger.info("estimator stage: base acc %s -> fine-tuned acc %s (%d held-out triplets)",
+                result["base"]["accuracy"], result["finetuned"]["accuracy"], len(val))
+    return result, EstimatorModels(base=encoder, finetuned=tuned)

@@ -1,0 +1,352 @@
+"""NLI benchmark scoring: how much of each reference perspective a response entails.
+
+For every reference perspective of an item, premise = its explanation (the text after
+"In the perspective of X, "), hypothesis = each sentence of the response; the perspective's score is
+the maximum entailment probability over the sentences, the item's score the mean over perspectives
+(SPEC.md, "Evaluation: the NLI benchmark").
+
+One interface, :meth:`EntailmentScorer.entailment` over ``(premise, hypothesis)`` pairs, with two
+backends built by :func:`build_scorer`:
+
+- ``sequence_classification``: an MNLI-style classifier (the paper's ``microsoft/deberta-v2-xlarge-mnli``),
+  softmax over its labels, entailment column found by name in ``config.id2label``.
+- ``causal_lm``: an instruction-tuned LM asked whether the premise entails the hypothesis, scored as
+  P(Yes) from its Yes/No next-token logits (:class:`opgrpo.judges.YesNoLM`). This is an LLM-judge
+  approximation of NLI, not the paper's metric; results are labelled with the backend.
+
+Both deduplicate the pairs, sort them by length into large batches over *all* pairs of all items (one
+scorer call for a whole test split) and restore the input order.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from opgrpo.models.devices import resolve_device as _resolve_device
+from opgrpo.models.devices import resolve_dtype as _resolve_dtype
+from opgrpo.utils.checks import Problems
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("sequence_classification", "causal_lm")
+SPLITTERS = ("sentence_splitter", "newline")
+
+CAUSAL_LM_TEMPLATE = (
+    "Premise: {premise}\n"
+    "Hypothesis: {hypothesis}\n\n"
+    "Does the premise entail the hypothesis? Answer Yes or No."
+)
+
+
+@dataclass
+class NLIConfig:
+    """How the NLI benchmark scores responses (defaults: the paper preset)."""
+
+    backend: str = "sequence_classification"
+    """``sequence_classification`` (MNLI classifier, the paper) or ``causal_lm`` (Yes/No LLM judge)."""
+    model: str = "microsoft/deberta-v2-xlarge-mnli"
+    """Hub id or local path of the NLI model (or of the judge LM for ``causal_lm``)."""
+    batch_size: int = 32
+    """Pairs per forward pass; pairs are length-sorted first, so padding stays small."""
+    max_length: int = 512
+    """Token limit per (premise, hypothesis) pair; the longer side is truncated first."""
+    dtype: str = "auto"
+    """``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``float32``, ``float16`` or ``bfloat16``."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu) or a torch device string."""
+    splitter: str = "sentence_splitter"
+    """Response sentence splitter: ``sentence_splitter`` (rule-based, per line) or ``newline``."""
+    language: str = "en"
+    """Language code for ``sentence_splitter``."""
+    progress: bool = True
+    """Show a progress bar over batches."""
+
+    def problems(self) -> list[str]:
+        """Every invalid setting as ``key: message`` (keys relative to ``eval.nli``)."""
+        p = Problems()
+        p.choice("backend", self.backend, BACKENDS)
+        p.choice("splitter", self.splitter, SPLITTERS)
+        p.positive("batch_size", self.batch_size)
+        p.positive("max_length", self.max_length)
+        return list(p)
+
+
+# --------------------------------------------------------------------------- sentence splitting
+
+_TAG_RE = re.compile(r"</?\s*(?:core\s+perspectives|summary)\s*>", re.IGNORECASE)
+_HAS_WORD_RE = re.compile(r"\w")
+
+
+@functools.lru_cache(maxsize=8)
+def _sentence_splitter(language: str):
+    from sentence_splitter import SentenceSplitter
+
+    return SentenceSplitter(language=language)
+
+
+def split_sentences(text: str | None, splitter: str = "sentence_splitter", language: str = "en") -> list[str]:
+    """The response's sentences (the NLI hypotheses).
+
+    The layout tags ``<core perspectives>``/``<summary>`` (and their closing forms) are removed first,
+    so a tag never becomes a hypothesis; the text is split on newlines and, with ``sentence_splitter``,
+    each line into sentences. Pieces are stripped; empty ones and ones without any word character
+    (markdown rules, bullets, stray punctuation) are dropped.
+    """
+    if not text:
+        return []
+    if splitter not in SPLITTERS:
+        raise ValueError(f"unknown splitter {splitter!r}; expected one of {SPLITTERS}")
+    text = _TAG_RE.sub("\n", str(text))
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        pieces = _sentence_splitter(language).split(line) if splitter == "sentence_splitter" else [line]
+        out.extend(p.strip() for p in pieces if _HAS_WORD_RE.search(p))
+    return out
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+def entailment_index(id2label: dict[Any, str]) -> int:
+    """Index of the entailment class, read by name from ``config.id2label``.
+
+    A label counts when it contains "entail" (case-insensitive) and is not a negation such as
+    ``not_entailment``; exactly one must match.
+    """
+    hits = []
+    for idx, label in id2label.items():
+        name = str(label).strip().lower()
+        if "entail" in name and not re.match(r"^(?:not|non)[\s_-]?", name):
+            hits.append(int(idx))
+    if len(hits) != 1:
+        labels = {int(k): v for k, v in id2label.items()}
+        raise ValueError(
+            f"cannot find a single entailment label in the model's id2label {labels}; "
+            "the NLI model needs named labels such as {0: 'CONTRADICTION', 1: 'NEUTRAL', 2: 'ENTAILMENT'}"
+        )
+    return hits[0]
+
+
+class EntailmentScorer:
+    """Entailment probabilities for (premise, hypothesis) pairs; subclasses score unique pairs."""
+
+    backend = "base"
+
+    def __init__(self, batch_size: int = 32, progress: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def entailment(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """P(entailment) per pair, in input order (float64 array of ``len(pairs)``)."""
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float64)
+        index: dict[tuple[str, str], int] = {}
+        inverse = np.empty(len(pairs), dtype=np.int64)
+        for i, (p, h) in enumerate(pairs):
+            inverse[i] = index.setdefault((str(p), str(h)), len(index))
+        unique = list(index)
+        probs = np.asarray(self._score_unique(unique), dtype=np.float64)
+        if probs.shape != (len(unique),):
+            raise RuntimeError(f"{type(self).__name__} returned {probs.shape} scores for {len(unique)} pairs")
+        return probs[inverse]
+
+    def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="pair", disable=not self.progress, leave=False)
+
+
+class SequenceClassificationNLI(EntailmentScorer):
+    """MNLI-style classifier: softmax over the labels, the entailment column picked by label name.
+
+    Pairs are truncated with ``longest_first``: the longer side loses tokens first. The premise (a
+    reference explanation) is short, so a runaway hypothesis (a response "sentence" without any
+    punctuation) is what gets cut, while ``only_first``/``only_second`` would fail outright whenever
+    the named side is too short to absorb the excess.
+    """
+
+    backend = "sequence_classification"
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, batch_size: int = 32, max_length: int = 512,
+                 device: str = "auto", dtype: str = "auto", progress: bool = True):
+        super().__init__(batch_size, progress)
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = _resolve_device(device)
+        torch_dtype = _resolve_dtype(dtype, self.device)
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            path = str(model)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        else:
+            if tokenizer is None:
+                raise ValueError("a preloaded model needs its tokenizer")
+            self.model, self.tokenizer = model.to(torch_dtype), tokenizer
+        self.model.to(self.device).eval()
+        self.entail_idx = entailment_index(self.model.config.id2label)
+        self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length) or max_length)
+        self.chunk_pairs = 0  # pairs tokenised at a time; 0 = max(64 batches, 8192)
+
+    def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        import torch
+
+        # Token lists of a whole benchmark (~10^6 pairs) would take gigabytes as Python ints, so pairs
+        # are pre-sorted by character length and tokenised in chunks, each sorted exactly by tokens.
+        by_chars = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
+        chunk = self.chunk_pairs or max(self.batch_size * 64, 8192)
+        out = np.empty(len(pairs), dtype=np.float64)
+        multiple = 8 if self.device.startswith("cuda") else None
+        with torch.inference_mode(), self._bar(len(pairs), "NLI") as bar:
+            for c0 in range(0, len(by_chars), chunk):
+                ids = by_chars[c0:c0 + chunk]
+                enc = self.tokenizer([pairs[i][0] for i in ids], [pairs[i][1] for i in ids],
+                                     truncation="longest_first", max_length=self.max_length)
+                keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+                order = sorted(range(len(ids)), key=lambda j: len(enc["input_ids"][j]), reverse=True)
+                for start in range(0, len(order), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    batch = self.tokenizer.pad([{k: enc[k][j] for k in keys} for j in rows], return_tensors="pt",
+                                               pad_to_multiple_of=multiple)
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    logits = self.model(**batch).logits.float()
+                    out[[ids[j] for j in rows]] = torch.softmax(logits, dim=-1)[:, self.entail_idx].cpu().numpy()
+                    bar.update(len(rows))
+        return out
+
+
+class CausalLMNLI(EntailmentScorer):
+    """LLM-judge NLI: P(Yes) of an instruction-tuned LM asked whether the premise entails the hypothesis.
+
+    Not the paper's metric (that is the MNLI classifier); use it where no NLI classifier is available.
+    """
+
+    backend = "causal_lm"
+
+    def __init__(self, judge: Any, *, batch_size: int = 32, progress: bool = True,
+                 template: str = CAUSAL_LM_TEMPLATE):
+        super().__init__(batch_size, progress)
+        self.judge = judge
+        self.template = template
+
+    @classmethod
+    def from_config(cls, config: NLIConfig) -> CausalLMNLI:
+        from opgrpo.judges import YesNoLM
+
+        judge = YesNoLM(config.model, device=config.device, dtype=config.dtype, batch_size=config.batch_size,
+                        max_length=config.max_length)
+        return cls(judge, batch_size=config.batch_size, progress=config.progress)
+
+    def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        prompts = [self.template.format(premise=p, hypothesis=h) for p, h in pairs]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        out = np.empty(len(prompts), dtype=np.float64)
+        chunk = self.batch_size * 8  # several judge batches per call, so the bar moves
+        with self._bar(len(prompts), "NLI (causal LM)") as bar:
+            for start in range(0, len(order), chunk):
+                idx = order[start:start + chunk]
+                out[idx] = self.judge.prob_yes([prompts[i] for i in idx])
+                bar.update(len(idx))
+        return out
+
+
+def build_scorer(config: NLIConfig) -> EntailmentScorer:
+    """The scorer for ``config.backend``, with its model loaded from ``config.model``."""
+    if config.backend == "sequence_classification":
+        return SequenceClassificationNLI(config.model, batch_size=config.batch_size, max_length=config.max_length,
+                                         device=config.device, dtype=config.dtype, progress=config.progress)
+    if config.backend == "causal_lm":
+        return CausalLMNLI.from_config(config)
+    raise ValueError(f"unknown NLI backend {config.backend!r}; expected one of {BACKENDS}")
+
+
+# --------------------------------------------------------------------------- item scoring
+
+
+@dataclass
+class ItemScore:
+    """NLI score of one item's response."""
+
+    id: str
+    score: float
+    """Mean over perspectives of the max entailment over response sentences (nan when skipped)."""
+    perspective_scores: list[float] = field(default_factory=list)
+    perspective_names: list[str] = field(default_factory=list)
+    n_sentences: int = 0
+    response: str = ""
+    skipped: bool = False
+    """True when the item had no parsable reference perspective (left out of the metrics)."""
+
+
+def _references_of(item: Any) -> list[str]:
+    from opgrpo.text.perspectives import split_perspective_sentences
+
+    refs = getattr(item, "references", item)
+    if isinstance(refs, str):  # a whole answer: one piece per "In the perspective of" line
+        return split_perspective_sentences(refs)
+    return [str(r) for r in refs if r is not None]
+
+
+def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scorer: EntailmentScorer, *,
+                splitter: str = "sentence_splitter", language: str = "en",
+                ids: Iterable[str] | None = None) -> list[ItemScore]:
+    """NLI scores of ``responses`` against their items' references, all pairs in one scorer call.
+
+    ``items_refs[i]`` is an :class:`opgrpo.benchmark.loading.Item` (its ``.references`` lines and ``.id`` are used),
+    a list of reference lines or one answer string (split before each "In the perspective of" line). An empty response scores 0; an item with no
+    parsable perspective is returned with ``skipped=True`` and counted in the log.
+    """
+    from opgrpo.text.perspectives import parse_reference
+
+    if len(items_refs) != len(responses):
+        raise ValueError(f"{len(items_refs)} items but {len(responses)} responses")
+    ids = [str(i) for i in ids] if ids is not None else [str(getattr(it, "id", i)) for i, it in
+                                                        enumerate(items_refs)]
+    plans = []  # (premises, names, sentences) per item; None when skipped
+    pairs: list[tuple[str, str]] = []
+    for item in items_refs:
+        premises, names = [], []
+        for line in _references_of(item):
+            name, explanation = parse_reference(line)
+            if explanation and explanation.strip():
+                premises.append(explanation.strip())
+                names.append(name or "")
+        plans.append((premises, names))
+    sentences = [split_sentences(r, splitter, language) for r in responses]
+    for (premises, _), sents in zip(plans, sentences):
+        pairs.extend((p, s) for p in premises for s in sents)
+
+    probs = scorer.entailment(pairs)
+    results, pos, skipped, empty = [], 0, [], 0
+    for item_id, (premises, names), sents, response in zip(ids, plans, sentences, responses):
+        if not premises:
+            skipped.append(item_id)
+            results.append(ItemScore(item_id, float("nan"), response=response or "", skipped=True))
+            continue
+        if not sents:
+            empty += 1
+            per = [0.0] * len(premises)
+        else:
+            block = probs[pos:pos + len(premises) * len(sents)].reshape(len(premises), len(sents))
+            pos += block.size
+            per = block.max(axis=1).tolist()
+        results.append(ItemScore(item_id, float(np.mean(per)), per, names, len(sents), response or ""))
+    if skipped:
+        logger.warning("skipped %d item(s) with no parsable reference perspective: %s", len(skipped),
+                       ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
+    if empty:
+        logger.warning("%d empty response(s) (no sentence to score) scored 0", empty)
+    return results

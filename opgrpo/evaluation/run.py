@@ -1,0 +1,118 @@
+"""The eval stage's body: a policy's responses (generated, or read from a file) -> NLI benchmark per split,
+plus the OP reward components of the same responses and, optionally, the 1-5 judge evaluation.
+
+Every input is an argument (no run context is read here): the test splits, how to get the responses, the
+NLI settings, the reward's encoder and config, the accuracy threshold and the judge config. The NLI scorer
+and the encoder come as zero-argument builders, called when first needed, so that the caller can share
+one model across runs and the generating policy is freed before the NLI model loads.
+
+Outputs in ``out_dir``: responses.jsonl, the NLI metrics (nli_metrics.json/.csv), per-item scores
+(nli_items.jsonl), reward.json, judge.json (with a judge); the printed table. Returns the metrics dict
+logged to the run summary.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from opgrpo.benchmark import Item
+    from opgrpo.evaluation.judge_eval import JudgeEvalConfig
+    from opgrpo.evaluation.nli import EntailmentScorer, NLIConfig
+    from opgrpo.reward import RewardConfig
+
+__all__ = ["evaluate", "generate_for_items", "reward_means"]
+
+log = logging.getLogger("opgrpo.eval")
+
+
+def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backend: str, temperature: float,
+                       top_p: float, max_new_tokens: int, num_return_sequences: int, batch_size: int, seed: int,
+                       chat_template: str = "", gguf_file: str = "", dtype: str = "auto",
+                       trust_remote_code: bool = False, device: str = "auto") -> list[str]:
+    """One response per item from ``policy`` (the first sample of each prompt, which the benchmark scores).
+
+    ``prompt`` (implicit | explicit) renders each situation as a chat prompt; ``backend`` is auto (vLLM when
+    installed), transformers or vllm; the sampling settings are those of ``eval.generation``. The model
+    settings (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend.
+    """
+    from opgrpo.models import generation
+    from opgrpo.text.prompts import chat_prompt
+
+    prompts = [chat_prompt(it.situation, prompt) for it in items]
+    use_vllm = backend == "vllm" or (backend == "auto" and generation.vllm_available())
+    kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                  num_return_sequences=num_return_sequences, seed=seed)
+    log.info("generating %d responses with %s (%s)", len(prompts), policy, "vllm" if use_vllm else "transformers")
+    if use_vllm:
+        outs = generation.generate_responses_vllm(policy, prompts, chat_template=chat_template, **kwargs)
+    else:
+        model, tok = generation.load_policy(policy, gguf_file=gguf_file, dtype=dtype, chat_template=chat_template,
+                                            trust_remote_code=trust_remote_code, device=device)
+        outs = generation.generate_responses(model, tok, prompts, batch_size=batch_size, **kwargs)
+        del model
+        gc.collect()
+    return [o[0] if o else "" for o in outs]
+
+
+def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any,
+                 reward: RewardConfig) -> dict[str, float]:
+    """Mean over the responses of the OP reward total, components and rates (NaN without responses)."""
+    from opgrpo.reward import SUMMARY_KEYS, score_completions
+
+    scores = score_completions([it.situation for it in items], list(responses), [it.references for it in items],
+                               encoder, reward)
+    return {k: float(np.mean([s[k] for s in scores])) if scores else float("nan") for k in SUMMARY_KEYS}
+
+
+def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
+             responses: Callable[[list[Item]], Sequence[str]], source: str, nli: NLIConfig,
+             nli_scorer: Callable[[], EntailmentScorer], encoder: Callable[[], Any], reward: RewardConfig,
+             threshold: float, judge: JudgeEvalConfig | None = None) -> dict[str, Any]:
+    """Score the responses to the items of ``splits`` ({split name: items}) and write the outputs to ``out_dir``.
+
+    ``responses(items)`` gives one response per item, in order (e.g. ``generate_for_items`` or
+    ``opgrpo.evaluation.responses.load_responses`` with the file bound); ``source`` names where they come
+    from in the printed table. ``nli`` gives the backend, model name and sentence splitter; ``nli_scorer()``
+    and ``encoder()`` return the NLI scorer and the reward's sentence encoder. Accuracy counts NLI scores
+    strictly above ``threshold``. With ``judge`` (kind other than "none") the 1-5 judge also scores them.
+    """
+    from opgrpo.evaluation.metrics import (
+        format_table,
+        split_metrics,
+        write_eval_outputs,
+    )
+    from opgrpo.evaluation.nli import score_items
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = [it for name in splits for it in splits[name]]
+    split_of = {it.id: name for name in splits for it in splits[name]}
+    if not items:
+        raise ValueError("benchmark.test_file: no usable test items")
+    texts = list(responses(items))
+    with open(out_dir / "responses.jsonl", "w") as fh:
+        for it, r in zip(items, texts):
+            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], "situation": it.situation, "response": r}) + "\n")
+
+    item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
+    metrics = split_metrics(item_scores, split_of, threshold=threshold)
+    write_eval_outputs(out_dir, metrics, item_scores)
+    reward_mean = reward_means(items, texts, encoder(), reward)
+    (out_dir / "reward.json").write_text(json.dumps(reward_mean, indent=2))
+    print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
+    print("OP reward of these responses: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
+    out: dict[str, Any] = {**metrics, "reward": reward_mean, "nli_backend": nli.backend}
+    if judge is not None and judge.kind != "none":
+        from opgrpo.evaluation.judge_eval import run_judge_eval, write_judge_outputs
+
+        result = run_judge_eval(judge, [it.situation for it in items], texts)
+        write_judge_outputs(out_dir, result, [it.id for it in items])
+        out["judge"] = {"means": result.means, "counts": result.counts}
+    return out

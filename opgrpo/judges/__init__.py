@@ -1,0 +1,79 @@
+"""Judges: models (or human labels) that answer questions about text, built from config by one builder.
+
+Two interfaces, for two purposes:
+
+- ``yes_no`` (the estimator's triplet mining): ``prob_yes(prompts) -> list[float | None]``, or for a
+  pair-aware judge ``prob_same(queries) -> list[float | None]`` on ``PairQuery`` objects;
+- ``chat`` (the judge-based evaluation): ``complete(prompts, *, max_tokens, temperature) -> list[str | None]``.
+
+=============  =================================  ====================================
+kind           purpose "yes_no"                   purpose "chat"
+=============  =================================  ====================================
+none           None (thresholds decide)           None (evaluation off)
+transformers   ``YesNoLM`` (P(Yes) from logits)   ``LocalChatJudge`` (generation)
+http           ``ChatEndpoint`` (parsed replies)  ``ChatEndpoint``
+labels         ``LabelJudge`` (human labels)      -
+=============  =================================  ====================================
+
+The local judges batch prompts with ``opgrpo.models.batching`` (length-sorted, left-padded).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from opgrpo.judges.chat import LocalChatJudge
+from opgrpo.judges.http import ChatEndpoint, JudgeUnavailable, parse_yes_no
+from opgrpo.judges.labels import UNLABELLED_MODES, LabelJudge, PairQuery
+from opgrpo.judges.yesno import Judge, YesNoLM
+
+YES_NO_KINDS = ("none", "transformers", "http", "labels")
+CHAT_KINDS = ("none", "transformers", "http")
+PURPOSES = ("yes_no", "chat")
+
+__all__ = ["CHAT_KINDS", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "Judge",
+           "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "YesNoLM", "build_judge",
+           "parse_yes_no"]
+
+
+def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url: str = "",
+                api_key_env: str | None = None, timeout: float | None = None, max_retries: int | None = None,
+                max_workers: int | None = None, batch_size: int | None = None, max_length: int | None = None,
+                device: str = "auto", dtype: str | None = None, system_prompt: str | None = None,
+                labels: Any = None, unlabelled: str = "different", check: bool = True,
+                section: str = "judge") -> Any:
+    """The judge of ``kind`` for ``purpose`` (see the table above); None for kind "none".
+
+    ``model`` is a hub id or local path ("transformers") or the served model name ("http"); ``labels`` is
+    a label table with ``get(item_id, name_a, name_b)`` ("labels", e.g. ``opgrpo.estimator.pair_labels.
+    PairLabels``). Settings left None keep the judge class's own default. An HTTP judge is checked for
+    reachability (``check=True``: raises ``JudgeUnavailable``). Error messages name the setting as
+    ``<section>.<field>`` (e.g. ``estimator.judge.model``).
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"judge purpose must be one of {PURPOSES}; got {purpose!r}")
+    kinds = YES_NO_KINDS if purpose == "yes_no" else CHAT_KINDS
+    kind = (kind or "none").lower()
+    if kind not in kinds:
+        raise ValueError(f"{section}.kind must be one of {kinds}; got {kind!r}")
+    if kind == "none":
+        return None
+    if kind == "labels":
+        if labels is None:
+            raise ValueError(f"{section}: judge kind 'labels' needs pair labels")
+        return LabelJudge(labels, unlabelled)
+    if not model:
+        raise ValueError(f"{section}.model must be set for judge kind {kind!r}")
+    if kind == "transformers":
+        local = _given(dtype=dtype, batch_size=batch_size, max_length=max_length)
+        if purpose == "chat":
+            return LocalChatJudge(model, device=device, **local)
+        return YesNoLM(model, device=device, **local, **_given(system_prompt=system_prompt))
+    judge = ChatEndpoint(base_url, model, **_given(api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+                                                   max_workers=max_workers, system_prompt=system_prompt))
+    if check:
+        judge.check()
+    return judge
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if v is not None}

@@ -1,0 +1,124 @@
+"""A local Yes/No judge: an instruction-tuned causal LM whose P(Yes) is read from its next-token logits.
+
+``YesNoLM.prob_yes(prompts) -> list[float]`` is all the estimator's triplet mining and the causal-LM NLI
+backend need: one forward pass per left-padded, length-sorted batch (``opgrpo.models.batching``), no
+generation. ``load_local_lm`` loads the tokenizer and model the local judges (this one and
+``opgrpo.judges.chat.LocalChatJudge``) share.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Protocol
+
+from opgrpo.models.batching import pad_token_id, padded_batches
+from opgrpo.models.devices import resolve_device, resolve_dtype
+
+YES_VARIANTS = ("Yes", " Yes", "yes")
+NO_VARIANTS = ("No", " No", "no")
+
+
+class Judge(Protocol):
+    def prob_yes(self, prompts: list[str]) -> list[float | None]: ...
+
+
+def load_local_lm(model_name_or_path: str, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any, str]:
+    """``(tokenizer, model, device)``: a causal LM in eval mode on the resolved device and dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_name_or_path), dtype=resolve_dtype(dtype, device))
+    model.to(device).eval()
+    return tokenizer, model, device
+
+
+class YesNoLM:
+    """Instruction-tuned causal LM answering Yes/No; P(yes) from the next-token distribution.
+
+    P(yes) = softmax over the logits of the single-token "Yes"/" Yes"/"yes" and "No"/" No"/"no" variants,
+    summed over the Yes variants, at the first generated position after the chat template's
+    generation prompt.
+    """
+
+    def __init__(self, model_name_or_path: str, *, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 16, max_length: int = 1024, system_prompt: str = "",
+                 progress: bool = False):
+        import torch
+
+        self.tokenizer, self.model, self.device = load_local_lm(model_name_or_path, device, dtype)
+        self.batch_size = max(1, int(batch_size))
+        self.max_length = int(max_length)
+        self.system_prompt = system_prompt
+        self.progress = progress
+        self.pad_id = pad_token_id(self.tokenizer)
+        self.yes_ids = self._single_token_ids(YES_VARIANTS)
+        self.no_ids = self._single_token_ids(NO_VARIANTS)
+        if not self.yes_ids or not self.no_ids:
+            raise ValueError(f"tokenizer of {model_name_or_path} has no single-token Yes/No variants")
+        self._variant_ids = torch.tensor(self.yes_ids + self.no_ids, device=self.device)
+        params = inspect.signature(self.model.forward).parameters
+        self._keep_kw = "logits_to_keep" in params
+        self._pos_kw = "position_ids" in params
+        self.truncated = 0
+
+    def _single_token_ids(self, variants) -> list[int]:
+        ids: list[int] = []
+        for v in variants:
+            toks = self.tokenizer.encode(v, add_special_tokens=False)
+            if len(toks) == 1 and toks[0] not in ids:
+                ids.append(toks[0])
+        return ids
+
+    def _render(self, content: str) -> list[int]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        msgs.append({"role": "user", "content": content})
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:  # base model without template: plain prompt ending in an answer cue
+            text = (self.system_prompt + "\n\n" if self.system_prompt else "") + content + "\nAnswer:"
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of the templated prompt, cut from the left of the user content to fit max_length."""
+        ids = self._render(prompt)
+        if len(ids) <= self.max_length:
+            return ids
+        self.truncated += 1
+        content_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        excess = len(ids) - self.max_length
+        for _ in range(4):  # decode/re-encode may shift a token or two
+            keep = len(content_ids) - excess
+            if keep <= 0:
+                break
+            ids = self._render(self.tokenizer.decode(content_ids[-keep:]))
+            if len(ids) <= self.max_length:
+                return ids
+            excess += len(ids) - self.max_length + 2
+        # template overhead alone is too long: keep the end, which holds the generation prompt
+        return ids[-self.max_length:]
+
+    def prob_yes(self, prompts: list[str]) -> list[float]:
+        import torch
+
+        prompts = ["" if p is None else str(p) for p in prompts]
+        encoded = [self.encode_prompt(p) for p in prompts]
+        out: list[float] = [0.0] * len(encoded)
+        batches = padded_batches(encoded, self.batch_size, self.pad_id)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=math.ceil(len(encoded) / self.batch_size), desc="judge", unit="batch")
+        with torch.inference_mode():
+            for idx, ids, mask in batches:  # left padding: the last column is every row's next position
+                kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+                if self._pos_kw:  # positions restart at 0 after the padding, as for an unpadded prompt
+                    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
+                if self._keep_kw:
+                    kwargs["logits_to_keep"] = 1
+                logits = self.model(**kwargs).logits[:, -1, :].float()
+                probs = torch.softmax(logits.index_select(-1, self._variant_ids), dim=-1)
+                p_yes = probs[:, :len(self.yes_ids)].sum(-1).clamp(0.0, 1.0).tolist()
+                for r, i in enumerate(idx):
+                    out[i] = float(p_yes[r])
+        return out

@@ -1,0 +1,133 @@
+"""Policy loading and batched response generation (transformers, or vLLM when installed and enabled).
+
+`load_policy` takes a hub id or a local directory (optionally a GGUF file inside it) and an optional
+chat-template override; `generate_responses` samples ``num_return_sequences`` responses per chat prompt
+in left-padded batches, with a progress bar. No Hydra here: plain arguments, usable from a notebook.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from opgrpo.models.batching import pad_token_id, padded_batches
+from opgrpo.models.devices import resolve_device, resolve_dtype  # noqa: F401 (resolve_device is re-exported)
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(name_or_path: str, *, gguf_file: str = "", chat_template: str = "", trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    if chat_template:
+        path = Path(chat_template)
+        tok.chat_template = path.read_text() if path.suffix in (".jinja", ".j2", ".txt") and path.exists() else chat_template
+    if tok.chat_template is None:
+        raise ValueError(
+            f"model.chat_template: the tokenizer of {name_or_path} has no chat template; set model.chat_template"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(
+    name_or_path: str,
+    *,
+    gguf_file: str = "",
+    dtype: str = "auto",
+    chat_template: str = "",
+    trust_remote_code: bool = False,
+    device: str = "auto",
+):
+    """(model, tokenizer) of a causal LM policy, in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(device)
+    tok = load_tokenizer(name_or_path, gguf_file=gguf_file, chat_template=chat_template, trust_remote_code=trust_remote_code)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=resolve_dtype(dtype, device), trust_remote_code=trust_remote_code, **kwargs
+    )
+    model.to(device).eval()
+    return model, tok
+
+
+BACKENDS = ("auto", "transformers", "vllm")
+"""Generation backends: ``auto`` picks vLLM when it is installed and a GPU is there."""
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+@torch.inference_mode()
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    *,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 1200,
+    num_return_sequences: int = 1,
+    batch_size: int = 8,
+    seed: int = 42,
+    progress: bool = True,
+) -> list[list[str]]:
+    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt."""
+    torch.manual_seed(seed)
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    pad_id = pad_token_id(tokenizer)
+    out: list[list[str]] = [[] for _ in texts]
+    device = next(model.parameters()).device
+    sample = temperature > 0
+    bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not progress)
+    # batches sorted by the prompts' character length (the sampled outputs depend on the batch composition)
+    for idx, ids, mask in padded_batches(encoded, batch_size, pad_id, lengths=[len(t) for t in texts]):
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_return_sequences,
+            pad_token_id=pad_id,
+        )
+        new = gen[:, ids.shape[1] :]
+        decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            out[i] = [s.strip() for s in decoded[j * num_return_sequences : (j + 1) * num_return_sequences]]
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def generate_responses_vllm(
+    name_or_path: str,
+    prompts: Sequence[list[dict]],
+    *,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    max_new_tokens: int = 1200,
+    num_return_sequences: int = 1,
+    seed: int = 42,
+    dtype: str = "auto",
+    chat_template: str = "",
+) -> list[list[str]]:
+    """The same as `generate_responses` with vLLM (GPU only; imported lazily)."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=name_or_path, dtype=dtype, seed=seed)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
+    kwargs = {"chat_template": chat_template} if chat_template else {}
+    results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)
+    return [[o.text.strip() for o in r.outputs] for r in results]

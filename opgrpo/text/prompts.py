@@ -1,0 +1,35 @@
+"""The prompts of OP-GRPO: the implicit prompt (SFT, RL, evaluation) and the explicit baseline prompt.
+
+The implicit prompt never asks for perspectives; the model has to learn to give them. Both return chat
+messages (a list of ``{"role", "content"}`` dicts) so that the policy's own chat template is applied by
+the tokenizer or by TRL.
+"""
+from __future__ import annotations
+
+IMPLICIT_TEMPLATE = "Provide a structured comprehensive analysis and your opinions on this topic: {situation}\n\n"
+
+EXPLICIT_TEMPLATE = (
+    "Analyse the following situation from multiple perspectives, in at most 450 words. "
+    "Write each perspective as one sentence of the form "
+    '"In the perspective of <Name>, <explanation>", where <Name> is a value, right or duty.\n\n'
+    "Situation: {situation}\n\n"
+)
+
+TEMPLATES = {"implicit": IMPLICIT_TEMPLATE, "explicit": EXPLICIT_TEMPLATE}
+PROMPT_KINDS = tuple(TEMPLATES)
+
+
+def prompt_text(situation: str, kind: str = "implicit") -> str:
+    """The user message for ``situation``; ``kind`` is ``implicit`` or ``explicit``."""
+    try:
+        template = TEMPLATES[kind]
+    except KeyError:
+        raise ValueError(f"unknown prompt kind {kind!r}; expected one of {sorted(TEMPLATES)}") from None
+    return template.format(situation=situation.strip())
+
+
+def chat_prompt(situation: str, kind: str = "implicit", system: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for ``situation`` (optionally with a system message)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt_text(situation, kind)})
+    return messages

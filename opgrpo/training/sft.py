@@ -1,0 +1,236 @@
+"""SFT warm start: teach the policy the OP-GRPO response layout before RL.
+
+Each training item becomes one conversational prompt/completion pair: the prompt is the *implicit* chat prompt
+(it never asks for perspectives), the completion is the item's reference perspectives in the target layout::
+
+    <core perspectives>
+    In the perspective of A, ...
+    In the perspective of B, ...
+    </core perspectives>
+
+    <summary>
+    <short text naming every perspective>
+    </summary>
+
+The summary names every perspective so that the format reward's summary penalty is 0 on SFT targets. TRL's
+``SFTTrainer`` computes the loss on the completion tokens only (prompt/completion datasets). Paper preset: 1 epoch,
+lr 1e-5 cosine, 10% warmup, global batch 256, max length 1300.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from opgrpo.text.prompts import chat_prompt
+from opgrpo.training.common import (
+    BF16_CHOICES,
+    LoraSettings,
+    as_peft_config,
+    bookkeeping_kwargs,
+    load_tokenizer,
+    model_init_kwargs,
+    resume_checkpoint,
+    save_final,
+    train_metrics,
+    world_size,
+)
+from opgrpo.utils.checks import Problems
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_TEMPLATE = (
+    "This situation has to be weighed from several perspectives: {names}. "
+    "Each of them captures something that matters here, and a balanced judgement takes all of them into account."
+)
+
+
+def _names(item) -> list[str]:
+    return [p.name.strip() for p in item.perspectives if p.name and p.name.strip()]
+
+
+def _join_names(names: list[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def sft_target(item, summary: str = "template") -> str:
+    """The assistant message an SFT example teaches for ``item`` (the SPEC target layout).
+
+    ``summary="template"`` uses ``SUMMARY_TEMPLATE``; any other string containing ``{names}`` is used as the
+    summary template instead (``{names}`` = the perspective names joined as "A, B and C").
+    """
+    if summary == "template":
+        template = SUMMARY_TEMPLATE
+    elif "{names}" in summary:
+        template = summary
+    else:
+        raise ValueError(f"summary must be 'template' or a format string containing '{{names}}', got {summary!r}")
+    lines = [line.strip() for line in item.references if line and line.strip()]
+    if not lines:
+        raise ValueError(f"item {getattr(item, 'id', '?')!r} has no reference perspectives to build an SFT target")
+    names = _names(item)
+    text = template.format(names=_join_names(names)).strip()
+    core = "\n".join(lines)
+    return f"<core perspectives>\n{core}\n</core perspectives>\n\n<summary>\n{text}\n</summary>"
+
+
+def build_sft_dataset(items: Iterable, summary: str = "template"):
+    """A ``datasets.Dataset`` in TRL's conversational prompt/completion form (loss on the completion only).
+
+    Columns: ``prompt`` (implicit chat prompt messages), ``completion`` ([assistant message]). Items without
+    references are skipped (logged).
+    """
+    from datasets import Dataset
+
+    prompts, completions, skipped = [], [], 0
+    for item in items:
+        if not any(line.strip() for line in item.references):
+            skipped += 1
+            continue
+        prompts.append(chat_prompt(item.situation, "implicit"))
+        completions.append([{"role": "assistant", "content": sft_target(item, summary)}])
+    if skipped:
+        logger.warning("SFT: skipped %d items without reference perspectives", skipped)
+    if not prompts:
+        raise ValueError("no SFT examples: every item lacks reference perspectives")
+    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+@dataclass
+class SFTSettings:
+    """SFT warm-start settings; defaults are the paper preset."""
+
+    epochs: float = 1.0
+    """Passes over the training items (SFTConfig.num_train_epochs)."""
+    lr: float = 1e-5
+    """Peak learning rate (SFTConfig.learning_rate)."""
+    scheduler: str = "cosine"
+    """Learning-rate schedule (SFTConfig.lr_scheduler_type)."""
+    warmup_ratio: float = 0.1
+    """Share of the training steps spent in linear warmup (SFTConfig.warmup_steps as a ratio in [0, 1))."""
+    global_batch_size: int = 256
+    """Examples per optimizer step across all processes; gradient accumulation = this / (per-device batch x world)."""
+    per_device_batch_size: int = 4
+    """Examples per forward pass on one process (SFTConfig.per_device_train_batch_size)."""
+    max_length: int = 1300
+    """Longest tokenised prompt + completion; longer examples are truncated (SFTConfig.max_length)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run ``epochs``)."""
+    logging_steps: int = 10
+    """Log every N optimizer steps."""
+    save_steps: int = 500
+    """Checkpoint every N optimizer steps."""
+    save_total_limit: int = 2
+    """Keep at most this many checkpoints (-1: keep all)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    bf16: str = "auto"
+    """bf16 mixed precision: ``auto`` (on where CUDA supports it), ``true`` or ``false``."""
+    seed: int = 42
+    """Random seed (data order, dropout)."""
+    summary: str = "template"
+    """Summary text of the SFT targets: ``template`` or a format string with ``{names}``."""
+
+    def problems(self, world_size: int = 1) -> list[str]:
+        """Every invalid setting as ``key: message`` (keys relative to ``trainer.sft``), batch arithmetic for
+        ``world_size`` processes."""
+        s, p = self, Problems()
+        p.positive("per_device_batch_size", s.per_device_batch_size)
+        per_step = s.per_device_batch_size * world_size
+        if s.global_batch_size <= 0 or (per_step > 0 and s.global_batch_size % per_step):
+            p.add("global_batch_size", f"({s.global_batch_size}) must be a positive multiple of "
+                                       f"per_device_batch_size x world size ({s.per_device_batch_size} x {world_size} "
+                                       f"= {per_step})")
+        p.unit("warmup_ratio", s.warmup_ratio, open_high=True)
+        p.positive("lr", s.lr)
+        p.positive("max_length", s.max_length)
+        if s.epochs <= 0 and s.max_steps <= 0:
+            p.add("epochs", "must be positive (or set max_steps)")
+        p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
+        return list(p)
+
+
+def sft_config(
+    settings: SFTSettings,
+    output_dir: str | os.PathLike,
+    *,
+    world_size: int = 1,
+    report_to: Sequence[str] = (),
+    deepspeed: str = "",
+    model_kwargs: dict[str, Any] | None = None,
+):
+    """The ``trl.SFTConfig`` for ``settings``; raises ValueError naming the offending key.
+
+    ``deepspeed``: path of a DeepSpeed JSON config ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``.
+    """
+    from trl import SFTConfig
+
+    s = settings
+    problems = Problems("sft.")
+    problems.extend_from("", s.problems(world_size))
+    problems.raise_if_any()
+    per_step = s.per_device_batch_size * world_size
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        learning_rate=s.lr,
+        lr_scheduler_type=s.scheduler,
+        warmup_steps=s.warmup_ratio,
+        per_device_train_batch_size=s.per_device_batch_size,
+        gradient_accumulation_steps=s.global_batch_size // per_step,
+        max_length=s.max_length,
+        completion_only_loss=True,
+        **bookkeeping_kwargs(s, "sft", report_to=report_to, deepspeed=deepspeed, model_kwargs=model_kwargs),
+    )
+
+
+def run_sft(
+    model_path: str | os.PathLike,
+    train_items: Sequence,
+    settings: SFTSettings,
+    output_dir: str | os.PathLike,
+    *,
+    peft: LoraSettings | None = None,
+    report_to: Sequence[str] = (),
+    resume: bool = False,
+    callbacks: Sequence = (),
+    deepspeed: str = "",
+    chat_template: str = "",
+    dtype: str = "",
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model_path`` on the SFT targets of ``train_items``; save to ``output_dir/final``; return metrics.
+
+    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed JSON path ("" = off).
+    ``chat_template``: Jinja string or .jinja path overriding the tokenizer's ("" = its own). ``dtype``: weights
+    dtype for loading ("" = TRL's float32). ``resume``: continue from the last checkpoint in ``output_dir``.
+    """
+    from trl import SFTTrainer
+
+    from opgrpo.training.callbacks import MetricsJsonlCallback
+
+    output_dir = Path(output_dir)
+    args = sft_config(
+        settings, output_dir, world_size=world_size(), report_to=report_to, deepspeed=deepspeed,
+        model_kwargs=model_init_kwargs(dtype, trust_remote_code),
+    )
+    tokenizer = load_tokenizer(model_path, chat_template, trust_remote_code)
+    dataset = build_sft_dataset(train_items, settings.summary)
+    trainer = SFTTrainer(
+        model=str(model_path),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=as_peft_config(peft),
+        callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
+    )
+    output = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, resume))
+    final = save_final(trainer, output_dir)
+    metrics = train_metrics(output, trainer)
+    metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings))
+    return metrics

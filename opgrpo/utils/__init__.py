@@ -1,0 +1,6 @@
+"""Small helpers every layer may use (no torch, no Hydra).
+
+Modules: ``jsonio`` (JSON-safe values, JSON Lines read/append, ``flatten``), ``runfiles`` (a run directory's
+file names, the run-status strings, ``read_status`` / ``read_summary``), ``checks`` (collecting config
+problems) and ``fielddocs`` (attribute docstrings of config dataclasses).
+"""

@@ -1,0 +1,65 @@
+"""Collecting configuration problems: every config dataclass reports *all* its mistakes at once.
+
+Each config section (``RewardConfig``, ``GRPOSettings``, ``EstimatorConfig``, ...) implements
+``problems(self) -> list[str]`` with messages ``"<key relative to the section>: <what is wrong>"``, built
+with a :class:`Problems` collector, and ``validate(self)`` that raises :class:`ConfigProblemsError` listing
+them (``raise_if_any``). The Hydra app gathers the sections' problems under their full config keys
+(``reward.tau_cov``, ``trainer.grpo.lr``); a notebook user gets the same messages from ``validate()``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class ConfigProblemsError(ValueError):
+    """One or more invalid settings; ``problems`` holds one ``key: message`` string each."""
+
+    def __init__(self, problems: Sequence[str], section: str = ""):
+        self.problems = list(problems)
+        where = f" in {section}" if section else ""
+        super().__init__(f"invalid setting(s){where}: " + "; ".join(self.problems))
+
+
+class Problems(list):
+    """A list of ``key: message`` strings with the common checks; keys get ``prefix`` (e.g. ``weights.``)."""
+
+    def __init__(self, prefix: str = ""):
+        super().__init__()
+        self.prefix = prefix
+
+    def add(self, key: str, message: str) -> None:
+        self.append(f"{self.prefix}{key}: {message}")
+
+    def extend_from(self, prefix: str, problems: Iterable[str]) -> None:
+        """Add a nested section's problems under ``prefix`` (``lora.`` -> ``lora.r: ...``)."""
+        self.extend(f"{self.prefix}{prefix}{p}" for p in problems)
+
+    def choice(self, key: str, value: Any, choices: Iterable[Any]) -> None:
+        choices = tuple(choices)
+        if value not in choices:
+            self.add(key, f"expected one of {', '.join(map(str, choices))} (got {value!r})")
+
+    def finite(self, key: str, value: Any) -> bool:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok:
+            self.add(key, f"must be a finite number (got {value!r})")
+        return ok
+
+    def positive(self, key: str, value: Any) -> None:
+        if self.finite(key, value) and value <= 0:
+            self.add(key, f"must be positive (got {value})")
+
+    def non_negative(self, key: str, value: Any) -> None:
+        if self.finite(key, value) and value < 0:
+            self.add(key, f"must be >= 0 (got {value})")
+
+    def unit(self, key: str, value: Any, *, open_high: bool = False) -> None:
+        """``value`` in [0, 1] (or [0, 1) with ``open_high``)."""
+        if self.finite(key, value) and not (0.0 <= value < 1.0 if open_high else 0.0 <= value <= 1.0):
+            self.add(key, f"must be in [0, {'1)' if open_high else '1]'} (got {value})")
+
+    def raise_if_any(self, section: str = "") -> None:
+        if self:
+            raise ConfigProblemsError(self, section)

@@ -1,0 +1,75 @@
+"""The files of a run directory and the run-status strings, named in one place.
+
+A run directory (``opgrpo.app.rundir.RunDir`` writes it) holds::
+
+    config.yaml          the resolved config
+    status.json          {"status": running | completed | failed, "time", "overrides"?, "error"?, ...}
+    metrics.jsonl        one JSON object per logged event
+    summary.json/.csv    flat "stage/key" -> value of the final numbers
+    sft/ grpo/ ...       each stage's artefacts; a training stage's trainer logs go to its own metrics.jsonl
+
+The CLI sets the status through ``RunDir`` (which writes with :func:`write_status`, as the Optuna driver
+does for trials it gives up on). ``RunDir`` (on resume), the sweep report and the Optuna driver read the
+files through :func:`read_status` and :func:`read_summary`: ``None`` when the file is not there,
+:class:`RunFileError` when it is there but cannot be used (unreadable, not JSON, not a JSON object).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "METRICS_JSONL", "RUNNING", "STATUS_JSON", "SUMMARY_CSV",
+           "SUMMARY_JSON", "RunFileError", "read_status", "read_summary", "write_status"]
+
+CONFIG_YAML = "config.yaml"
+STATUS_JSON = "status.json"
+METRICS_JSONL = "metrics.jsonl"
+SUMMARY_JSON = "summary.json"
+SUMMARY_CSV = "summary.csv"
+
+RUNNING = "running"
+"""status.json while the run's stages run (a run killed meanwhile keeps it)."""
+COMPLETED = "completed"
+"""status.json after every stage finished."""
+FAILED = "failed"
+"""status.json after an error (its ``error`` says which); also written for trials a sweep gave up on."""
+
+
+class RunFileError(ValueError):
+    """A run file that exists but cannot be used; the message names the file and why
+    (``corrupt status.json: ...``, ``summary.json is not an object``)."""
+
+
+def _read_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when there is no such file; :class:`RunFileError` when it cannot
+    be read, is not JSON or holds something else than an object. Bytes that are not UTF-8 are replaced."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"corrupt {path.name}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path.name} is not an object")
+    return data
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """``run_dir/status.json`` as a dict (its ``status`` is RUNNING, COMPLETED or FAILED); ``None`` when there is
+    none; :class:`RunFileError` when it is corrupt or not an object."""
+    return _read_object(Path(run_dir) / STATUS_JSON)
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """``run_dir/summary.json``, the flat ``"stage/key" -> value`` numbers; ``None`` when there is none;
+    :class:`RunFileError` when it is corrupt or not an object."""
+    return _read_object(Path(run_dir) / SUMMARY_JSON)
+
+
+def write_status(run_dir: str | Path, status: str, **extra: Any) -> None:
+    """Write ``run_dir/status.json``: ``{"status", "time" (local, ISO seconds), **extra}``."""
+    data = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    (Path(run_dir) / STATUS_JSON).write_text(json.dumps(data, indent=2))

@@ -1,0 +1,76 @@
+"""The `opgrpo` entrypoint as a user runs it: --help, start-up errors, from any directory, python -m."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent / "opgrpo"
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("how", ["script_repo_root", "script_other_dir", "python_m"])
+def test_help_lists_groups_from_anywhere(how, tmp_path):
+    if how == "python_m":
+        cmd, cwd = [sys.executable, "-m", "opgrpo", "--help"], tmp_path
+    else:
+        cmd, cwd = [str(BIN), "--help"], REPO if how == "script_repo_root" else tmp_path
+    res = _run(cmd, cwd)
+    assert res.returncode == 0, res.stderr
+    for group in ("model", "reward", "estimator", "benchmark", "trainer", "eval", "deepspeed", "launcher", "logger",
+                  "experiment", "sweep"):
+        assert f"{group}:" in res.stdout, group
+    assert "cpu_demo" in res.stdout and "stage=" in res.stdout
+
+
+def test_invalid_value_fails_at_startup_naming_key(tmp_path):
+    res = _run([str(BIN), "experiment=cpu_demo", "reward.weights.coverage=-1", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert res.returncode != 0
+    assert "reward.weights.coverage" in res.stderr + res.stdout
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "reward.weights.coverage" in status["error"]
+
+
+def test_unknown_key_fails(tmp_path):
+    res = _run([str(BIN), "experiment=cpu_demo", "reward.nonsense=1"], tmp_path)
+    assert res.returncode != 0 and "reward.nonsense" in res.stderr
+
+
+def test_multirun_over_reward_weight_evaluates_responses(tmp_path, responses_file, tiny_lm):
+    """A real two-value multirun: stage=eval on a responses file, MiniLM for the reward, and the causal-LM
+    NLI backend with a tiny random LM (the SmolLM2 judge makes the same run take minutes)."""
+    responses = responses_file
+    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=eval", f"eval.responses_file={responses}",
+                f"eval.nli.model={tiny_lm}",
+                "reward.weights.coverage=0.1,0.5", f"hydra.sweep.dir={tmp_path}/sweep", "objective=eval/reward/total"],
+               tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    totals = []
+    for sub in ("0", "1"):
+        run = tmp_path / "sweep" / sub
+        assert json.loads((run / "status.json").read_text())["status"] == "completed"
+        summary = json.loads((run / "summary.json").read_text())
+        assert 0.0 <= summary["eval/overall/accuracy"] <= 1.0
+        totals.append(summary["eval/reward/total"])
+        assert (run / "config.yaml").exists() and (run / "eval" / "responses.jsonl").exists()
+    # same responses, coverage weight 0.1 vs 0.5: the total differs exactly by 0.4 * mean coverage
+    cov = json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["eval/reward/coverage"]
+    assert totals[1] - totals[0] == pytest.approx(0.4 * cov, abs=1e-6)
+
+
+def test_stage_describe_prints_the_sections_without_loading_models(tmp_path):
+    out = _run([sys.executable, "-m", "opgrpo", "experiment=cpu_demo", "stage=describe", f"hydra.run.dir={tmp_path}"],
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for section in ("== reward ==", "== trainer.grpo ==", "== estimator =="):
+        assert section in out.stdout
+    assert "trainer.grpo.num_generations = 4" in out.stdout

@@ -1,0 +1,191 @@
+"""Composition of every config group and experiment, and every start-up validation error."""
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from opgrpo.app.paths import config_dir
+from opgrpo.app.schema import to_object
+from opgrpo.app.validate import ConfigError, validate
+
+CONF = config_dir()
+GROUPS = ["model", "benchmark", "reward", "estimator", "trainer", "eval", "deepspeed", "logger", "launcher"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert _options(group), f"conf/{group}/ is empty"
+    assert {"cpu_demo", "paper"} <= set(_options("experiment"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes(group, compose):
+    for option in _options(group):
+        cfg = compose([f"{group}={option}"], return_hydra_config=group == "launcher")
+        assert OmegaConf.select(cfg, group) is not None or group == "launcher"
+        if group == "launcher" and option != "local":
+            target = cfg.hydra.launcher._target_
+            assert option.split("_")[-1] in target.lower(), target
+
+
+@pytest.mark.parametrize("experiment", ["cpu_demo", "paper"] + ["__others__"])
+def test_every_experiment_composes(experiment, compose):
+    names = _options("experiment") if experiment == "__others__" else [experiment]
+    for name in names:
+        cfg = compose([f"experiment={name}"])
+        assert name in cfg.tags or experiment == "__others__"
+
+
+def test_cpu_demo_is_valid_and_small(compose):
+    cfg = compose(["experiment=cpu_demo"])
+    validate(cfg)
+    assert cfg.pipeline == ["estimator", "eval_base", "sft", "grpo", "eval"]
+    assert cfg.eval.nli.backend == "causal_lm"
+    assert cfg.trainer.grpo.max_completion_length <= 128
+    # the paper's rules and weights, thresholds calibrated for the MiniLM estimator (conf/reward/cpu.yaml)
+    r = cfg.reward
+    assert (r.weights.coverage, r.weights.uniqueness, r.mode, r.masking) == (0.3, 0.3, "bucketed", "situation")
+    assert r.tau_cov < r.tau_uniq < 0.7
+
+
+def test_paper_preset_has_spec_numbers(compose):
+    cfg = compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"])
+    r = cfg.reward
+    assert (r.weights.coverage, r.weights.uniqueness, r.weights.format, r.weights.tag) == (0.3, 0.3, 0.1, 1.0)
+    assert (r.tau_cov, r.tau_uniq, r.mode, r.masking) == (0.7, 0.78, "bucketed", "situation")
+    g = cfg.trainer.grpo
+    assert (g.num_generations, g.prompts_per_step, g.mini_batch_size) == (10, 1024, 256)
+    assert (g.lr, g.beta, g.entropy_coef, g.epsilon, g.temperature) == (1e-6, 0.001, 0.0, 0.2, 1.0)
+    assert (g.max_prompt_length, g.max_completion_length, g.num_epochs) == (512, 800, 15)
+    s = cfg.trainer.sft
+    assert (s.epochs, s.lr, s.scheduler, s.warmup_ratio, s.global_batch_size, s.max_length) == (1, 1e-5, "cosine", 0.1, 256, 1300)
+    t = cfg.estimator.train
+    assert (t.batch_size, t.epochs, t.lr, t.warmup_ratio, t.mnrl_scale) == (32, 2, 2.1e-5, 0.03, 60)
+    assert cfg.estimator.base_model == "sentence-transformers/paraphrase-mpnet-base-v2"
+    assert cfg.estimator.search.n_trials == 20
+    assert cfg.eval.nli.model == "microsoft/deberta-v2-xlarge-mnli"
+    assert (cfg.eval.generation.temperature, cfg.eval.generation.top_p, cfg.eval.generation.max_new_tokens) == (0.7, 0.9, 1200)
+    assert cfg.eval.threshold == 0.33
+    assert cfg.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct"
+    assert (cfg.benchmark.val_fraction, cfg.benchmark.split_seed) == (0.1, 42)
+
+
+def test_sections_become_lower_layer_dataclasses(compose):
+    from opgrpo.reward import RewardConfig
+
+    cfg = compose(["experiment=cpu_demo", "reward.weights.coverage=0.5"])
+    reward = to_object(cfg, "reward")
+    assert isinstance(reward, RewardConfig) and reward.weights.coverage == 0.5
+
+
+def test_unknown_key_fails_at_composition(compose):
+    with pytest.raises(Exception, match="reward.weights.coverge"):
+        compose(["reward.weights.coverge=0.1"])
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("reward.weights.coverage=-0.1", "reward.weights.coverage"),
+        ("reward.tau_cov=1.5", "reward.tau_cov"),
+        ("reward.tau_uniq=-0.2", "reward.tau_uniq"),
+        ("reward.mode=fuzzy", "reward.mode"),
+        ("stage=train", "stage"),
+        ("pipeline=[estimator,finetune]", "pipeline"),
+        ("eval.threshold=2", "eval.threshold"),
+        ("model.name_or_path=/no/such/model", "model.name_or_path"),
+        ("benchmark.train_file=/no/such/file.csv", "benchmark.train_file"),
+        ("benchmark.test_file=/no/such/test.csv", "benchmark.test_file"),
+        ("trainer.grpo.num_generations=3", "trainer.grpo"),
+        ("estimator.mining.pair_threshold=1.2", "estimator.mining.pair_threshold"),
+        ("estimator.judge.kind=oracle", "estimator.judge.kind"),
+        ("estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
+        ("estimator.judge.labels_file=''", "estimator.judge.labels_file"),
+        ("estimator.judge.kind=none estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
+        ("estimator.judge.unlabelled=same", "estimator.judge.unlabelled"),
+        ("eval.nli.backend=magic", "eval.nli.backend"),
+        ("benchmark.on_error=ignore", "benchmark.on_error"),
+        ("deepspeed=zero2", "deepspeed"),
+        ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
+    ],
+)
+def test_validation_names_the_key(override, key, compose):
+    cfg = compose(["experiment=cpu_demo", *override.split()])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert key in str(err.value)
+
+
+def test_all_zero_weights_fail(compose):
+    cfg = compose(["experiment=cpu_demo"] + [f"reward.weights.{k}=0" for k in ("coverage", "uniqueness", "format", "tag")])
+    with pytest.raises(ConfigError, match="reward.weights"):
+        validate(cfg)
+
+
+def test_several_mistakes_reported_together(compose):
+    cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "eval.threshold=-1"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "reward.tau_cov" in str(err.value) and "eval.threshold" in str(err.value)
+
+
+def test_each_section_reports_every_problem_not_the_first(compose):
+    cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "reward.mode=fuzzy", "reward.weights.tag=-1",
+                   "trainer.grpo.lr=0", "trainer.grpo.top_p=3", "eval.generation.top_p=2", "eval.nli.batch_size=0"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    for key in ("reward.tau_cov", "reward.mode", "reward.weights.tag", "trainer.grpo.lr", "trainer.grpo.top_p",
+                "eval.generation.top_p", "eval.nli.batch_size"):
+        assert f"  {key}: " in str(err.value), key
+    # the lower layers report the same problems without Hydra, keys relative to their section
+    reward = to_object(cfg, "reward")
+    assert [p.split(":")[0] for p in reward.problems()] == ["weights.tag", "tau_cov", "mode"]
+    with pytest.raises(ValueError, match="reward.tau_cov.*reward.mode"):
+        reward.validate()
+
+
+def test_a_missing_mandatory_value_is_a_listed_problem(compose):
+    cfg = compose(["experiment=paper"])  # the paper preset leaves the data files to the user
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert "benchmark.train_file: missing value" in str(err.value)
+    assert "benchmark.test_file: " in str(err.value)
+    # a stage that does not read the test file does not ask for it
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["experiment=paper", "stage=grpo", "benchmark.format=xml"]))
+    assert "benchmark.test_file" not in str(err.value) and "benchmark.format" in str(err.value)
+
+
+def test_choices_come_from_the_lower_layers(compose):
+    from opgrpo.benchmark.loading import FORMATS
+    from opgrpo.evaluation.nli import BACKENDS
+    from opgrpo.reward.config import AGGREGATIONS
+
+    cfg = compose(["experiment=cpu_demo", "benchmark.format=xml", "eval.nli.backend=magic", "reward.aggregation=max"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    for choices in (FORMATS, BACKENDS, AGGREGATIONS):
+        assert ", ".join(choices) in str(err.value)
+
+
+def test_describe_documents_every_setting_of_a_section(compose, capsys):
+    from dataclasses import fields
+
+    from opgrpo.app.describe import describe
+    from opgrpo.reward import RewardConfig
+
+    text = describe(compose(["experiment=cpu_demo", "reward.tau_cov=0.61"]), "reward")
+    assert "reward.tau_cov = 0.61" in text and "Cosine threshold for a candidate/reference match" in text
+    for f in fields(RewardConfig):
+        if f.name != "weights":
+            assert f"reward.{f.name} = " in text, f.name
+    assert "reward.weights.coverage = 0.3" in text
+    grpo = describe(compose(["experiment=cpu_demo"]), "trainer.grpo")
+    undocumented = [line for line in grpo.splitlines()[1:] if line.strip() and line.rstrip().endswith("=")]
+    assert not undocumented
+    assert "benchmark.train_file = '???'" in describe(compose(["experiment=paper"]), "benchmark")  # shown, not raised

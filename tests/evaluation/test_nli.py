@@ -1,0 +1,228 @@
+"""NLI scoring: sentence splitting, item arithmetic, and both scorer backends with tiny random models."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from opgrpo.benchmark import Item, Perspective
+from opgrpo.evaluation.nli import (
+    CAUSAL_LM_TEMPLATE,
+    CausalLMNLI,
+    EntailmentScorer,
+    NLIConfig,
+    SequenceClassificationNLI,
+    build_scorer,
+    entailment_index,
+    score_items,
+    split_sentences,
+)
+
+NLI3 = {0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class TableScorer(EntailmentScorer):
+    """Fake scorer: fixed probabilities per pair; records what it was asked."""
+
+    def __init__(self, table):
+        super().__init__(batch_size=4, progress=False)
+        self.table = table
+        self.calls = []
+
+    def _score_unique(self, pairs):
+        self.calls.append(list(pairs))
+        return np.array([self.table[p] for p in pairs])
+
+
+def tiny_classifier(tmp_path, minilm_path, id2label, name="nli"):
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=len(id2label), initializer_range=0.5,
+                     id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    model = BertForSequenceClassification(cfg)
+    # random init gives near-uniform softmax; scale the head so the probabilities differ visibly
+    with torch.no_grad():
+        model.classifier.weight.mul_(4.0)
+    out = tmp_path / name
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def reference_probs(path, pairs, index, max_length=512):
+    """One pair at a time, no padding: what the batched scorer must reproduce."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    out = []
+    with torch.no_grad():
+        for p, h in pairs:
+            enc = tok(p, h, truncation="longest_first", max_length=max_length, return_tensors="pt")
+            out.append(torch.softmax(model(**enc).logits, -1)[0, index].item())
+    return np.array(out)
+
+
+PAIRS = [
+    ("Lying to a friend damages trust.", "Honesty matters."),
+    ("People have a right to privacy.", ("The diary is private and reading it without permission violates her "
+                                         "autonomy, her trust and her sense of safety at home.")),
+    ("Lying to a friend damages trust.", "Honesty matters."),  # duplicate
+    ("A", "B"),
+    ("Caring for family is a duty.", "You should help your sister move, even if it costs a weekend."),
+    ("People have a right to privacy.", "Honesty matters."),
+]
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def test_split_sentences_strips_tags_and_splits_lines_and_sentences():
+    text = ("<core perspectives>\nIn the perspective of Honesty, Dr. Smith should tell the truth. It builds trust!\n"
+            "In the perspective of Care, be kind.\n</core perspectives>\n\n<Summary>\nBoth matter.\n---\n- \n</summary>")
+    assert split_sentences(text) == [
+        "In the perspective of Honesty, Dr. Smith should tell the truth.",
+        "It builds trust!",
+        "In the perspective of Care, be kind.",
+        "Both matter.",
+    ]
+    assert split_sentences(text, splitter="newline") == [
+        "In the perspective of Honesty, Dr. Smith should tell the truth. It builds trust!",
+        "In the perspective of Care, be kind.",
+        "Both matter.",
+    ]
+    assert split_sentences("") == [] and split_sentences(None) == []
+    assert split_sentences("<core  perspectives></core perspectives><summary> </summary>") == []
+    with pytest.raises(ValueError, match="unknown splitter"):
+        split_sentences("x", splitter="spacy")
+
+
+# --------------------------------------------------------------------------- item arithmetic
+
+
+def test_score_items_max_over_sentences_mean_over_perspectives(caplog):
+    refs_a = ["In the perspective of Honesty, Lying is wrong.", "In the perspective of Care, Help friends."]
+    table = {
+        ("Lying is wrong.", "Tell the truth."): 0.9,
+        ("Lying is wrong.", "Help her."): 0.2,
+        ("Help friends.", "Tell the truth."): 0.1,
+        ("Help friends.", "Help her."): 0.6,
+        ("Rules matter.", "Tell the truth."): 0.3,
+    }
+    scorer = TableScorer(table)
+    items = [
+        Item("a", "s", [Perspective("Honesty", "Lying is wrong."), Perspective("Care", "Help friends.")], "f:1"),
+        refs_a,  # same references as plain lines
+        "In the perspective of Duty, Rules matter.\nIn the perspective of Care, Help friends.",  # answer string
+        ["In the perspective of Care, Help friends."],
+        ["In the perspective of Nothing,", ""],  # no explanation at all: skipped
+    ]
+    responses = ["Tell the truth. Help her.", "<core perspectives>\nTell the truth.\n</core perspectives>",
+                 "Tell the truth.", "", "Tell the truth."]
+    with caplog.at_level(logging.WARNING, logger="opgrpo.evaluation.nli"):
+        out = score_items(items, responses, scorer)
+    assert len(scorer.calls) == 1  # all pairs of all items in one scorer call
+    assert set(scorer.calls[0]) == {("Lying is wrong.", "Tell the truth."), ("Lying is wrong.", "Help her."),
+                                    ("Help friends.", "Tell the truth."), ("Help friends.", "Help her."),
+                                    ("Rules matter.", "Tell the truth.")}
+    assert [s.id for s in out] == ["a", "1", "2", "3", "4"]
+    assert out[0].perspective_scores == [0.9, 0.6] and out[0].score == pytest.approx(0.75)
+    assert out[0].perspective_names == ["Honesty", "Care"] and out[0].n_sentences == 2
+    assert out[1].perspective_scores == [0.9, 0.1] and out[1].score == pytest.approx(0.5)
+    assert out[2].perspective_scores == [0.3, 0.1] and out[2].score == pytest.approx(0.2)
+    assert out[3].score == 0.0 and out[3].perspective_scores == [0.0] and not out[3].skipped
+    assert out[4].skipped and np.isnan(out[4].score)
+    assert "skipped 1 item" in caplog.text and "1 empty response" in caplog.text
+
+
+def test_score_items_length_mismatch_and_nothing_to_score():
+    scorer = TableScorer({})
+    with pytest.raises(ValueError, match="2 items but 1 responses"):
+        score_items([["x"], ["y"]], ["r"], scorer)
+    out = score_items([["In the perspective of A, a."]], [""], scorer)
+    assert out[0].score == 0.0 and scorer.calls == []  # no pair at all: the model is never called
+
+
+def test_entailment_deduplicates_and_restores_order():
+    table = {p: float(i) / 10 for i, p in enumerate(dict.fromkeys(PAIRS))}
+    scorer = TableScorer(table)
+    got = scorer.entailment(PAIRS)
+    assert got.tolist() == [table[p] for p in PAIRS]
+    assert len(scorer.calls[0]) == len(PAIRS) - 1
+    assert scorer.entailment([]).shape == (0,)
+
+
+# --------------------------------------------------------------------------- sequence classification
+
+
+def test_entailment_index_by_name():
+    assert entailment_index(NLI3) == 2
+    assert entailment_index({0: "entailment", 1: "neutral", 2: "contradiction"}) == 0
+    assert entailment_index({"0": "not_entailment", "1": "Entailment"}) == 1
+    with pytest.raises(ValueError, match="LABEL_0"):
+        entailment_index({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"})
+
+
+@pytest.mark.parametrize("id2label,index", [
+    (NLI3, 2),
+    ({0: "entailment", 1: "neutral", 2: "contradiction"}, 0),
+])
+def test_sequence_classification_matches_unbatched_forward(tmp_path, minilm_path, id2label, index):
+    path = tiny_classifier(tmp_path, minilm_path, id2label)
+    scorer = build_scorer(NLIConfig(model=str(path), batch_size=2, device="cpu", progress=False))
+    assert isinstance(scorer, SequenceClassificationNLI) and scorer.entail_idx == index
+    got = scorer.entailment(PAIRS)
+    want = reference_probs(path, PAIRS, index)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[0] == got[2]
+    assert np.ptp(got) > 0.01  # the pairs really get different scores
+    scorer.chunk_pairs = 2  # several tokenisation chunks: same result
+    np.testing.assert_allclose(scorer.entailment(PAIRS), want, atol=1e-5)
+
+
+def test_sequence_classification_truncates_long_hypothesis(tmp_path, minilm_path):
+    path = tiny_classifier(tmp_path, minilm_path, NLI3)
+    long_pairs = [("Privacy matters.", " ".join(["word"] * 400)), ("Privacy matters.", "Short.")]
+    scorer = SequenceClassificationNLI(path, batch_size=8, max_length=64, device="cpu", progress=False)
+    got = scorer.entailment(long_pairs)
+    np.testing.assert_allclose(got, reference_probs(path, long_pairs, 2, max_length=64), atol=1e-5)
+
+
+def test_sequence_classification_rejects_unnamed_labels(tmp_path, minilm_path):
+    path = tiny_classifier(tmp_path, minilm_path, {0: "LABEL_0", 1: "LABEL_1"})
+    with pytest.raises(ValueError, match="LABEL_1"):
+        SequenceClassificationNLI(path, device="cpu")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown NLI backend"):
+        build_scorer(NLIConfig(backend="bogus"))
+
+
+# --------------------------------------------------------------------------- causal LM
+
+
+def test_causal_lm_backend_asks_yes_no_judge(tmp_path, tiny_lm):
+    from opgrpo.judges.yesno import YesNoLM
+
+    path = tiny_lm
+    scorer = build_scorer(NLIConfig(backend="causal_lm", model=str(path), batch_size=2, device="cpu",
+                                    max_length=256, progress=False))
+    assert isinstance(scorer, CausalLMNLI) and scorer.backend == "causal_lm"
+    got = scorer.entailment(PAIRS)
+    judge = YesNoLM(str(path), device="cpu", batch_size=1, max_length=256)
+    want = [judge.prob_yes([CAUSAL_LM_TEMPLATE.format(premise=p, hypothesis=h)])[0] for p, h in PAIRS]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.all((got >= 0) & (got <= 1)) and got[0] == got[2]
+
+    out = score_items([["In the perspective of Honesty, Lying to a friend damages trust."]],
+                      ["Honesty matters. A"], scorer)
+    want_item = max(want[0], judge.prob_yes([CAUSAL_LM_TEMPLATE.format(
+        premise="Lying to a friend damages trust.", hypothesis="A")])[0])
+    assert out[0].score == pytest.approx(want_item, abs=1e-5)
