@@ -28,6 +28,7 @@ def run(cfg: DictConfig) -> float | None:
 
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     try:
+        _check_launcher()
         validate(cfg)
     except ConfigError as exc:
         run_dir.fail(exc)
@@ -55,11 +56,27 @@ def run(cfg: DictConfig) -> float | None:
     return value
 
 
+def _check_launcher() -> None:
+    """A cluster launcher only acts on a multirun: without -m the job would run here, on this machine."""
+    hc = HydraConfig.get()
+    target = str(hc.launcher.get("_target_", "")) if hc.launcher is not None else ""
+    if hc.mode.name != "MULTIRUN" and "submitit" in target:
+        from opgrpo.app.validate import ConfigError
+
+        raise ConfigError(f"invalid configuration:\n  launcher: {target.rsplit('.', 1)[-1]} only submits multiruns; "
+                          "without -m this run would start here, on this machine. Add -m (opgrpo -m ... launcher=slurm)")
+
+
 def main() -> None:
+    """Run the app; a multirun with failed or unfinished jobs exits with status 1 (see opgrpo.app.callbacks)."""
+    from opgrpo.app.callbacks import LAST_MULTIRUN
+
     register()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = hydra.main(config_path=str(config_dir()), config_name=PRIMARY.removesuffix(".yaml"), version_base="1.3")(run)
     app()
+    if LAST_MULTIRUN.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

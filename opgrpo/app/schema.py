@@ -96,6 +96,10 @@ class BenchmarkConfig:
         p.choice("format", self.format, FORMATS)
         p.choice("on_error", self.on_error, ON_ERROR)
         p.unit("val_fraction", self.val_fraction, open_high=True)
+        for name in ("max_train_items", "max_test_items"):
+            value = getattr(self, name)
+            if value == 0 or value < -1:
+                p.add(name, f"must be -1 (all) or a positive count, got {value} (0 items would train or test nothing)")
         return list(p)
 
 

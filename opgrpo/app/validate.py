@@ -22,13 +22,37 @@ class ConfigError(ValueError):
     """A configuration mistake; the message names the offending key(s)."""
 
 
+MODEL_CONFIGS = ("config.json", "adapter_config.json", "modules.json")
+MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def _model_dir_problem(path: Path) -> str:
+    """Why a local directory cannot be loaded as a model ("" when it looks loadable): a config file
+    (transformers, peft adapter or sentence-transformers) and weights (or a GGUF file)."""
+    if not path.is_dir():
+        return f"{str(path)!r} is a file, not a model directory"
+    has_config = any((path / name).is_file() for name in MODEL_CONFIGS)
+    has_weights = any(any(path.glob(pattern)) for pattern in MODEL_WEIGHTS)
+    if has_weights and (has_config or any(path.glob("*.gguf"))):
+        return ""
+    if (path / "modules.json").is_file():  # sentence-transformers: the weights sit in the module folders
+        if any(any(path.glob(f"*/{pattern}")) for pattern in MODEL_WEIGHTS[:2]):
+            return ""
+    missing = [what for what, ok in (("a config.json", has_config), ("weights (*.safetensors, *.bin)", has_weights))
+               if not ok]
+    return f"{str(path)!r} holds no model: no {' and no '.join(missing)}"
+
+
 def _check_model_ref(p: Problems, key: str, ref: str) -> None:
-    """A model reference is an existing local directory, or a hub id (cached, when offline)."""
+    """A model reference is a local directory holding a model, or a hub id (cached, when offline)."""
     if not ref:
         p.add(key, "empty model path / hub id")
         return
     path = Path(ref).expanduser()
     if path.exists():
+        problem = _model_dir_problem(path)
+        if problem:
+            p.add(key, problem)
         return
     if ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1:
         p.add(key, f"no such model directory {ref!r}")

@@ -96,19 +96,25 @@ class TrainConfig:
     """Fine-tuning with MultipleNegativesRankingLoss (paper preset, found by the Optuna search)."""
 
     batch_size: int = 32
+    """Triplets per training batch (MNRL uses the other positives of a batch as extra negatives)."""
     epochs: int = 2
+    """Passes over the training triplets."""
     lr: float = 2.1e-5
+    """Peak learning rate."""
     warmup_ratio: float = 0.03
+    """Share of the steps spent in linear warmup."""
     mnrl_scale: float = 60.0
     """Scale (inverse temperature) of MultipleNegativesRankingLoss."""
     val_fraction: float = 0.1
     """Share of the triplets held out for validation loss and the base-vs-fine-tuned evaluation."""
     seed: int = 42
+    """Seed of the triplet split and of training."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1 = run all epochs); for smoke tests."""
     eval_batch_size: int = 32
     """Batch size of the validation MNRL loss; fixed so the loss is comparable across searched batch sizes."""
     logging_steps: int = 10
+    """Log the training loss every N steps."""
 
     def problems(self) -> list[str]:
         p = Problems()
@@ -123,14 +129,23 @@ class SearchConfig:
     """Optuna (TPE, seeded) search over the fine-tuning hyperparameters; objective = validation loss."""
 
     n_trials: int = 20
+    """Number of Optuna trials."""
     lr_min: float = 1e-6
+    """Lowest learning rate tried (log-uniform)."""
     lr_max: float = 5e-5
+    """Highest learning rate tried (log-uniform)."""
     batch_sizes: List[int] = field(default_factory=lambda: [32, 64, 128])
+    """Batch sizes tried."""
     epochs_min: int = 2
+    """Fewest epochs tried."""
     epochs_max: int = 5
+    """Most epochs tried."""
     warmup_min: float = 0.0
+    """Lowest warmup ratio tried."""
     warmup_max: float = 0.3
+    """Highest warmup ratio tried."""
     seed: int = 42
+    """Seed of the TPE sampler."""
 
 
 @dataclass

@@ -74,3 +74,26 @@ def test_stage_describe_prints_the_sections_without_loading_models(tmp_path):
     for section in ("== reward ==", "== trainer.grpo ==", "== estimator =="):
         assert section in out.stdout
     assert "trainer.grpo.num_generations = 4" in out.stdout
+
+
+def test_multirun_with_a_failed_member_exits_non_zero_and_names_it(tmp_path):
+    """Issue 16.5: one bad job (validation fails) must not make `opgrpo -m` report success; the good job still runs."""
+    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=describe", "reward.tau_cov=0.5,2.0",
+                f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "status.json").read_text())["status"] == "completed"
+    assert json.loads((tmp_path / "sweep" / "1" / "status.json").read_text())["status"] == "failed"
+    log = res.stdout + res.stderr  # Hydra's job logging goes to stdout
+    assert "1 of 2 job(s) of the sweep did not complete" in log
+    assert "\n  1: " in log and "reward.tau_cov" in log
+    assert f"sweep directory: {tmp_path}/sweep" in log
+
+
+def test_cluster_launcher_without_multirun_fails_at_startup(tmp_path):
+    """Issue 16.11: launcher=slurm without -m used to run the job here without a word."""
+    res = _run([str(BIN), "experiment=cpu_demo", "stage=describe", "launcher=submitit_local",
+                f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert res.returncode == 2
+    log = res.stdout + res.stderr
+    assert "launcher" in log and "-m" in log
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"

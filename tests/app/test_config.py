@@ -112,6 +112,9 @@ def test_unknown_key_fails_at_composition(compose):
         ("benchmark.on_error=ignore", "benchmark.on_error"),
         ("deepspeed=zero2", "deepspeed"),
         ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
+        ("estimator.train.batch_size=0", "estimator.train.batch_size"),  # issue 16.11: before the model loads
+        ("benchmark.max_train_items=0", "benchmark.max_train_items"),  # issue 16.11: trained nothing, "completed"
+        ("benchmark.max_test_items=-2", "benchmark.max_test_items"),
     ],
 )
 def test_validation_names_the_key(override, key, compose):
@@ -189,3 +192,50 @@ def test_describe_documents_every_setting_of_a_section(compose, capsys):
     undocumented = [line for line in grpo.splitlines()[1:] if line.strip() and line.rstrip().endswith("=")]
     assert not undocumented
     assert "benchmark.train_file = '???'" in describe(compose(["experiment=paper"]), "benchmark")  # shown, not raised
+
+
+@pytest.mark.parametrize("contents", [[], ["README.md"], ["config.json"], ["model.safetensors"]])
+def test_a_directory_without_a_model_is_refused_naming_the_key(compose, tmp_path, contents):
+    """Issue 16.6: an empty or non-model directory passed validation and failed late with a misleading message."""
+    model = tmp_path / "not_a_model"
+    model.mkdir()
+    for name in contents:
+        (model / name).write_text("{}")
+    for key in ("model.name_or_path", "reward.estimator_path", "eval.nli.model"):
+        cfg = compose(["experiment=cpu_demo", "stage=eval" if key != "model.name_or_path" else "stage=grpo",
+                       f"{key}={model}"])
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        assert f"{key}: " in str(err.value) and "holds no model" in str(err.value), key
+
+
+def test_real_model_directories_pass(compose, minilm_path, tiny_lm):
+    validate(compose(["experiment=cpu_demo", "stage=grpo", f"model.name_or_path={tiny_lm}",
+                      f"reward.estimator_path={minilm_path}"]))
+
+
+def test_wandb_disabled_in_the_environment_wins(compose, monkeypatch, tmp_path):
+    """Issue 16.7: logger.wandb.mode overwrote WANDB_MODE=disabled, so W&B ran (and could sync) against the user's wish."""
+    from opgrpo.app.rundir import RunDir
+    from opgrpo.app.tracking import report_to, setup_wandb
+
+    cfg = compose(["experiment=cpu_demo", "logger=wandb", "logger.wandb.mode=online"])
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    setup_wandb(cfg, RunDir(tmp_path))
+    assert __import__("os").environ["WANDB_MODE"] == "disabled" and report_to(cfg) == []
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    setup_wandb(cfg, RunDir(tmp_path))
+    assert __import__("os").environ["WANDB_MODE"] == "online" and report_to(cfg) == ["wandb"]
+
+
+def test_every_setting_is_documented(compose):
+    """Config fields are documented one way (the string under each dataclass field); describe shows them all."""
+    import re
+
+    from opgrpo.app.describe import describe
+
+    rows = [line.strip() for line in describe(compose(["experiment=cpu_demo"]), "all").splitlines()
+            if line.startswith("  ")]
+    assert len(rows) > 150
+    undocumented = [r.split(" = ")[0] for r in rows if not re.search(r"\S\s{2,}\S", r)]
+    assert undocumented == []
