@@ -86,7 +86,7 @@ def run(name, model, items, funcs, weights, args) -> dict:
     timer = StepTimer(timed)
     settings = GRPOSettings(
         num_generations=args.group, prompts_per_step=1, mini_batch_size=1, per_device_batch_size=args.group,
-        max_completion_length=args.tokens, max_steps=args.steps, save_steps=10_000, log_completions=False,
+        max_completion_length=args.tokens, max_steps=args.steps, save_steps=10_000, completion_samples_every=0,
         seed=args.seed,
     )
     with tempfile.TemporaryDirectory() as out:

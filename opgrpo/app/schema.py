@@ -77,7 +77,7 @@ class BenchmarkConfig:
     test_files: Dict[str, str] = field(default_factory=dict)
     """Or one test file per split name (``test_files.5=...``)."""
     format: str = "auto"
-    """File format: auto, csv, jsonl, hf (hub id or save_to_disk directory) or hf_disk."""
+    """File format: auto (by suffix), csv, tsv, jsonl, hf (hub id or save_to_disk directory) or hf_disk."""
     hf_split: str = ""
     """Split name for Hugging Face datasets ("" = the only or the train split)."""
     on_error: str = "skip"
@@ -145,7 +145,7 @@ class EvalConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """How responses are sampled."""
     responses_file: str = ""
-    """Score these responses (CSV/JSONL) instead of generating."""
+    """Score these responses (CSV/TSV/JSONL/JSON, matched to the items by id) instead of generating."""
     model_path: str = ""
     """Evaluate this policy instead of model.name_or_path / the pipeline's trained policy."""
     threshold: float = 0.33

@@ -2,32 +2,33 @@
 
 Sources, all with the same fields (a situation and its references):
 
-- ValuePrism-style CSV: columns ``prompt``, ``answer`` and optionally ``num_perspectives`` and ``id``;
-  ``answer`` holds one "In the perspective of <Name>, <explanation>" line per perspective (an
-  explanation may continue on further lines that do not start with the phrase).
+- ValuePrism-style CSV (or TSV, tab-separated, ``.tsv``): columns ``prompt``, ``answer`` and optionally
+  ``num_perspectives`` and ``id``; ``answer`` holds one "In the perspective of <Name>, <explanation>" line
+  per perspective (an explanation may continue on further lines that do not start with the phrase).
 - JSON Lines (or a ``.json`` array of objects): the same fields, or ``situation`` plus
   ``perspectives: [{"name", "text"}]``.
 - Hugging Face ``datasets``: a directory written by ``save_to_disk`` or anything
   ``datasets.load_dataset(path)`` loads (a hub id needs the network), with the same columns.
 
 Field aliases: ``prompt`` or ``situation``; ``perspectives`` (a list of ``{name, text}`` or of reference
-lines) wins over ``answer`` when both are present.
+lines) wins over ``answer`` when both are present. Files are UTF-8 (a byte-order mark is dropped; see
+opgrpo.benchmark.filetext); an existing file with another suffix is an error naming the suffix unless
+``format`` says how to read it.
 
 Bad rows never crash the loader. With ``on_error="skip"`` each one is skipped, logged as a warning
 and returned as a :class:`DataError` naming file, row (1-based data row; for JSON Lines the line
 number) and field; ``on_error="fail"`` raises :class:`DataFormatError` at the first one. A row is bad
 when the situation or the answer is missing or empty, an answer piece does not start with the
 perspective phrase or has an empty name or explanation, a text field holds bytes that are not UTF-8,
-its id repeats an earlier one, or a CSV row has more fields than the header. A ``num_perspectives``
+its id repeats an earlier one, a text field is longer than ``MAX_FIELD_CHARS`` characters, a CSV row has
+more fields than the header, or a quoted CSV field is never closed (the rest of the file is that row).
+A huge field never stops the reader: the rows after it are read as usual. A ``num_perspectives``
 that is not an integer or disagrees with the parsed count is bad too in "fail" mode; in "skip" mode
 the row is *kept* with the parsed count and the DataError has ``kept=True``. Repeated perspective
 names within an item are data and are kept.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import re
@@ -37,26 +38,26 @@ from typing import Any
 
 import numpy as np
 
+from opgrpo.benchmark.filetext import RowError as _RowError
+from opgrpo.benchmark.filetext import json_records, read_table, read_text
 from opgrpo.benchmark.items import DataError, DataFormatError, Item, Perspective
 from opgrpo.text.perspectives import parse_reference, split_perspective_sentences
 
-__all__ = ["FORMATS", "load_items"]
+__all__ = ["FORMATS", "MAX_FIELD_CHARS", "SUFFIX_FORMATS", "load_items"]
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "csv", "jsonl", "hf_disk", "hf")
+FORMATS = ("auto", "csv", "tsv", "jsonl", "hf_disk", "hf")
 ON_ERROR = ("skip", "fail")
-_JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+"""The format ``format="auto"`` reads a file with each suffix as."""
+MAX_FIELD_CHARS = 100_000
+"""Longest usable text field (situation, answer, perspective name or text, id), in characters; a row with a
+longer one is bad. Real situations and answers are a few thousand characters at most."""
 _HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _STARTS_WITH_PHRASE = re.compile(r"\s*(?:From|In) the perspective of ", re.IGNORECASE)
 _NAME_STOP = re.compile(r"[,.\n]")
 _HUB_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
-
-
-class _RowError(Exception):
-    def __init__(self, field: str, message: str, kept: bool = False):
-        super().__init__(message)
-        self.field, self.message, self.kept = field, message, kept
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -71,15 +72,23 @@ def _text(value: Any, field: str) -> str | None:
     return text.strip() or None
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff\ufffd]")
+
+
 def _check_utf8(field: str, text: str) -> None:
-    # undecodable bytes arrive as lone surrogates (surrogateescape) or U+FFFD (lenient readers)
-    for i, ch in enumerate(text):
-        if "\udc80" <= ch <= "\udcff":
-            raise _RowError(field, f"text is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i}); "
-                                   "re-encode the file as UTF-8")
-        if ch == "\ufffd":
-            raise _RowError(field, f"U+FFFD replacement character at character {i} (text was decoded from "
-                                   "non-UTF-8 bytes upstream)")
+    """Raise for a huge text or one holding undecodable bytes (a lone surrogate from surrogateescape, or the
+    U+FFFD of a lenient reader upstream)."""
+    if len(text) > MAX_FIELD_CHARS:
+        raise _RowError(field, f"{len(text):,} characters, over the limit of {MAX_FIELD_CHARS:,} for a text field")
+    bad = _NOT_UTF8.search(text)
+    if bad is None:
+        return
+    i, ch = bad.start(), bad.group()
+    if ch == "\ufffd":
+        raise _RowError(field, f"U+FFFD replacement character at character {i} (text was decoded from "
+                               "non-UTF-8 bytes upstream)")
+    raise _RowError(field, f"text is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x} at character {i}); "
+                           "re-encode the file as UTF-8")
 
 
 def _parse_answer(answer: str) -> list[Perspective]:
@@ -113,6 +122,7 @@ def _parse_perspective_list(value: Any) -> list[Perspective]:
     out: list[Perspective] = []
     for k, entry in enumerate(value, 1):
         if isinstance(entry, str):
+            _check_utf8(f"perspectives[{k}]", entry)
             try:
                 out.extend(_parse_answer(entry))
             except _RowError as e:
@@ -236,65 +246,25 @@ def _collect(rows: Iterable[tuple[int, Mapping[str, Any] | _RowError]], source: 
 
 # ------------------------------------------------------------------------------------------ formats
 
-def _read_text(path: Path) -> str:
-    # surrogateescape keeps undecodable bytes visible per field instead of failing the whole file
-    return path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-
-
-def _csv_rows(path: Path, source: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
+def _csv_rows(path: Path, source: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+    table = read_table(read_text(path, source), source, delimiter)
+    if table.header is None:
         return
-    except csv.Error as e:
-        raise DataFormatError(DataError(source, None, "header", f"unreadable CSV header: {e}")) from None
-    columns = [h.strip().lower() for h in header]
+    columns = [h.strip().lower() for h in table.header]
     for required in (("prompt", "situation"), ("answer", "perspectives")):
         if not any(c in columns for c in required):
+            tabs = "; tab-separated? read it with format='tsv'" if delimiter == "," and "\t" in "".join(columns) else ""
             raise DataFormatError(DataError(source, None, required[0],
-                                            f"no column {required[0]!r} in the header {header!r}"))
-    rownum = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:  # cannot resynchronise after a broken record
-            yield rownum + 1, _RowError("row", f"unreadable CSV record near line {reader.line_num}: {e}; "
-                                               "rest of file not read")
-            return
-        rownum += 1
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) > len(columns):
-            yield rownum, _RowError("row", f"{len(values)} fields but the header has {len(columns)} (unquoted comma?)")
-            continue
-        yield rownum, dict(zip(columns, values))
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield 1, _RowError("json", f"invalid JSON array: {e}")
-            return
-        lines: Iterable[tuple[int, Any]] = enumerate(records, 1)
-    else:
-        lines = ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
-    for rownum, raw in lines:
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield rownum, _RowError("json", f"invalid JSON: {e}")
-                continue
-        if not isinstance(raw, dict):
-            yield rownum, _RowError("json", f"expected an object, got {type(raw).__name__}")
-            continue
-        yield rownum, {str(k).strip().lower(): v for k, v in raw.items()}
+                                            f"no column {required[0]!r} in the header {table.header!r}{tabs}"))
+    separator = "tab" if delimiter == "\t" else "comma"
+    for rownum, values in table.rows:
+        if isinstance(values, _RowError):
+            yield rownum, values
+        elif len(values) > len(columns):
+            yield rownum, _RowError("row", f"{len(values)} fields but the header has {len(columns)} "
+                                           f"(unquoted {separator}?)")
+        else:
+            yield rownum, dict(zip(columns, values))
 
 
 def _hf_rows(dataset: Any, source: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
@@ -320,20 +290,20 @@ def _pick_split(dataset: Any, split: str | None, source: str) -> Any:
     return dataset[split]
 
 
-def _guess_format(path: Path) -> str:
+def _guess_format(path: Path, source: str) -> str:
     if path.is_dir():
         return "hf_disk" if any((path / m).exists() for m in _HF_DISK_MARKERS) else "hf"
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in _JSONL_SUFFIXES:
-        return "jsonl"
-    return "hf"
+    if path.exists() and suffix not in SUFFIX_FORMATS:
+        raise DataFormatError(DataError(source, None, "format", (
+            f"unknown data file type {suffix or '(no suffix)'!r}: expected {', '.join(SUFFIX_FORMATS)} or a "
+            "dataset directory; pass format='csv', 'tsv' or 'jsonl' to read it as one of those")))
+    return SUFFIX_FORMATS.get(suffix, "hf")
 
 
 def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip", split: str | None = None,
                limit: int | None = None) -> tuple[list[Item], list[DataError]]:
-    """Load benchmark items from a CSV, JSON Lines file or Hugging Face dataset (see the module docstring).
+    """Load benchmark items from a CSV/TSV, JSON Lines file or Hugging Face dataset (see the module docstring).
 
     ``split`` selects a split of a Hugging Face dataset (needed when it has several; ignored for files).
     ``limit`` stops after that many good items. Returns the items and the row errors (skipped rows and
@@ -347,21 +317,21 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
         raise ValueError(f"limit must be >= 0, got {limit}")
     p = Path(path).expanduser()
     source = str(path)
-    looks_like_hub_id = not p.exists() and p.suffix.lower() not in {".csv", *_JSONL_SUFFIXES} \
+    looks_like_hub_id = not p.exists() and p.suffix.lower() not in SUFFIX_FORMATS \
         and not p.is_absolute() and _HUB_ID.match(str(path)) is not None
     if not p.exists() and not (format == "hf" or (format == "auto" and looks_like_hub_id)):
         raise FileNotFoundError(f"data file not found: {source}")
-    fmt = _guess_format(p) if format == "auto" else format
-    if fmt == "hf" and p.is_dir() and _guess_format(p) == "hf_disk":  # "hf" covers save_to_disk output too
+    fmt = _guess_format(p, source) if format == "auto" else format
+    if fmt == "hf" and p.is_dir() and _guess_format(p, source) == "hf_disk":  # "hf" covers save_to_disk output too
         fmt = "hf_disk"
-    stem = p.stem if p.suffix.lower() in {".csv", *_JSONL_SUFFIXES} else p.name
-    if split is not None and fmt in ("csv", "jsonl"):
+    stem = p.stem if p.suffix.lower() in SUFFIX_FORMATS else p.name
+    if split is not None and fmt in ("csv", "tsv", "jsonl"):
         logger.info("split=%r ignored for the %s file %s", split, fmt, source)
 
-    if fmt == "csv":
-        rows: Iterable = _csv_rows(p, source)
+    if fmt in ("csv", "tsv"):
+        rows: Iterable = _csv_rows(p, source, "\t" if fmt == "tsv" else ",")
     elif fmt == "jsonl":
-        rows = _jsonl_rows(p)
+        rows = json_records(read_text(p, source))
     else:
         import datasets
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opgrpo.benchmark.filetext import raised_csv_field_limit
 from opgrpo.estimator.triplets import Triplet, masked_explanations
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,8 @@ class PairLabels:
                         continue
                     rows.append((n, rec))
             else:
-                rows = list(enumerate(csv.DictReader(fh), 1))
+                with raised_csv_field_limit():  # a huge field is read, not a raw _csv.Error
+                    rows = list(enumerate(csv.DictReader(fh), 1))
         for n, row in rows:
             out._add_row(n, row)
         if out.errors:

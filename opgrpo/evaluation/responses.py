@@ -1,84 +1,177 @@
-"""Reading a policy's responses from a file (CSV, JSON Lines or a JSON array) instead of generating them,
-aligned with the benchmark items by id or by row order (``eval.responses_file``)."""
+"""Reading a policy's responses from a file instead of generating them (``eval.responses_file``), aligned
+with the benchmark items.
+
+Formats, by suffix: ``.csv``, ``.tsv`` (tab-separated), ``.jsonl``/``.ndjson`` (one object per line) or
+``.json`` (an array of objects, or JSON Lines). Text is UTF-8 and a byte-order mark is dropped; column
+names are matched ignoring case and surrounding spaces; a field of any size is read (see
+opgrpo.benchmark.filetext). The text column is ``response`` (or ``completion``, ``output``,
+``generation``).
+
+Alignment: with an ``id`` column, rows are matched to the items by id; every item needs exactly one row
+and no other id may appear. Without one, rows are taken in order and their count must equal the number
+of items; a file where another column holds exactly the item ids (a misspelt id header, say) is an
+error, never matched by order.
+
+A row whose problem cannot misalign anything is kept, flagged, counted and logged (``Responses.problems``
+and ``Responses.counts``): a response that is not text (a JSON number, true/false, NaN, list or object)
+scores as an empty response (``not_text``); a row without a response value (JSON null or no key, a CSV
+row too short) is an empty response (``missing``); undecodable bytes become U+FFFD (``not_utf8``). An
+empty string is an empty response and is not flagged. Everything else is a ``ValueError`` naming the
+file (and row): unknown suffix, UTF-16, invalid JSON, a CSV row with more fields than the header or with
+a quote never closed, missing/empty/repeated/unknown ids, a count mismatch, no response column.
+"""
 from __future__ import annotations
 
-import csv
-import io
-import json
+import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESPONSE_COLUMNS", "load_responses"]
+from opgrpo.benchmark.filetext import RowError, json_records, read_table, read_text
+from opgrpo.benchmark.items import DataError
+
+__all__ = ["FLAGS", "RESPONSE_COLUMNS", "SUFFIXES", "Responses", "load_responses"]
+
+logger = logging.getLogger(__name__)
 
 RESPONSE_COLUMNS = ("response", "completion", "output", "generation")
 """Names of the text column, in order of preference."""
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+FLAGS = ("not_text", "missing", "not_utf8")
+"""Kinds of kept-but-flagged rows, the keys of ``Responses.counts``."""
+_LOGGED = 10  # problems logged one by one; the rest only counted
+_SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, as read_text keeps it
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text, newline="")))
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        stripped = text.lstrip()
-        if suffix == ".json" and stripped.startswith("["):
-            records = json.loads(stripped)
-        else:
-            records = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-        bad = [i for i, r in enumerate(records, 1) if not isinstance(r, dict)]
-        if bad:
-            raise ValueError(f"{path}: record {bad[0]} is not a JSON object")
+class Responses(list):
+    """The responses in item order (a ``list`` of ``str``), with what was flagged on the way.
+
+    ``problems``: one DataError (``kept=True``) per flagged row, naming file, row and field;
+    ``counts``: {flag: number of rows} for every flag in FLAGS; ``matched_by``: "id" or "order".
+    """
+
+    def __init__(self, texts: Sequence[str], problems: list[DataError], counts: dict[str, int], matched_by: str):
+        super().__init__(texts)
+        self.problems, self.counts, self.matched_by = problems, counts, matched_by
+
+
+def _read_records(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
+    """(row number, record) pairs; keys stripped and lower-cased. ValueError for an unreadable file or row."""
+    suffix, source = path.suffix.lower(), str(path)
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unknown responses file type {suffix or '(no suffix)'!r}; expected "
+                         f"{', '.join(SUFFIXES)} (.tsv is tab-separated)")
+    text = read_text(path, source)
+    if suffix in (".csv", ".tsv"):
+        delimiter = "\t" if suffix == ".tsv" else ","
+        table = read_table(text, source, delimiter)
+        columns = [h.strip().lower() for h in table.header or []]
+        for name in set(columns):
+            if name in ("id", *RESPONSE_COLUMNS) and columns.count(name) > 1:
+                raise ValueError(f"{path}: column {name!r} appears {columns.count(name)} times in the header")
+        records = []
+        for n, values in table.rows:
+            if isinstance(values, RowError):
+                raise ValueError(f"{path}: row {n}: {values.message}")  # noqa: TRY004 - a bad row, not a bad argument
+            if len(values) > len(columns) and any(v.strip() for v in values[len(columns):]):
+                raise ValueError(f"{path}: row {n} has {len(values)} fields but the header has {len(columns)} "
+                                 f"(unquoted {'tab' if delimiter == chr(9) else 'comma'}?)")
+            records.append((n, dict(zip(columns, values))))
         return records
-    raise ValueError(f"{path}: unknown responses file type {suffix!r}; expected .csv, .jsonl or .json")
+    records = []
+    for n, record in json_records(text):
+        if isinstance(record, RowError):
+            raise ValueError(f"{path}: line {n}: {record.message}")  # noqa: TRY004 - a bad line, not a bad argument
+        records.append((n, record))
+    return records
 
 
-def load_responses(path: str | Path, items: Sequence[Any]) -> list[str]:
-    """The responses in ``path`` (CSV, JSON Lines or a JSON array) aligned with ``items``.
+def _text(value: Any) -> tuple[str, str | None]:
+    """The response text and its flag (None when fine)."""
+    if value is None:
+        return "", "missing"
+    if not isinstance(value, str):
+        return "", "not_text"
+    if _SURROGATE.search(value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), "not_utf8"
+    return value, None
 
-    The text column is ``response`` (or ``completion``, ``output``, ``generation``). With an ``id``
-    column, rows are matched to ``items`` by id (``items`` are Items or plain ids); otherwise they are
-    taken in row order and their count must equal ``len(items)``. Missing or unknown ids, repeated ids
-    and count mismatches raise ``ValueError`` naming the file; an empty cell is an empty response.
+
+_MESSAGES = {"missing": "no response value; scored as an empty response",
+             "not_text": "not text ({}); scored as an empty response",
+             "not_utf8": "bytes that are not UTF-8, replaced by U+FFFD"}
+
+
+def _response(record: Mapping[str, Any], column: str, n: int, source: str,
+              problems: list[DataError], counts: dict[str, int]) -> str:
+    value = record.get(column)
+    text, flag = _text(value)
+    if flag is not None:
+        counts[flag] += 1
+        kind = "NaN" if isinstance(value, float) and math.isnan(value) else type(value).__name__
+        problems.append(DataError(source, n, column, _MESSAGES[flag].format(kind), kept=True))
+    return text
+
+
+def _id(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def load_responses(path: str | Path, items: Sequence[Any]) -> Responses:
+    """The responses in ``path`` aligned with ``items`` (Items or plain ids); see the module docstring.
+
+    Returns a ``Responses`` (a list of str, one per item in order) that also carries the flagged rows
+    (``problems``), their ``counts`` and how rows were matched (``matched_by``); flagged rows are logged.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"responses file {path} does not exist")
+    source = str(path)
     records = _read_records(path)
-    columns = set().union(*(r.keys() for r in records)) if records else set()
+    columns = list(dict.fromkeys(k for _, r in records for k in r))
     column = next((c for c in RESPONSE_COLUMNS if c in columns), None)
     if column is None:
         raise ValueError(f"{path}: no response column; expected one of {RESPONSE_COLUMNS}, found {sorted(columns)}")
     ids = [str(getattr(it, "id", it)) for it in items]
-
-    def text(record: Mapping[str, Any]) -> str:
-        value = record.get(column)
-        return "" if value is None else str(value)
+    problems: list[DataError] = []
+    counts = dict.fromkeys(FLAGS, 0)
 
     if "id" not in columns:
+        wanted = set(ids)
+        for other in columns:
+            values = {_id(r.get(other)) for _, r in records}
+            if other != column and wanted and values == wanted:
+                raise ValueError(f"{path}: no 'id' column, but column {other!r} holds the item ids; name it 'id' "
+                                 "so that rows are matched by id, not by order")
         if len(records) != len(items):
             raise ValueError(f"{path}: {len(records)} responses for {len(items)} items "
                              "(no 'id' column, so rows are matched by order)")
-        return [text(r) for r in records]
-    by_id: dict[str, str] = {}
-    for n, r in enumerate(records, 1):
-        rid = str(r.get("id", "")).strip()
-        if not rid:
-            raise ValueError(f"{path}: row {n} has an empty id")
-        if rid in by_id:
-            raise ValueError(f"{path}: id {rid!r} appears more than once (row {n})")
-        by_id[rid] = text(r)
-    wanted = set(ids)
-    unknown = [i for i in by_id if i not in wanted]
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} unknown id(s) not among the {len(ids)} items, e.g. {unknown[:5]}")
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise ValueError(f"{path}: {len(by_id)} responses for {len(ids)} items; missing ids, e.g. {missing[:5]}")
-    return [by_id[i] for i in ids]
+        texts = [_response(r, column, n, source, problems, counts) for n, r in records]
+        out = Responses(texts, problems, counts, "order")
+    else:
+        by_id: dict[str, str] = {}
+        row_of: dict[str, int] = {}
+        for n, r in records:
+            rid = _id(r.get("id"))
+            if not rid:
+                raise ValueError(f"{path}: row {n} has an empty id")
+            if rid in by_id:
+                raise ValueError(f"{path}: id {rid!r} appears more than once (rows {row_of[rid]} and {n})")
+            by_id[rid], row_of[rid] = _response(r, column, n, source, problems, counts), n
+        wanted = set(ids)
+        unknown = [i for i in by_id if i not in wanted]
+        if unknown:
+            raise ValueError(f"{path}: {len(unknown)} unknown id(s) not among the {len(ids)} items, e.g. {unknown[:5]}")
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ValueError(f"{path}: {len(by_id)} responses for {len(ids)} items; missing ids, e.g. {missing[:5]}")
+        out = Responses([by_id[i] for i in ids], problems, counts, "id")
+    for problem in problems[:_LOGGED]:
+        logger.warning("%s", problem)
+    if problems:
+        logger.warning("%s: %d of %d responses flagged (%s)%s", path, len(problems), len(out),
+                       ", ".join(f"{k}={v}" for k, v in counts.items() if v),
+                       f"; only the first {_LOGGED} listed" if len(problems) > _LOGGED else "")
+    return out

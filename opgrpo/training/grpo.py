@@ -57,8 +57,7 @@ from opgrpo.training.common import (
     bookkeeping_kwargs,
     load_tokenizer,
     model_init_kwargs,
-    resume_checkpoint,
-    save_final,
+    train_and_save,
     train_metrics,
     world_size,
 )
@@ -138,12 +137,15 @@ class GRPOSettings:
     """bf16 mixed precision: ``auto`` (on where CUDA supports it), ``true`` or ``false``."""
     seed: int = 42
     """Random seed (prompt order, sampling)."""
-    log_completions: bool = True
-    """Log sample completions: TRL's table (W&B, parquet under output_dir/completions) and completions.jsonl."""
+    log_completions: bool = False
+    """TRL's own completion log (GRPOConfig.log_completions): at every log step, the whole generation batch as a
+    table (console, W&B) and a parquet file under output_dir/completions (GBs on the paper run). Independent of
+    completions.jsonl (``completion_samples_every``)."""
     completion_samples: int = 4
-    """Completions per sample written to completions.jsonl (and printed by TRL)."""
+    """Rows per sample in completions.jsonl (also TRL's num_completions_to_print)."""
     completion_samples_every: int = 10
-    """Write completion samples every N optimizer steps."""
+    """Write completion samples (prompt, completion, per-component rewards, advantage) to completions.jsonl every
+    N optimizer steps (0: never)."""
 
     def problems(self, world_size: int = 1) -> list[str]:
         """Every invalid setting as ``key: message`` (keys relative to ``trainer.grpo``); see ``check_settings``."""
@@ -158,9 +160,9 @@ def check_settings(settings: GRPOSettings, world_size: int = 1) -> list[str]:
     if s.num_generations < 2:
         p.add("num_generations", f"must be at least 2 (GRPO needs a group), got {s.num_generations}")
     for name in ("prompts_per_step", "mini_batch_size", "per_device_batch_size", "lr", "epsilon", "temperature",
-                 "max_completion_length", "num_iterations", "logging_steps", "save_steps",
-                 "completion_samples_every"):
+                 "max_completion_length", "num_iterations", "logging_steps", "save_steps", "completion_samples"):
         p.positive(name, getattr(s, name))
+    p.non_negative("completion_samples_every", s.completion_samples_every)
     if world_size <= 0:
         p.add("world_size", f"must be positive, got {world_size}")
     elif not p and s.prompts_per_step % s.mini_batch_size:
@@ -332,7 +334,7 @@ def run_grpo(
     ``reward_aggregation`` TRL's ``multi_objective_aggregation`` (``opgrpo.reward.grpo_reward_setup`` gives all three).
     ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed JSON path ("" = off).
     ``chat_template``: Jinja string or .jinja path overriding the tokenizer's ("" = its own). ``sample_every``:
-    overrides ``settings.completion_samples_every`` when > 0. ``dtype``: weights dtype for loading ("" = TRL's
+    overrides ``settings.completion_samples_every`` (the completions.jsonl writer; 0 = off) when > 0. ``dtype``: weights dtype for loading ("" = TRL's
     float32). ``resume``: continue from the last checkpoint in ``output_dir`` (fresh start when there is none).
     """
     from trl import GRPOTrainer
@@ -368,12 +370,9 @@ def run_grpo(
 
     own_callbacks = [MetricsJsonlCallback(output_dir / "metrics.jsonl")]
     samples = None
-    if settings.log_completions:
-        samples = CompletionSamplesCallback(
-            output_dir / "completions.jsonl",
-            sample_every if sample_every > 0 else settings.completion_samples_every,
-            settings.completion_samples,
-        )
+    every = sample_every if sample_every > 0 else settings.completion_samples_every
+    if every > 0:  # the project's completions.jsonl; TRL's own table/parquet is settings.log_completions
+        samples = CompletionSamplesCallback(output_dir / "completions.jsonl", every, settings.completion_samples)
         own_callbacks.append(samples)
     trainer = GRPOTrainer(
         model=str(model_path),
@@ -391,8 +390,7 @@ def run_grpo(
         if hasattr(func, "bind"):
             func.bind(trainer)
 
-    output = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, resume))
-    final = save_final(trainer, output_dir)
+    output, final = train_and_save(trainer, output_dir, resume)
     metrics = train_metrics(output, trainer)
     metrics.update(
         num_prompts=len(train_dataset),

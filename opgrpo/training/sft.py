@@ -32,8 +32,7 @@ from opgrpo.training.common import (
     bookkeeping_kwargs,
     load_tokenizer,
     model_init_kwargs,
-    resume_checkpoint,
-    save_final,
+    train_and_save,
     train_metrics,
     world_size,
 )
@@ -229,8 +228,7 @@ def run_sft(
         peft_config=as_peft_config(peft),
         callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
     )
-    output = trainer.train(resume_from_checkpoint=resume_checkpoint(output_dir, resume))
-    final = save_final(trainer, output_dir)
+    output, final = train_and_save(trainer, output_dir, resume)
     metrics = train_metrics(output, trainer)
     metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings))
     return metrics

@@ -145,6 +145,69 @@ def test_limit_counts_good_items(tmp_path):
     assert [i.id for i in items] == ["b", "c"] and errs(errors) == [(1, "prompt", False)]
 
 
+def test_csv_huge_field_is_reported_and_later_rows_load(tmp_path):
+    # issue 16 item 2: one prompt of 10 million characters used to stop the reader (9 of 36 items loaded)
+    with open(sample_data_path("train"), encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[10][1] = "x" * 10_000_000  # data row 10
+    p = write_csv(tmp_path / "copy.csv", rows[1:], header=rows[0])
+    items, errors = load_items(p)
+    assert len(items) == 35 and [i.id for i in items][8:10] == ["sample-train-09", "sample-train-11"]
+    assert errs(errors) == [(10, "prompt", False)]
+    assert errors[0].message == "10,000,000 characters, over the limit of 100,000 for a text field"
+    with pytest.raises(DataFormatError, match=r"copy\.csv: row 10: field 'prompt': 10,000,000 characters"):
+        load_items(p, on_error="fail")
+
+
+def test_csv_huge_unused_field_is_read_and_the_row_kept(tmp_path):
+    ok = "In the perspective of A, a."
+    p = write_csv(tmp_path / "notes.csv", [["a", "S", ok, "y" * 200_000], ["b", "T", ok, ""]],
+                  header=["id", "prompt", "answer", "notes"])
+    items, errors = load_items(p)
+    assert [i.id for i in items] == ["a", "b"] and errors == []
+
+
+def test_csv_unclosed_quote_is_reported_not_swallowed(tmp_path):
+    # tab-separated, so that no later quote closes it: b's answer would swallow row c
+    p = tmp_path / "quote.tsv"
+    p.write_text('id\tprompt\tanswer\na\tS\tIn the perspective of A, a.\nb\tS\t"In the perspective of B, b.\n'
+                 'c\tS\tIn the perspective of C, c.\n')
+    items, errors = load_items(p)
+    assert [i.id for i in items] == ["a"]
+    assert errs(errors) == [(2, "row", False)]
+    assert "never closed, so lines 3-4 (the rest of the file)" in errors[0].message
+
+
+def test_csv_bom_header_and_utf16_file(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes('\ufeffid,prompt,answer\nq1,S,"In the perspective of A, a."\n'.encode())
+    items, errors = load_items(p)
+    assert [i.id for i in items] == ["q1"] and errors == []
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes('id,prompt,answer\nq1,S,"In the perspective of A, a."\n'.encode("utf-16"))
+    with pytest.raises(DataFormatError, match=r"wide\.csv: field 'encoding': the file is UTF-16"):
+        load_items(wide)
+
+
+def test_tsv_file_and_unknown_suffix(tmp_path):
+    # issue 16 item 11: a .tsv file used to give a misleading "not found" error
+    p = tmp_path / "bench.tsv"
+    p.write_text('id\tprompt\tanswer\na\tS, with a comma\t"In the perspective of A, a.\nIn the perspective of B, b."\n'
+                 "b\tT\tIn the perspective of C, c.\textra\n")
+    items, errors = load_items(p)
+    assert [(i.id, i.situation, i.num_perspectives) for i in items] == [("a", "S, with a comma", 2)]
+    assert errs(errors) == [(2, "row", False)] and "(unquoted tab?)" in errors[0].message
+    with pytest.raises(DataFormatError, match=r"no column 'prompt' in the header \['id\\tprompt\\tanswer'\]; "
+                                              r"tab-separated\? read it with format='tsv'"):
+        load_items(p, format="csv")
+    txt = tmp_path / "bench.txt"
+    txt.write_text(p.read_text())
+    with pytest.raises(DataFormatError, match=r"bench\.txt: field 'format': unknown data file type '\.txt': "
+                                              r"expected \.csv, \.tsv, .*format="):
+        load_items(txt)
+    assert [i.id for i in load_items(txt, format="tsv")[0]] == ["a"]
+
+
 # ------------------------------------------------------------------------------------------- JSONL
 
 def test_jsonl_both_shapes_and_bad_lines(tmp_path):
@@ -182,6 +245,23 @@ def test_json_array_file(tmp_path):
     p.write_text(json.dumps([{"prompt": "S", "answer": "In the perspective of A, a."}, {"prompt": "", "answer": "x"}]))
     items, errors = load_items(p)
     assert [i.id for i in items] == ["arr:1"] and errs(errors) == [(2, "prompt", False)]
+
+
+def test_jsonl_unicode_line_breaks_inside_strings_and_bom_lines(tmp_path):
+    # U+2028 / U+0085 are legal inside a JSON string (json.dumps(ensure_ascii=False) writes them raw); a line
+    # may start with a BOM where files were concatenated
+    first = {"id": "a", "prompt": "S\u2028more\x85end", "answer": "In the perspective of A, a."}
+    second = {"id": "b", "prompt": "T", "answer": "In the perspective of B, b."}
+    p = tmp_path / "u.jsonl"
+    p.write_bytes(("\ufeff" + json.dumps(first, ensure_ascii=False) + "\r\n\ufeff" + json.dumps(second) + "\n").encode())
+    items, errors = load_items(p)
+    assert errors == [] and [(i.id, i.situation) for i in items] == [("a", "S\u2028more\x85end"), ("b", "T")]
+
+
+def test_jsonl_first_line_an_array_is_one_bad_line(tmp_path):
+    p = write_jsonl(tmp_path / "arr.jsonl", [["not", "an", "object"], {"prompt": "S", "answer": "In the perspective of A, a."}])
+    items, errors = load_items(p)
+    assert [i.id for i in items] == ["arr:2"] and errs(errors) == [(1, "json", False)]
 
 
 # ---------------------------------------------------------------------------------------- datasets
@@ -245,3 +325,15 @@ def test_unknown_hub_id_offline_is_file_not_found(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="no-such-owner/no-such-data"):
         load_items("no-such-owner/no-such-data")
+
+
+def test_jsonl_reference_line_lists_are_checked_like_answers(tmp_path):
+    line = "In the perspective of A, a."
+    huge = "In the perspective of B, " + "b" * 100_000
+    p = write_jsonl(tmp_path / "lines.jsonl", [{"situation": "S", "perspectives": [line, huge]},
+                                               {"situation": "T", "perspectives": [line]}])
+    p.write_bytes(p.read_bytes() + b'{"situation": "U", "perspectives": ["In the perspective of C, caf\xe9"]}\n')
+    items, errors = load_items(p)
+    assert [i.situation for i in items] == ["T"]
+    assert errs(errors) == [(1, "perspectives[2]", False), (3, "perspectives[1]", False)]
+    assert "over the limit of 100,000" in errors[0].message and "0xe9" in errors[1].message

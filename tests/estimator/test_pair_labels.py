@@ -264,3 +264,10 @@ def test_sample_labels_match_the_sample_data():
         assert errors == [] and labels.check_against(items) == []
         assert {len(labels.same_pairs(it.id)) for it in items} == per_item
     assert EstimatorConfig().judge.kind == "none"  # the library default stays thresholds-only
+
+
+def test_a_huge_field_in_a_labels_csv_is_read_not_a_raw_csv_error(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("id,name_a,name_b,label,note\nx,A,B,same," + "n" * 200_000 + "\nx,C,D,different,\n")
+    labels = PairLabels.load(path)
+    assert labels.get("x", "A", "B") is True and labels.get("x", "C", "D") is False

@@ -1,11 +1,11 @@
-"""NLI metrics per split, their files, responses files and run comparison (hand-computed numbers)."""
+"""NLI metrics per split, their files and run comparison (hand-computed numbers); responses files are in
+test_responses.py."""
 import csv
 import json
 import math
 
 import pytest
 
-from opgrpo.benchmark import Item, Perspective
 from opgrpo.evaluation.metrics import format_table, split_metrics, write_eval_outputs
 from opgrpo.evaluation.nli import ItemScore
 from opgrpo.evaluation.responses import load_responses
@@ -74,56 +74,6 @@ def test_format_table():
     assert lines[2].split() == ["5", "3", "0", "0.3600", "0.3759", "0.2170", "0.3333", "0.2722"]
     assert lines[3].split() == ["6", "1", "1", "0.5000", "-", "-", "1.0000", "0.0000"]
     assert lines[4].split()[0] == "overall"
-
-
-# --------------------------------------------------------------------------- responses files
-
-
-def items():
-    return [Item(i, "s", [Perspective("A", "a.")], "f") for i in ("x1", "x2", "x3")]
-
-
-def test_load_responses_csv_by_id_and_by_order(tmp_path):
-    by_id = tmp_path / "r.csv"
-    by_id.write_text('id,response\nx3,"third, with comma\nand newline"\nx1,first\nx2,\n')
-    assert load_responses(by_id, items()) == ["first", "", "third, with comma\nand newline"]
-    by_order = tmp_path / "o.csv"
-    by_order.write_text("completion\none\ntwo\nthree\n")
-    assert load_responses(by_order, items()) == ["one", "two", "three"]
-
-
-def test_load_responses_jsonl_by_id_and_by_order(tmp_path):
-    by_id = tmp_path / "r.jsonl"
-    by_id.write_text('{"id": "x2", "response": "b"}\n\n{"id": "x1", "response": "a"}\n{"id": "x3", "response": null}\n')
-    assert load_responses(by_id, items()) == ["a", "b", ""]
-    by_order = tmp_path / "o.jsonl"
-    by_order.write_text('{"response": "a"}\n{"response": "b"}\n{"response": "c"}\n')
-    assert load_responses(by_order, ["x1", "x2", "x3"]) == ["a", "b", "c"]
-
-
-def test_load_responses_errors_name_the_file(tmp_path):
-    short = tmp_path / "short.csv"
-    short.write_text("response\none\ntwo\n")
-    with pytest.raises(ValueError, match=r"short\.csv: 2 responses for 3 items"):
-        load_responses(short, items())
-    unknown = tmp_path / "unknown.jsonl"
-    unknown.write_text('{"id": "x1", "response": "a"}\n{"id": "zz", "response": "b"}\n')
-    with pytest.raises(ValueError, match=r"unknown\.jsonl: 1 unknown id.*zz"):
-        load_responses(unknown, items())
-    missing = tmp_path / "missing.jsonl"
-    missing.write_text('{"id": "x1", "response": "a"}\n')
-    with pytest.raises(ValueError, match=r"missing\.jsonl: 1 responses for 3 items.*x2"):
-        load_responses(missing, items())
-    dup = tmp_path / "dup.csv"
-    dup.write_text("id,response\nx1,a\nx1,b\nx2,c\n")
-    with pytest.raises(ValueError, match=r"dup\.csv: id 'x1' appears more than once"):
-        load_responses(dup, items())
-    nocol = tmp_path / "nocol.csv"
-    nocol.write_text("id,text\nx1,a\n")
-    with pytest.raises(ValueError, match=r"nocol\.csv: no response column"):
-        load_responses(nocol, items())
-    with pytest.raises(FileNotFoundError, match="nothere"):
-        load_responses(tmp_path / "nothere.csv", items())
 
 
 # --------------------------------------------------------------------------- comparison

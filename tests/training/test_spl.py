@@ -124,7 +124,7 @@ def test_reward_mode_trains_with_the_shaping_reward(tiny_model, tmp_path):
     from opgrpo.training.grpo import run_grpo
     from opgrpo.utils.jsonio import read_jsonl
 
-    settings = spl_settings(GRPOSettings(**TINY, max_steps=1, save_steps=100, log_completions=False),
+    settings = spl_settings(GRPOSettings(**TINY, max_steps=1, save_steps=100, completion_samples_every=0),
                             SPLConfig(alpha=0.2, beta=0.1, mode="reward"))
     shaping = SPLShapingReward(str(tiny_model), 0.2, 0.1)
     run_grpo(tiny_model, make_items(2), [completion_length, shaping], [1.0, 1.0], settings, tmp_path)

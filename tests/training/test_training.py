@@ -162,7 +162,7 @@ def test_grpo_config_carries_every_paper_value(tmp_path):
         "save_steps": 50,
         "save_total_limit": 2,
         "seed": 42,
-        "log_completions": True,
+        "log_completions": False,  # TRL's own table/parquet; completions.jsonl is completion_samples_every
         "gradient_checkpointing": False,
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     }
@@ -332,7 +332,7 @@ def _callback(obj):
 
 
 def test_resume_continues_the_step_counter(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, lr=1e-3, max_steps=4, save_steps=1, save_total_limit=-1, log_completions=False)
+    settings = GRPOSettings(**TINY, lr=1e-3, max_steps=4, save_steps=1, save_total_limit=-1, completion_samples_every=0)
     items = make_items(8)
     with pytest.raises(KeyboardInterrupt):
         run_grpo(tiny_model, items, [completion_length], [1.0], settings, tmp_path, callbacks=[_callback(StopAt(3))])
@@ -353,7 +353,7 @@ def test_resume_continues_the_step_counter(tiny_model, tmp_path):
 
 
 def test_run_grpo_with_lora_and_eval_items(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, eval_steps=1, log_completions=False)
+    settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, eval_steps=1, completion_samples_every=0)
     lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
     run_grpo(tiny_model, make_items(4), [completion_length], [1.0], settings, tmp_path, peft=lora,
              eval_items=make_items(2))
