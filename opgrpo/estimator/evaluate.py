@@ -17,6 +17,7 @@ from opgrpo.estimator.config import EstimatorConfig
 from opgrpo.estimator.mining import mine_triplets
 from opgrpo.estimator.triplets import triplet_texts
 from opgrpo.models.devices import resolve_device
+from opgrpo.text.clean import clean_texts
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
     model = SentenceTransformer(str(model_or_path), device=resolve_device(device)) if isinstance(
         model_or_path, (str, Path)) else model_or_path
     a, p, n = triplet_texts(triplets)
+    a, p, n = (clean_texts(x)[0] for x in (a, p, n))
     unique = list(dict.fromkeys(a + p + n))  # triplet sets reuse sentences: encode each once
     row = {t: i for i, t in enumerate(unique)}
     emb = model.encode(unique, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,

@@ -34,6 +34,7 @@ from opgrpo.estimator.triplets import (
     record_triplet,
 )
 from opgrpo.judges.labels import PairQuery
+from opgrpo.text.clean import clean_texts
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,10 @@ class _Miner:
         pending: list[tuple[str, str, list[str], list[str], list[str | None]]] = []
         for item in items:
             names, raw, masked = masked_explanations(item, self.cfg.masking)
+            # clean before the encoder, the judge and the triplet file (text.clean; counted, logged at the end)
+            raw, n_raw = clean_texts(raw)
+            masked, n_masked = clean_texts(masked)
+            self.stats["cleaned_texts"] += max(n_raw, n_masked)
             if len(raw) < 2:
                 skips[str(item.id)] = "too_few_perspectives"
                 continue
@@ -222,11 +227,12 @@ def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | N
     ``prob_yes(prompts) -> list[float | None]`` (LLM judges), ``prob_same(queries) -> list[float | None]`` on
     ``opgrpo.judges.PairQuery`` objects (labels) or is None (thresholds only). Returns the triplets in input
     order (resumed ones included) and counters: items, resumed, triplets, skip_<reason> for each of
-    SKIP_REASONS, candidate_pairs, judge_prompts, judge_unanswered.
+    SKIP_REASONS, candidate_pairs, judge_prompts, judge_unanswered, cleaned_texts (explanations that held lone
+    surrogates or control characters, cleaned by ``opgrpo.text.clean`` before the encoder, the judge and the file).
     """
     cfg = config or MiningConfig()
     stats = {"items": 0, "resumed": 0, "triplets": 0, **{f"skip_{r}": 0 for r in SKIP_REASONS},
-             "candidate_pairs": 0, "judge_prompts": 0, "judge_unanswered": 0}
+             "candidate_pairs": 0, "judge_prompts": 0, "judge_unanswered": 0, "cleaned_texts": 0}
     results: dict[str, list[Triplet]] = {}  # by item id; returned in input order, resumed or not
     prior: dict[str, list[dict]] = {}
     path = Path(out_path) if out_path is not None else None
@@ -313,6 +319,9 @@ def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | N
     triplets = [t for iid in seen_order for t in results.get(iid, [])]
     stats["triplets"] = len(triplets)
     skipped = {r: stats[f"skip_{r}"] for r in SKIP_REASONS if stats[f"skip_{r}"]}
+    if stats["cleaned_texts"]:
+        logger.warning("mining: %d text(s) held lone surrogates or control characters; replaced before the encoder "
+                       "and the judge (U+FFFD / space)", stats["cleaned_texts"])
     logger.info("mined %d triplets from %d items (%d resumed); skipped: %s", len(triplets), stats["items"],
                 stats["resumed"], skipped or "none")
     return triplets, stats

@@ -15,7 +15,9 @@ backends built by :func:`build_scorer`:
   approximation of NLI, not the paper's metric; results are labelled with the backend.
 
 Both deduplicate the pairs, sort them by length into large batches over *all* pairs of all items (one
-scorer call for a whole test split) and restore the input order.
+scorer call for a whole test split) and restore the input order. Every premise and hypothesis is cleaned
+first (``opgrpo.text.clean``: a lone surrogate or control character would crash the tokenizer); what was
+changed is counted (``EntailmentScorer.cleaned``) and logged once per call.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import numpy as np
 
 from opgrpo.models.devices import resolve_device as _resolve_device
 from opgrpo.models.devices import resolve_dtype as _resolve_dtype
+from opgrpo.text.clean import clean_text, clean_texts
 from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
@@ -146,6 +149,8 @@ class EntailmentScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.progress = progress
+        self.cleaned = 0
+        """Distinct premises/hypotheses that held lone surrogates or control characters (cleaned, counted)."""
 
     def entailment(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """P(entailment) per pair, in input order (float64 array of ``len(pairs)``)."""
@@ -155,11 +160,24 @@ class EntailmentScorer:
         inverse = np.empty(len(pairs), dtype=np.int64)
         for i, (p, h) in enumerate(pairs):
             inverse[i] = index.setdefault((str(p), str(h)), len(index))
-        unique = list(index)
+        unique = self._clean(list(index))
         probs = np.asarray(self._score_unique(unique), dtype=np.float64)
         if probs.shape != (len(unique),):
             raise RuntimeError(f"{type(self).__name__} returned {probs.shape} scores for {len(unique)} pairs")
         return probs[inverse]
+
+    def _clean(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        cleaned: dict[str, str] = {}
+        changed = 0
+        for text in {t for pair in pairs for t in pair}:
+            cleaned[text], ch = clean_text(text)
+            changed += ch
+        if not changed:
+            return pairs
+        self.cleaned += changed
+        logger.warning("NLI: %d text(s) held lone surrogates or control characters; replaced before the model "
+                       "(U+FFFD / space)", changed)
+        return [(cleaned[p], cleaned[h]) for p, h in pairs]
 
     def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         raise NotImplementedError
@@ -307,7 +325,9 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
 
     ``items_refs[i]`` is an :class:`opgrpo.benchmark.loading.Item` (its ``.references`` lines and ``.id`` are used),
     a list of reference lines or one answer string (split before each "In the perspective of" line). An empty response scores 0; an item with no
-    parsable perspective is returned with ``skipped=True`` and counted in the log.
+    parsable perspective is returned with ``skipped=True`` and counted in the log. Responses and references
+    are cleaned first (``opgrpo.text.clean``, counted in one WARNING); ``ItemScore.response`` is the cleaned
+    text that was scored.
     """
     from opgrpo.text.perspectives import parse_reference
 
@@ -315,15 +335,22 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
         raise ValueError(f"{len(items_refs)} items but {len(responses)} responses")
     ids = [str(i) for i in ids] if ids is not None else [str(getattr(it, "id", i)) for i, it in
                                                         enumerate(items_refs)]
+    responses, _ = clean_texts(["" if not r else str(r) for r in responses], where="NLI", log=logger,
+                               what="response")
+    ref_lines = [_references_of(item) for item in items_refs]
+    flat, _ = clean_texts([line for lines in ref_lines for line in lines], where="NLI", log=logger,
+                          what="reference line")
     plans = []  # (premises, names, sentences) per item; None when skipped
     pairs: list[tuple[str, str]] = []
-    for item in items_refs:
+    start = 0
+    for lines in ref_lines:
         premises, names = [], []
-        for line in _references_of(item):
+        for line in flat[start:start + len(lines)]:
             name, explanation = parse_reference(line)
             if explanation and explanation.strip():
                 premises.append(explanation.strip())
                 names.append(name or "")
+        start += len(lines)
         plans.append((premises, names))
     sentences = [split_sentences(r, splitter, language) for r in responses]
     for (premises, _), sents in zip(plans, sentences):
@@ -334,7 +361,7 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
     for item_id, (premises, names), sents, response in zip(ids, plans, sentences, responses):
         if not premises:
             skipped.append(item_id)
-            results.append(ItemScore(item_id, float("nan"), response=response or "", skipped=True))
+            results.append(ItemScore(item_id, float("nan"), response=response, skipped=True))
             continue
         if not sents:
             empty += 1
@@ -343,7 +370,7 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
             block = probs[pos:pos + len(premises) * len(sents)].reshape(len(premises), len(sents))
             pos += block.size
             per = block.max(axis=1).tolist()
-        results.append(ItemScore(item_id, float(np.mean(per)), per, names, len(sents), response or ""))
+        results.append(ItemScore(item_id, float(np.mean(per)), per, names, len(sents), response))
     if skipped:
         logger.warning("skipped %d item(s) with no parsable reference perspective: %s", len(skipped),
                        ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))

@@ -7,8 +7,8 @@ and the encoder come as zero-argument builders, called when first needed, so tha
 one model across runs and the generating policy is freed before the NLI model loads.
 
 Outputs in ``out_dir``: responses.jsonl, the NLI metrics (nli_metrics.json/.csv), per-item scores
-(nli_items.jsonl), reward.json, judge.json (with a judge); the printed table. Returns the metrics dict
-logged to the run summary.
+(nli_items.jsonl, each row with its item's split), reward.json, judge.json (with a judge); the printed table.
+Returns the metrics dict logged to the run summary.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
 
     item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
     metrics = split_metrics(item_scores, split_of, threshold=threshold)
-    write_eval_outputs(out_dir, metrics, item_scores)
+    write_eval_outputs(out_dir, metrics, item_scores, split_of)
     reward_mean = reward_means(items, texts, encoder(), reward)
     (out_dir / "reward.json").write_text(json.dumps(reward_mean, indent=2))
     print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")

@@ -2,13 +2,18 @@
 
 ``LocalChatJudge.complete(prompts, *, max_tokens, temperature) -> list[str | None]`` is the interface the
 judge-based evaluation (``opgrpo.evaluation.judge_eval``) needs, the same as ``ChatEndpoint.complete``.
+Prompts are cleaned first (``opgrpo.text.clean``), counted in ``cleaned``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from opgrpo.judges.yesno import load_local_lm
 from opgrpo.models.batching import pad_token_id, padded_batches
+from opgrpo.text.clean import clean_texts
+
+logger = logging.getLogger(__name__)
 
 
 class LocalChatJudge:
@@ -23,6 +28,8 @@ class LocalChatJudge:
         self.batch_size = max(1, int(batch_size))
         self.max_length = int(max_length)
         self.pad_id = pad_token_id(self.tokenizer)
+        self.cleaned = 0
+        """Prompts that held lone surrogates or control characters (cleaned before the model)."""
 
     def _encode(self, prompt: str) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
@@ -36,7 +43,10 @@ class LocalChatJudge:
     def complete(self, prompts: list[str], *, max_tokens: int = 16, temperature: float = 0.0) -> list[str | None]:
         import torch
 
-        encoded = [self._encode("" if p is None else str(p)) for p in prompts]
+        prompts, changed = clean_texts(["" if p is None else str(p) for p in prompts], where="chat judge",
+                                       log=logger, what="prompt")
+        self.cleaned += changed
+        encoded = [self._encode(p) for p in prompts]
         out: list[str | None] = [None] * len(encoded)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self.pad_id}
         if temperature > 0:

@@ -3,7 +3,8 @@
 ``ChatEndpoint`` sends each prompt as one user message via urllib (no extra dependency), a few requests
 at a time, with retries; ``complete`` returns the replies and ``prob_yes`` parses them with
 ``parse_yes_no`` (1.0, 0.0 or None). ``check`` raises ``JudgeUnavailable`` when the server cannot be used at
-all, so a run fails before any model loads.
+all, so a run fails before any model loads. Prompts are cleaned first (``opgrpo.text.clean``: a lone
+surrogate would reach the server as an invalid JSON escape), counted in ``cleaned``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+from opgrpo.text.clean import clean_texts
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class ChatEndpoint:
     ``base_url`` is the API root, e.g. ``http://127.0.0.1:8000/v1``. The API key is read from the
     environment variable ``api_key_env`` (optional for local servers); it is never logged or put into
     exception messages. ``errors`` counts prompts that failed after retries, ``unparseable`` replies that
-    were neither Yes nor No.
+    were neither Yes nor No, ``cleaned`` prompts that held lone surrogates or control characters.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
@@ -69,6 +72,7 @@ class ChatEndpoint:
         self.retry_backoff = float(retry_backoff)
         self.errors = 0
         self.unparseable = 0
+        self.cleaned = 0
         self._lock = threading.Lock()
 
     def _key(self) -> str:
@@ -144,7 +148,9 @@ class ChatEndpoint:
 
     def complete(self, prompts: list[str], *, max_tokens: int = 16,
                  temperature: float = 0.0) -> list[str | None]:
-        prompts = ["" if p is None else str(p) for p in prompts]
+        prompts, changed = clean_texts(["" if p is None else str(p) for p in prompts],
+                                       where=f"judge {self.base_url}", log=logger, what="prompt")
+        self.cleaned += changed
         if not prompts:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:

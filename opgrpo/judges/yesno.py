@@ -3,16 +3,21 @@
 ``YesNoLM.prob_yes(prompts) -> list[float]`` is all the estimator's triplet mining and the causal-LM NLI
 backend need: one forward pass per left-padded, length-sorted batch (``opgrpo.models.batching``), no
 generation. ``load_local_lm`` loads the tokenizer and model the local judges (this one and
-``opgrpo.judges.chat.LocalChatJudge``) share.
+``opgrpo.judges.chat.LocalChatJudge``) share. Every judge cleans its prompts first (``opgrpo.text.clean``:
+lone surrogates and control characters), counts them in ``cleaned`` and logs one WARNING per call.
 """
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import Any, Protocol
 
 from opgrpo.models.batching import pad_token_id, padded_batches
 from opgrpo.models.devices import resolve_device, resolve_dtype
+from opgrpo.text.clean import clean_texts
+
+logger = logging.getLogger(__name__)
 
 YES_VARIANTS = ("Yes", " Yes", "yes")
 NO_VARIANTS = ("No", " No", "no")
@@ -61,6 +66,8 @@ class YesNoLM:
         self._keep_kw = "logits_to_keep" in params
         self._pos_kw = "position_ids" in params
         self.truncated = 0
+        self.cleaned = 0
+        """Prompts that held lone surrogates or control characters (cleaned before the model)."""
 
     def _single_token_ids(self, variants) -> list[int]:
         ids: list[int] = []
@@ -101,7 +108,9 @@ class YesNoLM:
     def prob_yes(self, prompts: list[str]) -> list[float]:
         import torch
 
-        prompts = ["" if p is None else str(p) for p in prompts]
+        prompts, changed = clean_texts(["" if p is None else str(p) for p in prompts], where="Yes/No judge",
+                                       log=logger, what="prompt")
+        self.cleaned += changed
         encoded = [self.encode_prompt(p) for p in prompts]
         out: list[float] = [0.0] * len(encoded)
         batches = padded_batches(encoded, self.batch_size, self.pad_id)

@@ -2,7 +2,9 @@
 
 `load_policy` takes a hub id or a local directory (optionally a GGUF file inside it) and an optional
 chat-template override; `generate_responses` samples ``num_return_sequences`` responses per chat prompt
-in left-padded batches, with a progress bar. No Hydra here: plain arguments, usable from a notebook.
+in left-padded batches, with a progress bar. Prompt texts are cleaned first (``opgrpo.text.clean``: a lone
+surrogate or control character would crash the tokenizer), counted in one WARNING per call. No Hydra here:
+plain arguments, usable from a notebook.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from opgrpo.models.batching import pad_token_id, padded_batches
 from opgrpo.models.devices import resolve_device, resolve_dtype  # noqa: F401 (resolve_device is re-exported)
+from opgrpo.text.clean import clean_messages
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,14 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
+def _clean_prompts(prompts: Sequence[list[dict]]) -> list[list[dict]]:
+    cleaned, changed = clean_messages(prompts)
+    if changed:
+        log.warning("generation: %d prompt(s) held lone surrogates or control characters; replaced before the "
+                    "model (U+FFFD / space)", changed)
+    return cleaned
+
+
 @torch.inference_mode()
 def generate_responses(
     model,
@@ -83,6 +94,7 @@ def generate_responses(
 ) -> list[list[str]]:
     """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt."""
     torch.manual_seed(seed)
+    prompts = _clean_prompts(prompts)
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
     pad_id = pad_token_id(tokenizer)
@@ -126,6 +138,7 @@ def generate_responses_vllm(
     """The same as `generate_responses` with vLLM (GPU only; imported lazily)."""
     from vllm import LLM, SamplingParams
 
+    prompts = _clean_prompts(prompts)
     llm = LLM(model=name_or_path, dtype=dtype, seed=seed)
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
     kwargs = {"chat_template": chat_template} if chat_template else {}

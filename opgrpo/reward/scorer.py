@@ -7,27 +7,46 @@ then applies the rules of ``opgrpo.reward.rules`` on per-group similarity blocks
 is the one-call functional form for notebooks; ``opgrpo.reward.trl`` wraps a scorer as TRL reward
 callables.
 
-Bad input never raises: a None/non-text completion scores 0 on coverage, uniqueness and format
-(and gets the tag penalty); an empty string is scored by the rules (no sentences: coverage 0,
-uniqueness rate 1.0 as SPEC.md says, format 0, tag penalty), over-long text is truncated, lone surrogates and control
-characters are replaced; every case is counted (``stats()``) and logged.
+Bad input inside a batch never raises; each case is flagged on its result, counted (``stats()``, key
+``bad/<kind>``) and logged (the first ``log_examples`` of each kind at WARNING): a None/non-text
+completion scores 0 on coverage, uniqueness and format (tag penalty); an empty string is scored by the rules
+(coverage 0, uniqueness rate 1.0 as SPEC.md says, format 0, tag penalty); over-long text is truncated; lone
+surrogates and control characters are replaced (``opgrpo.text.clean``); a reference entry that is neither
+text nor ``{name, text}`` is skipped (``invalid_reference``), and an item left without references scores
+coverage 0 (``no_references``).
+
+A missing situation under ``masking="situation"`` (None, not a str, blank), or a missing prompt under
+``masking="prompt"``, is bad input too: the keywords cannot be masked, and scoring the unmasked sentences
+would silently change the rules (a higher coverage than the paper's reward gives). That completion scores
+0 on coverage and uniqueness (rates 0 too), format and tag by the rules, flagged ``no_situation`` /
+``no_prompt``.
+
+A whole argument of the wrong kind (``completions`` not a list, an ``encoder`` without ``encode``, a ``config``
+that is not a ``RewardConfig``, a column of the wrong length) raises one ``TypeError``/``ValueError`` naming
+it (``opgrpo.reward.inputs``).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from opgrpo.reward.config import RewardConfig
 from opgrpo.reward.inputs import (
+    as_column,
+    as_completions,
+    batch_key,
+    check_config,
+    check_encoder,
     completion_text,
+    is_utf8,
+    keyword_source,
     prompt_text,
     reference_sentences,
-    sanitize_text,
 )
 from opgrpo.reward.rules import (
     coverage_score,
@@ -36,6 +55,7 @@ from opgrpo.reward.rules import (
     uniqueness_rate,
     uniqueness_score,
 )
+from opgrpo.text.clean import clean_text
 from opgrpo.text.perspectives import (
     mask_keywords,
     parse_strict_layout,
@@ -48,14 +68,13 @@ __all__ = ["OPRewardScorer", "score_completions"]
 logger = logging.getLogger(__name__)
 
 
-
 class OPRewardScorer:
     """Batched OP reward over an estimator ``encoder`` (sentence-transformers style ``encode``).
 
     Args:
         encoder: object with ``encode(sentences, normalize_embeddings=True, convert_to_numpy=True, **kw)``
             returning L2-normalised rows (re-normalised here if they are not).
-        config: the reward configuration (validated here); default = paper preset.
+        config: a ``RewardConfig`` (validated here); None = paper preset.
         cache_size: number of reference sets (situations) whose embeddings are kept (LRU).
         batch_size: passed to ``encode`` when given.
         prompt_to_text: for ``masking="prompt"``, turns a prompt (str or messages) into the text the
@@ -73,8 +92,9 @@ class OPRewardScorer:
         prompt_to_text: Any = None,
         log_examples: int = 5,
     ) -> None:
+        check_encoder(encoder)
         self.encoder = encoder
-        self.config = (config or RewardConfig()).validate()
+        self.config = check_config(config).validate()
         self.cache_size = cache_size
         self.batch_size = batch_size
         self.prompt_to_text = prompt_to_text or prompt_text
@@ -112,13 +132,14 @@ class OPRewardScorer:
         ``memoize=True`` returns the previous result when called again with the same batch (the
         TRL component callables share one scorer and are called one after the other).
         """
+        completions = as_completions(completions)
         n = len(completions)
-        situations = _column(situations, n, "situations")
-        references = _column(references, n, "references")
-        prompts = _column(prompts, n, "prompts")
+        situations = as_column(situations, n, "situations")
+        references = as_column(references, n, "references")
+        prompts = as_column(prompts, n, "prompts")
         key = None
         if memoize:
-            key = _batch_key(situations, completions, references, prompts if self.config.masking == "prompt" else None)
+            key = batch_key(situations, completions, references, prompts if self.config.masking == "prompt" else None)
             if self._last is not None and self._last[0] == key:
                 self._counts["memo_hits"] += 1
                 return [dict(r) for r in self._last[1]]
@@ -186,9 +207,10 @@ class OPRewardScorer:
     def _parse_item(self, i: int, raw: Any, situation: Any, refs: Any, prompt: Any, kw_cache: dict) -> dict:
         cfg = self.config
         where = f"batch item {i}"
-        flags = {"empty": False, "truncated": False, "invalid_text": False, "no_references": False}
+        flags = {"empty": False, "truncated": False, "invalid_text": False, "no_references": False,
+                 "no_situation": False, "no_prompt": False}
         text = completion_text(raw)
-        if isinstance(raw, (bytes, bytearray)) and not _is_utf8(raw):
+        if isinstance(raw, (bytes, bytearray)) and not is_utf8(raw):
             flags["invalid_text"] = True
             self._bad("invalid_text", where, "bytes that are not UTF-8, decoded with replacement")
         if text is None:
@@ -196,7 +218,7 @@ class OPRewardScorer:
             if raw is not None:
                 self._bad("not_text", where, type(raw).__name__)
             text = ""
-        text, changed = sanitize_text(text)
+        text, changed = clean_text(text)
         if changed and not flags["invalid_text"]:
             flags["invalid_text"] = True
             self._bad("invalid_text", where, "lone surrogates or control characters replaced")
@@ -208,24 +230,29 @@ class OPRewardScorer:
             flags["empty"] = True
             self._bad("empty", where)
 
-        ref_sents, no_prefix = self._reference_sentences(refs, kw_cache)
+        ref_sents, no_prefix, invalid = self._reference_sentences(refs, kw_cache)
+        if invalid:
+            detail = (f"{invalid} entr{'y' if invalid == 1 else 'ies'} neither text nor {{name, text}}"
+                      if isinstance(refs, (list, tuple)) else type(refs).__name__)
+            self._bad("invalid_reference", where, detail, count=invalid)
         if not ref_sents:
             flags["no_references"] = True
             self._bad("no_references", where)
         elif no_prefix:
             self._bad("reference_without_phrase", where, f"{no_prefix} of {len(ref_sents)} lines", count=no_prefix)
 
-        if cfg.masking == "none":
-            kw_src = ""
-        elif cfg.masking == "prompt":
-            kw_src = self.prompt_to_text(prompt) if prompt is not None else ""
-            if not kw_src:
-                self._bad("no_prompt", where, "masking='prompt' but no prompt text")
-        else:
+        kw_src = ""
+        if cfg.masking == "prompt":
+            kw_src = keyword_source(prompt, self.prompt_to_text)
+            if not kw_src.strip():
+                flags["no_prompt"] = True
+                self._bad("no_prompt", where, "masking='prompt': keywords cannot be masked; coverage and uniqueness 0")
+        elif cfg.masking == "situation":
             kw_src = situation if isinstance(situation, str) else ""
             if not kw_src.strip():
-                self._bad("no_situation", where, "keywords cannot be masked")
-        kw_src = sanitize_text(kw_src)[0]
+                flags["no_situation"] = True
+                self._bad("no_situation", where, "keywords cannot be masked; coverage and uniqueness 0")
+        kw_src = clean_text(kw_src)[0]
         if kw_src not in kw_cache:
             kw_cache[kw_src] = situation_keywords(kw_src)
         keywords = kw_cache[kw_src]
@@ -234,40 +261,41 @@ class OPRewardScorer:
         if not layout.strict and not flags["empty"]:
             self._counts["no_strict_layout"] += 1
         cands = [] if flags["empty"] else split_perspective_sentences(layout.core)
+        unmaskable = flags["no_situation"] or flags["no_prompt"]  # scored 0 on coverage/uniqueness: not encoded
         return {
             "text": text,
             "flags": flags,
             "strict": layout.strict,
-            "masked": [mask_keywords(s, keywords) for s in cands],
+            "n_cand": len(cands),
+            "masked": [] if unmaskable else [mask_keywords(s, keywords) for s in cands],
             "ref_key": tuple(ref_sents),
             "n_matched": 0,
             "uniq_rate": 1.0,
         }
 
     @staticmethod
-    def _reference_sentences(refs: Any, memo: dict) -> tuple[list[str], int]:
+    def _reference_sentences(refs: Any, memo: dict) -> tuple[list[str], int, int]:
         # A group repeats the same references num_generations times: split them once per batch.
-        try:
-            key = ("refs", refs if isinstance(refs, str) else tuple(refs))
-            hash(key)
-        except TypeError:
-            return reference_sentences(refs)
+        key = ("refs", batch_key(refs))
         if key not in memo:
             memo[key] = reference_sentences(refs)
         return memo[key]
 
     def _item_result(self, it: dict) -> dict:
         cfg = self.config
-        n_cand, n_ref = len(it["masked"]), len(it["ref_key"])
+        n_cand, n_ref = it["n_cand"], len(it["ref_key"])
         # An empty string is scored by the rules (SPEC: no sentences -> uniqueness rate 1.0, format 0);
-        # None / non-text is bad input and scores 0 on every component but the tag penalty.
-        not_text = it["flags"].pop("not_text", False)
-        cov_rate = it["n_matched"] / n_ref if n_ref and n_cand else 0.0
-        uniq_rate = 0.0 if not_text else it["uniq_rate"]
+        # None / non-text is bad input and scores 0 on every component but the tag penalty; without the
+        # situation (prompt) to mask with, coverage and uniqueness are 0 (module docstring).
+        flags = it["flags"]
+        not_text = flags.pop("not_text", False)
+        zero = not_text or flags["no_situation"] or flags["no_prompt"]
+        cov_rate = it["n_matched"] / n_ref if n_ref and n_cand and not zero else 0.0
+        uniq_rate = 0.0 if zero else it["uniq_rate"]
         fmt = format_score(it["text"], cfg)
         comp = {
             "coverage": coverage_score(cov_rate, cfg),
-            "uniqueness": 0.0 if not_text else uniqueness_score(uniq_rate, cfg),
+            "uniqueness": 0.0 if zero else uniqueness_score(uniq_rate, cfg),
             "format": 0.0 if not_text else fmt.score,
             "tag": 0.0 if it["strict"] else float(cfg.tag_penalty),
         }
@@ -289,7 +317,7 @@ class OPRewardScorer:
             "phrase_share": fmt.phrase_share,
             "n_repeats": fmt.n_repeats,
             "summary_penalty": fmt.summary_penalty,
-            **it["flags"],
+            **flags,
         }
 
     # ----------------------------------------------------------------- embeddings
@@ -324,14 +352,6 @@ class OPRewardScorer:
         return self._ref_cache[key]
 
 
-def _is_utf8(raw: bytes | bytearray) -> bool:
-    try:
-        bytes(raw).decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
 def _cuda_device(encoder: Any) -> Any:
     dev = getattr(encoder, "device", None)
     return dev if getattr(dev, "type", None) == "cuda" else None
@@ -356,30 +376,6 @@ def _to_numpy(x: Any) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.detach().float().cpu().numpy()
 
 
-def _column(values: Sequence[Any] | None, n: int, name: str) -> list:
-    if values is None:
-        return [None] * n
-    if isinstance(values, str) or len(values) != n:
-        raise ValueError(f"{name} must be a sequence with one entry per completion ({n}), got {_describe(values)}")
-    return list(values)
-
-
-def _describe(values: Any) -> str:
-    return "a str" if isinstance(values, str) else f"{len(values)} entries"
-
-
-def _freeze(x: Any) -> Any:
-    if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return tuple(_freeze(v) for v in x)
-    return x if isinstance(x, (str, bytes, int, float, bool, type(None))) else repr(x)
-
-
-def _batch_key(*columns: Iterable[Any]) -> tuple:
-    return tuple(_freeze(c) for c in columns)
-
-
 def score_completions(
     situations: Sequence[str | None] | None,
     completions: Sequence[Any],
@@ -390,10 +386,13 @@ def score_completions(
 ) -> list[dict]:
     """Score completions in one batched pass; ``encoder`` may also be an ``OPRewardScorer``.
 
-    Each dict holds floats ``coverage, uniqueness, format, tag, total, coverage_rate,
-    uniqueness_rate`` plus counts (``n_candidates, n_references, n_matched``), format details and
-    bad-input flags (``empty, truncated, invalid_text, no_references``). A fresh scorer (and
-    reference cache) is built per call unless a scorer is passed.
+    ``completions`` is a list (one entry per completion: a str, a message dict or a conversation);
+    ``situations``, ``references`` and ``prompts`` are None or lists of the same length. ``references[i]`` is
+    one answer string, one perspective ``{name, text}`` or a list of lines and/or perspectives. Each dict
+    holds floats ``coverage, uniqueness, format, tag, total, coverage_rate, uniqueness_rate`` plus counts
+    (``n_candidates, n_references, n_matched``), format details and bad-input flags (``empty, truncated,
+    invalid_text, no_references, no_situation, no_prompt``; module docstring). A fresh scorer (and reference
+    cache) is built per call unless a scorer is passed (then ``config`` is not used).
     """
     scorer = encoder if isinstance(encoder, OPRewardScorer) else OPRewardScorer(encoder, config)
     return scorer.score(situations, completions, references, prompts)

@@ -12,8 +12,9 @@ where ``columns`` are the dataset's other columns (ours: ``situation``, ``refere
 - ``grpo_reward_setup`` turns ``RewardConfig.aggregation`` (the one aggregation knob) into what TRL needs:
   the callables, their weights and TRL's ``multi_objective_aggregation``.
 
-When TRL passes ``log_metric``, the batch's mean rates and bad-input counts are logged once per
-scored batch under ``op/...``.
+When TRL passes ``log_metric``, the batch's mean rates and bad-input counts (``op/bad_<flag>``: empty,
+truncated, invalid_text, no_references, no_situation, no_prompt) are logged once per scored batch under
+``op/...``. Bad input follows ``opgrpo.reward.scorer``: scored 0 and counted, never a failed step.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ __all__ = ["GRPORewardSetup", "OPRewardFunction", "grpo_reward_setup", "make_rew
            "reward_weights"]
 
 _METRICS = ("coverage_rate", "uniqueness_rate", "strict_layout", "n_candidates")
-_FLAGS = ("empty", "truncated", "invalid_text", "no_references")
+_FLAGS = ("empty", "truncated", "invalid_text", "no_references", "no_situation", "no_prompt")
 
 
 class OPRewardFunction:
@@ -52,7 +53,8 @@ class OPRewardFunction:
         situations = columns.get(self.situation_key)
         references = columns.get(self.references_key)
         if situations is None and self.scorer.config.masking == "situation" and not getattr(self, "_warned", False):
-            logger.warning("reward %s: no %r column; keywords are not masked", self.__name__, self.situation_key)
+            logger.warning("reward %s: no %r column; keywords cannot be masked, so every completion scores 0 on "
+                           "coverage and uniqueness (counted as bad/no_situation)", self.__name__, self.situation_key)
             self._warned = True
         if references is None and not getattr(self, "_warned_refs", False):
             logger.warning("reward %s: no %r column; coverage is 0", self.__name__, self.references_key)

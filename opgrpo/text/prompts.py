@@ -6,6 +6,8 @@ the tokenizer or by TRL.
 """
 from __future__ import annotations
 
+from opgrpo.text.clean import clean_text
+
 IMPLICIT_TEMPLATE = "Provide a structured comprehensive analysis and your opinions on this topic: {situation}\n\n"
 
 EXPLICIT_TEMPLATE = (
@@ -20,12 +22,15 @@ PROMPT_KINDS = tuple(TEMPLATES)
 
 
 def prompt_text(situation: str, kind: str = "implicit") -> str:
-    """The user message for ``situation``; ``kind`` is ``implicit`` or ``explicit``."""
+    """The user message for ``situation`` (cleaned: opgrpo.text.clean); ``kind`` is ``implicit`` or ``explicit``.
+
+    Every prompt of SFT, GRPO, evaluation and the judges is built here, so a lone surrogate or a control
+    character in a situation never reaches a tokenizer."""
     try:
         template = TEMPLATES[kind]
     except KeyError:
         raise ValueError(f"unknown prompt kind {kind!r}; expected one of {sorted(TEMPLATES)}") from None
-    return template.format(situation=situation.strip())
+    return template.format(situation=clean_text(situation)[0].strip())
 
 
 def chat_prompt(situation: str, kind: str = "implicit", system: str | None = None) -> list[dict[str, str]]:

@@ -1,4 +1,5 @@
 """NLI scoring: sentence splitting, item arithmetic, and both scorer backends with tiny random models."""
+import json
 import logging
 
 import numpy as np
@@ -226,3 +227,66 @@ def test_causal_lm_backend_asks_yes_no_judge(tmp_path, tiny_lm):
     want_item = max(want[0], judge.prob_yes([CAUSAL_LM_TEMPLATE.format(
         premise="Lying to a friend damages trust.", hypothesis="A")])[0])
     assert out[0].score == pytest.approx(want_item, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- bad text (issue 16)
+
+
+class ConstScorer(EntailmentScorer):
+    """Fake scorer: P(entailment) 0.5 for every pair; fails like a Rust tokenizer on a lone surrogate."""
+
+    def __init__(self):
+        super().__init__(batch_size=4, progress=False)
+        self.calls = []
+
+    def _score_unique(self, pairs):
+        self.calls.append(list(pairs))
+        for p, h in pairs:
+            (p + h).encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+        return np.full(len(pairs), 0.5)
+
+
+def test_lone_surrogate_in_a_response_is_cleaned_before_the_classifier(tmp_path, minilm_path, caplog):
+    path = tiny_classifier(tmp_path, minilm_path, NLI3)
+    scorer = SequenceClassificationNLI(path, batch_size=4, device="cpu", progress=False)
+    refs = [["In the perspective of Honesty, Lying to a friend damages trust."]]
+    with caplog.at_level(logging.WARNING, logger="opgrpo.evaluation.nli"):
+        out = score_items(refs, ["Lying \ud800 hurts.\x00 Honesty matters."], scorer)
+    want = reference_probs(path, [("Lying to a friend damages trust.", "Lying \ufffd hurts."),
+                                  ("Lying to a friend damages trust.", "Honesty matters.")], 2)
+    assert out[0].score == pytest.approx(want.max(), abs=1e-5) and out[0].n_sentences == 2
+    assert out[0].response == "Lying \ufffd hurts.  Honesty matters."  # what was scored, and writable as UTF-8
+    assert "1 response(s)" in caplog.text
+    # the scorer itself cleans what it is handed, for callers other than score_items
+    got = scorer.entailment([("Lying to a friend damages trust.", "Lying \ud800 hurts.")])
+    assert got[0] == pytest.approx(want[0], abs=1e-5) and scorer.cleaned == 1
+
+
+def _run_eval(tmp_path, texts):
+    from fake_encoder import FakeEncoder
+
+    from opgrpo.evaluation.run import evaluate
+    from opgrpo.reward import RewardConfig
+
+    def item(iid, n):
+        return Item(iid, f"Situation {iid}", [Perspective(f"N{k}", f"reason {k} of {iid}.") for k in range(n)], "t")
+
+    splits = {"5": [item("a", 5), item("b", 5)], ">10": [item("c", 11)]}
+    out = evaluate(splits, tmp_path, responses=lambda items: [texts[it.id] for it in items], source="test",
+                   nli=NLIConfig(progress=False), nli_scorer=ConstScorer, encoder=FakeEncoder,
+                   reward=RewardConfig(), threshold=0.33)
+    rows = [json.loads(line) for line in (tmp_path / "nli_items.jsonl").read_text(encoding="utf-8").splitlines()]
+    return out, rows
+
+
+def test_evaluate_writes_each_items_split(tmp_path):
+    out, rows = _run_eval(tmp_path, {"a": "Reason one.", "b": "Reason two.", "c": "Reason three."})
+    assert [(r["id"], r["split"]) for r in rows] == [("a", "5"), ("b", "5"), ("c", ">10")]
+    assert out["5"]["count"] == 2 and out[">10"]["count"] == 1 and out["overall"]["mean"] == 0.5
+
+
+def test_eval_stage_survives_a_lone_surrogate_in_a_response(tmp_path):
+    out, rows = _run_eval(tmp_path, {"a": "Reason one.", "b": "Bad \ud800 text.", "c": "Reason three."})
+    assert rows[1]["response"] == "Bad \ufffd text." and rows[1]["score"] == 0.5
+    assert out["overall"]["count"] == 3 and out["overall"]["mean"] == 0.5
+    assert (tmp_path / "reward.json").exists()

@@ -245,3 +245,23 @@ def test_chat_endpoint_unreachable_raises_without_key(monkeypatch, caplog):
     assert SECRET not in str(info.value)
     assert ep.complete(["YES"]) == [None] and ep.errors == 1
     assert SECRET not in caplog.text
+
+
+# --- bad text (issue 16): every judge cleans its prompts before the model ---------------------------
+
+
+def test_local_judges_clean_lone_surrogates_and_controls(tiny_llama, caplog):
+    judge = YesNoLM(str(tiny_llama), device="cpu", dtype="float32", batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="opgrpo.judges"):
+        bad = judge.prob_yes(["Same \ud800 perspective?\x00 Answer Yes or No.", "Short."])
+    assert bad == pytest.approx(judge.prob_yes(["Same \ufffd perspective?  Answer Yes or No.", "Short."]), abs=1e-6)
+    assert judge.cleaned == 1 and "1 prompt(s)" in caplog.text
+    chat = LocalChatJudge(str(tiny_llama), device="cpu", dtype="float32", batch_size=2)
+    assert chat.complete(["Hi \ud800"], max_tokens=3) == chat.complete(["Hi \ufffd"], max_tokens=3)
+    assert chat.cleaned == 1
+
+
+def test_chat_endpoint_sends_clean_prompts(stub_server):
+    ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0, retry_backoff=0.0)
+    assert ep.prob_yes(["YES \ud800 please\x1b"]) == [1.0]
+    assert _Stub.calls == ["YES \ufffd please "] and ep.cleaned == 1

@@ -58,3 +58,17 @@ def test_chat_template_override_and_missing_template(tiny_lm, tmp_path):
     (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="model.chat_template"):
         load_tokenizer(str(bare))
+
+
+def test_generation_cleans_lone_surrogates_in_prompts(tiny_lm, caplog):
+    import logging
+
+    model, tok = load_policy(str(tiny_lm), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="opgrpo.models.generation"):
+        # raw messages (chat_prompt cleans too): generation must clean whatever messages it is given
+        bad = generate_responses(model, tok, [[{"role": "user", "content": "Lying \ud800 to a friend\x00"}]],
+                                 temperature=0, max_new_tokens=6, progress=False)
+    good = generate_responses(model, tok, [[{"role": "user", "content": "Lying \ufffd to a friend "}]], temperature=0,
+                              max_new_tokens=6, progress=False)
+    assert bad == good and len(bad[0]) == 1
+    assert "1 prompt(s)" in caplog.text

@@ -357,9 +357,9 @@ def test_bad_inputs_are_scored_counted_and_logged(caplog):
 
 def test_reference_forms_and_missing_phrase_count():
     assert reference_sentences("In the perspective of A, a.\nIn the perspective of B, b.") == (
-        ["In the perspective of A, a.", "In the perspective of B, b."], 0)
+        ["In the perspective of A, a.", "In the perspective of B, b."], 0, 0)
     assert reference_sentences([{"name": "Care", "text": "c"}, "plain line", 5]) == (
-        ["In the perspective of Care, c", "plain line"], 1)
+        ["In the perspective of Care, c", "plain line"], 1, 1)  # 5: neither text nor {name, text}
     scorer = OPRewardScorer(FakeEncoder(), NOMASK)
     scorer.score(["s"], ["x"], [["plain line", "In the perspective of A, a"]])
     assert scorer.stats()["bad/reference_without_phrase"] == 1
