@@ -92,7 +92,12 @@ class RunContext:
             else:
                 splits = split_by_count(self.all_test_items())
             if b.max_test_items >= 0:
+                total = sum(len(v) for v in splits.values())
                 splits = {k: v[: b.max_test_items] for k, v in splits.items()}
+                used = sum(len(v) for v in splits.values())
+                if used < total:  # a preset's cap must never cut a user's test file silently
+                    log.warning("using %d of %d test items: benchmark.max_test_items=%d per split", used, total,
+                                b.max_test_items)
             self._items["test"] = splits
         return self._items["test"]
 

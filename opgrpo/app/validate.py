@@ -101,8 +101,11 @@ def _get(cfg: DictConfig, key: str) -> str:
 
 
 def _needs(stages: list[str], cfg: DictConfig) -> dict[str, bool]:
-    return {"policy": any(s in ("sft", "grpo", "eval", "eval_base") for s in stages)
-            and not (cfg.stage == "eval" and _get(cfg, "eval.responses_file")),
+    # the policy model.name_or_path is loaded by the training stages, and by an evaluation that neither reads
+    # a responses file nor evaluates another policy (eval.model_path, checked on its own)
+    evaluates_it = any(s in ("eval", "eval_base") for s in stages) and not (
+        _get(cfg, "eval.model_path") or _get(cfg, "eval.responses_file"))
+    return {"policy": any(s in ("sft", "grpo") for s in stages) or evaluates_it,
             "train": any(s in ("estimator", "sft", "grpo") for s in stages),
             "test": any(s in ("eval", "eval_base") for s in stages),
             "pope": "pope" in stages}

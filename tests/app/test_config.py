@@ -239,3 +239,28 @@ def test_every_setting_is_documented(compose):
     assert len(rows) > 150
     undocumented = [r.split(" = ")[0] for r in rows if not re.search(r"\S\s{2,}\S", r)]
     assert undocumented == []
+
+
+def test_validation_checks_only_the_models_the_stage_loads(compose, tiny_lm, responses_file):
+    """Issue 20.5: evaluating another policy (eval.model_path) or a responses file must not require the default
+    policy (Qwen2.5-3B, not in an offline cache) to be present."""
+    offline_default = ["eval=cpu", "estimator=cpu", "model.name_or_path=Qwen/not-in-any-cache"]
+    validate(compose([*offline_default, "stage=eval", f"eval.model_path={tiny_lm}"]))
+    validate(compose([*offline_default, "stage=eval", f"eval.responses_file={responses_file}"]))
+    with pytest.raises(ConfigError, match="model.name_or_path"):  # it is what eval would load here
+        validate(compose([*offline_default, "stage=eval"]))
+    with pytest.raises(ConfigError, match="model.name_or_path"):  # training always starts from it
+        validate(compose([*offline_default, "stage=sft", f"eval.model_path={tiny_lm}"]))
+
+
+def test_a_capped_test_file_is_said(compose, caplog):
+    import logging
+
+    from opgrpo.app.context import RunContext
+    from opgrpo.app.rundir import RunDir
+
+    cfg = compose(["experiment=cpu_demo"])  # keeps one item per split of the 14 sample test items
+    with caplog.at_level(logging.WARNING, logger="opgrpo.app.context"):
+        splits = RunContext(cfg, RunDir(__import__("tempfile").mkdtemp())).test_splits()
+    assert sum(len(v) for v in splits.values()) == 7
+    assert "using 7 of 14 test items: benchmark.max_test_items=1 per split" in caplog.text
