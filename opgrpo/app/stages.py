@@ -153,20 +153,27 @@ def stage_eval_base(ctx: RunContext) -> None:
 def stage_pope(ctx: RunContext) -> None:
     """Off-policy evaluation (opgrpo.evaluation.pope) of ``pope.responses_file`` under ``pope.model_path`` (or the
     current policy); rows without a utility are scored with the OP reward total."""
+    from transformers import AutoModelForCausalLM
+
     from opgrpo.evaluation.pope import load_logged_responses, run_pope
-    from opgrpo.models.generation import load_policy
+    from opgrpo.models.generation import load_tokenizer
 
     cfg = ctx.section("pope")
     rows = load_logged_responses(cfg.responses_file)
     utility = None
     if any(cfg.utility_key not in r for r in rows):
-        from opgrpo.reward import score_completions
+        from opgrpo.reward import OPRewardScorer
 
-        results = score_completions([r.get("situation", "") for r in rows], [r["response"] for r in rows],
-                                    [r.get("references", []) for r in rows], ctx.encoder(), ctx.section("reward"))
+        reward = ctx.section("reward")
+        results = OPRewardScorer(ctx.encoder(), reward, batch_size=reward.encode_batch_size).score(
+            [r.get("situation", "") for r in rows], [r["response"] for r in rows],
+            [r.get("references", []) for r in rows])
         utility = [float(r["total"]) for r in results]
     path = cfg.model_path or ctx.current_policy()
-    model, tokenizer = load_policy(path, chat_template=ctx.cfg.model.chat_template, device=ctx.cfg.device)
+    tokenizer = load_tokenizer(path, chat_template=ctx.cfg.model.chat_template)
+    # the target policy's log-probs in the checkpoint's own dtype, as before the package move (load_policy's
+    # "auto" would turn them to bf16 on a GPU, which changes the importance weights)
+    model = AutoModelForCausalLM.from_pretrained(path).to(ctx.device())
     out = run_pope(rows, model, tokenizer, cfg, utility=utility)
     out.update(model=str(path), responses_file=cfg.responses_file)
     (ctx.run.stage_dir("pope") / "pope.json").write_text(json.dumps(out, indent=2))

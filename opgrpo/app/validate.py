@@ -111,9 +111,8 @@ def _needs(stages: list[str], cfg: DictConfig) -> dict[str, bool]:
             "pope": "pope" in stages}
 
 
-def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str]) -> None:
-    """Only the models and files that the chosen stages will load."""
-    needs = _needs(stages, cfg)
+def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str], needs: dict[str, bool]) -> None:
+    """Only the models and files that the chosen stages will load (``needs``: what ``_needs`` says they read)."""
     if needs["policy"] and _get(cfg, "model.name_or_path"):
         _check_model_ref(p, "model.name_or_path", _get(cfg, "model.name_or_path"))
     if cfg.eval.model_path:
@@ -143,9 +142,8 @@ def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str]) -> None:
         _check_model_ref(p, "pope.model_path", cfg.pope.model_path or _get(cfg, "model.name_or_path"))
 
 
-def _missing(cfg: DictConfig, stages: list[str]) -> list[str]:
+def _missing(cfg: DictConfig, needs: dict[str, bool]) -> list[str]:
     """Missing mandatory values (``???``) that the chosen stages need."""
-    needs = _needs(stages, cfg)
     owner = {"model.name_or_path": needs["policy"] or needs["pope"], "benchmark.train_file": needs["train"],
              "benchmark.test_file": needs["test"] and not cfg.benchmark.test_files}
     keys: set[str] = set()
@@ -163,7 +161,8 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every invalid key of `cfg` (resolving interpolations as it goes)."""
     p = Problems()
     stages = _stages(p, cfg)
-    for key in _missing(cfg, stages):
+    needs = _needs(stages, cfg)
+    for key in _missing(cfg, needs):
         p.add(key, "missing value (set it on the command line, e.g. key=value, or in an experiment preset)")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         p.add("device", f"expected auto, cpu, cuda or cuda:N (got {cfg.device!r})")
@@ -188,6 +187,6 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             p.add("deepspeed", f"{cfg.deepspeed.name!r} needs CUDA GPUs; use deepspeed=none on CPU")
-    _models_and_files(p, cfg, stages)
+    _models_and_files(p, cfg, stages, needs)
     if p:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(p)))
