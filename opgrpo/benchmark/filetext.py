@@ -10,7 +10,8 @@ item loader (opgrpo.benchmark.loading) and the responses loader (opgrpo.evaluati
   process-wide setting is restored afterwards), so a huge field reaches the caller, which decides whether
   it is usable. A quoted field left open at the end of the file, which swallows every later row into one
   record, is reported as a bad record instead of being read as text.
-- JSON: a file starting with ``[`` is one array of objects (unless more follows it); otherwise one object per line, where only
+- JSON: a ``.json`` file starting with ``[`` is one array of objects (unless more follows it); otherwise (and
+  always for ``.jsonl``/``.ndjson``) one object per line, where only
   ``\\n``, ``\\r\\n`` and ``\\r`` end a line (U+2028 and other Unicode line breaks may sit inside a
   string). Object keys are stripped and lower-cased.
 
@@ -124,10 +125,12 @@ def read_table(text: str, source: str, delimiter: str = ",") -> Table:
     return table
 
 
-def json_records(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """The objects of a JSON Lines text (or of a JSON array), numbered; a bad line is a RowError("json")."""
+def json_records(text: str, *, allow_array: bool = False) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """The objects of a JSON Lines text, numbered; a bad line is a RowError("json"). With ``allow_array`` (a
+    ``.json`` file) a text that is one JSON array gives its elements instead; in a ``.jsonl``/``.ndjson`` file
+    every line is a record, so a line holding an array is a bad row even when it is the only line."""
     numbered: Iterator[tuple[int, Any]] = _parsed_lines(text)
-    if text.lstrip().startswith("["):
+    if allow_array and text.lstrip().startswith("["):
         try:
             numbered = enumerate(json.loads(text), 1)
         except json.JSONDecodeError as e:

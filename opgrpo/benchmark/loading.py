@@ -331,7 +331,7 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
     if fmt in ("csv", "tsv"):
         rows: Iterable = _csv_rows(p, source, "\t" if fmt == "tsv" else ",")
     elif fmt == "jsonl":
-        rows = json_records(read_text(p, source))
+        rows = json_records(read_text(p, source), allow_array=p.suffix.lower() == ".json")
     else:
         import datasets
 

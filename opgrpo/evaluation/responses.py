@@ -81,7 +81,7 @@ def _read_records(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
             records.append((n, dict(zip(columns, values))))
         return records
     records = []
-    for n, record in json_records(text):
+    for n, record in json_records(text, allow_array=suffix == ".json"):
         if isinstance(record, RowError):
             raise ValueError(f"{path}: line {n}: {record.message}")  # noqa: TRY004 - a bad line, not a bad argument
         records.append((n, record))

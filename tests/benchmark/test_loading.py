@@ -337,3 +337,15 @@ def test_jsonl_reference_line_lists_are_checked_like_answers(tmp_path):
     assert [i.situation for i in items] == ["T"]
     assert errs(errors) == [(1, "perspectives[2]", False), (3, "perspectives[1]", False)]
     assert "over the limit of 100,000" in errors[0].message and "0xe9" in errors[1].message
+
+
+def test_a_jsonl_line_holding_an_array_is_a_bad_row_even_alone(tmp_path):
+    """Found by the property test: a one-line .jsonl file `[{...}]` was read as a JSON array file and loaded."""
+    p = tmp_path / "one.jsonl"
+    p.write_text(json.dumps([{"prompt": "S", "answer": "In the perspective of A, a."}]) + "\n")
+    items, errors = load_items(p)
+    assert items == [] and errs(errors) == [(1, "json", False)]
+    p = tmp_path / "one.json"  # the same text as a .json file is an array of records
+    p.write_text(json.dumps([{"prompt": "S", "answer": "In the perspective of A, a."}]))
+    items, errors = load_items(p)
+    assert [i.id for i in items] == ["one:1"] and errors == []
