@@ -1,9 +1,12 @@
 """Hydra callbacks of the `opgrpo` app (registered under ``hydra.callbacks`` in conf/opgrpo.yaml).
 
-``SweepOutcome``: at the end of a multirun, read every job's ``status.json`` in the sweep directory, print
-which jobs failed or never finished and where the sweep is, and remember it so that the entrypoint exits
-non-zero (``opgrpo -m`` must not report success when members failed). It reads files rather than
-in-process state, so it also sees jobs that a launcher (submitit) ran in other processes.
+``SweepOutcome``: at the end of a multirun, read every job's ``status.json`` in the sweep directory, build the
+sweep report (``stage=report``: table, coverage-vs-uniqueness Pareto plot, curves) in ``<sweep>/report/``
+when at least one job completed with evaluation numbers, print which jobs failed or never finished, where
+the sweep and its report are, and remember the outcome so that the entrypoint exits non-zero (``opgrpo -m``
+must not report success when members failed). It reads files rather than in-process state, so it also
+sees jobs that a launcher (submitit) ran in other processes. A report that cannot be built is a warning
+with the reason, never a failed sweep.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from opgrpo.utils.runfiles import COMPLETED, RunFileError, read_status
 
@@ -21,11 +25,12 @@ log = logging.getLogger("opgrpo")
 
 @dataclass
 class Outcome:
-    """What the last multirun of this process left: its directory and the jobs that did not complete."""
+    """What the last multirun of this process left: its directory, the jobs that did not complete, its report."""
 
     sweep_dir: str = ""
     jobs: int = 0
     failed: list[str] = field(default_factory=list)
+    report: str = ""  # the report's index.html ("" when none was built)
 
 
 LAST_MULTIRUN = Outcome()
@@ -47,15 +52,50 @@ def sweep_outcome(sweep_dir: str | Path) -> Outcome:
     return Outcome(str(sweep_dir), len(jobs), failed)
 
 
+def sweep_report(sweep_dir: str | Path, reference_weights: dict[str, float] | None = None) -> str:
+    """Build the report of ``sweep_dir`` in ``<sweep_dir>/report``; its index.html, or "" when there is nothing
+    to report (no job completed with evaluation numbers: said at INFO) or it failed (said as a WARNING)."""
+    try:
+        from opgrpo.sweep.records import SKIPPED, collect_runs
+        from opgrpo.sweep.report import build_report, report_dir
+
+        out_dir = report_dir("", sweep_dir)
+        records = collect_runs(sweep_dir, exclude=[out_dir])
+        if not any(r.status == COMPLETED for r in records):
+            skipped = [r for r in records if r.status == SKIPPED]
+            why = (f"none of the {len(skipped)} completed job(s) has evaluation numbers (eval/... in summary.json; "
+                   f"job {skipped[0].name}: {skipped[0].error.split(': ', 1)[-1]})") if skipped else "no job completed"
+            log.info("no sweep report: %s", why)
+            return ""
+        return build_report(sweep_dir, out_dir, reference_weights=reference_weights)["html"]
+    except Exception as exc:  # noqa: BLE001 - the sweep's results stand without the report
+        log.warning("the sweep report could not be built (%s: %s); build it later with "
+                    "`opgrpo stage=report report.sweep_dir=%s`", type(exc).__name__, exc, sweep_dir)
+        return ""
+
+
+def _reference_weights(config: Any) -> dict[str, float] | None:
+    node = OmegaConf.select(config, "report.reference_weights", default=None)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
 class SweepOutcome(Callback):
-    """Report failed jobs at the end of a multirun and make the entrypoint exit non-zero if there are any."""
+    """Build the sweep's report, report failed jobs at the end of a multirun and make the entrypoint exit
+    non-zero if there are any."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         outcome = sweep_outcome(config.hydra.sweep.dir)
-        LAST_MULTIRUN.sweep_dir, LAST_MULTIRUN.jobs, LAST_MULTIRUN.failed = (
-            outcome.sweep_dir, outcome.jobs, outcome.failed)
+        try:
+            weights = _reference_weights(config)
+        except Exception:  # noqa: BLE001 - an unresolvable node: the paper weights
+            weights = None
+        outcome.report = sweep_report(outcome.sweep_dir, weights)
+        LAST_MULTIRUN.sweep_dir, LAST_MULTIRUN.jobs, LAST_MULTIRUN.failed, LAST_MULTIRUN.report = (
+            outcome.sweep_dir, outcome.jobs, outcome.failed, outcome.report)
         if outcome.failed:
             log.error("%d of %d job(s) of the sweep did not complete:\n  %s", len(outcome.failed), outcome.jobs,
                       "\n  ".join(outcome.failed))
         log.info("sweep directory: %s (%d job(s), %d completed)", outcome.sweep_dir, outcome.jobs,
                  outcome.jobs - len(outcome.failed))
+        if outcome.report:
+            log.info("sweep report: %s", outcome.report)

@@ -25,10 +25,13 @@ def run(cfg: DictConfig) -> float | None:
     """Validate `cfg`, run its stage(s) in the Hydra output directory, return the objective metric."""
     from opgrpo.app.rundir import RunDir
     from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.training.distributed import export_submitit_env, setup_process_group
 
+    export_submitit_env()  # a SLURM/submitit job with several tasks: one process group, every task a rank
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     try:
         _check_launcher()
+        _check_shared_run_dir()
         validate(cfg)
     except ConfigError as exc:
         run_dir.fail(exc)
@@ -36,6 +39,7 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN":
             return None  # one bad run of a sweep must not stop the others; status.json says why
         raise SystemExit(2) from None
+    setup_process_group(deepspeed=cfg.deepspeed.enabled, timeout_min=cfg.dist_timeout_min)
     run_dir.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
     from opgrpo.app.stages import run_stages
@@ -65,6 +69,25 @@ def _check_launcher() -> None:
 
         raise ConfigError(f"invalid configuration:\n  launcher: {target.rsplit('.', 1)[-1]} only submits multiruns; "
                           "without -m this run would start here, on this machine. Add -m (opgrpo -m ... launcher=slurm)")
+
+
+def _check_shared_run_dir() -> None:
+    """Every rank of a multi-process run must write into one run directory: a timestamped default could differ
+    between ranks started a second apart, so a single run (not a multirun, whose directory the launcher fixes)
+    needs ``OPGRPO_RUN_DIR`` or ``hydra.run.dir``."""
+    from opgrpo.training.distributed import dist_info
+
+    hc = HydraConfig.get()
+    info = dist_info()
+    if info.world_size <= 1 or hc.mode.name == "MULTIRUN" or os.environ.get("OPGRPO_RUN_DIR"):
+        return
+    if any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
+        return
+    from opgrpo.app.validate import ConfigError
+
+    raise ConfigError(f"invalid configuration:\n  hydra.run.dir: a run with {info.world_size} processes needs one run "
+                      "directory shared by every rank; set OPGRPO_RUN_DIR=<dir> (or hydra.run.dir=<dir>) in the "
+                      "launch command")
 
 
 def main() -> None:

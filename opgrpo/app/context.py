@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.app.rundir import RunDir
+from opgrpo.app.tracking import JobTracker
 from opgrpo.app.schema import to_object
 
 log = logging.getLogger("opgrpo.app.context")
@@ -34,6 +35,8 @@ class RunContext:
     """The estimator stage's fine-tuned model (when it ran in this run)."""
     policy_path: str = ""
     """The latest trained policy of this run (SFT, then GRPO), "" before any training stage."""
+    tracker: JobTracker = field(default_factory=JobTracker)
+    """This job's experiment tracker (its W&B run; does nothing when W&B is off or on ranks other than 0)."""
     _items: dict = field(default_factory=dict, repr=False)
     _models: dict = field(default_factory=dict, repr=False)
 
@@ -108,8 +111,35 @@ class RunContext:
         return resolve_device(self.cfg.device)
 
     def encoder_path(self) -> str:
-        """The reward's estimator: ``reward.estimator_path``, else this run's fine-tuned one, else the base."""
-        return self.cfg.reward.estimator_path or self.estimator_path or self.cfg.estimator.base_model
+        """The reward's estimator: ``reward.estimator_path``, else this run's fine-tuned one, else the estimator of
+        the run the evaluated responses or policy come from (``eval.responses_file``, ``eval.model_path``,
+        ``model.name_or_path`` inside a run directory), else ``estimator.base_model`` (untuned: a WARNING says so)."""
+        if "encoder_choice" not in self._models or self.estimator_path:
+            self._models["encoder_choice"] = self._choose_encoder()
+        return self._models["encoder_choice"]
+
+    def _choose_encoder(self) -> str:
+        from opgrpo.estimator.identity import run_estimator
+
+        cfg = self.cfg
+        if cfg.reward.estimator_path or self.estimator_path:
+            return cfg.reward.estimator_path or self.estimator_path
+        for key in ("eval.responses_file", "eval.model_path", "model.name_or_path"):
+            source = OmegaConf.select(cfg, key, default="")
+            found = run_estimator(source) if source else None
+            if found:
+                log.info("reward estimator: %s, the one of the run %s comes from (%s)", found, key, source)
+                return found
+        log.warning("the reward is scored with the untuned base estimator %s (no reward.estimator_path, no "
+                    "estimator stage in this run): coverage and uniqueness rates are not comparable with runs "
+                    "scored by a fine-tuned estimator", cfg.estimator.base_model)
+        return cfg.estimator.base_model
+
+    def estimator_identity(self) -> dict:
+        """Path, content fingerprint and tuned/untuned of the reward's estimator (opgrpo.estimator.identity)."""
+        from opgrpo.estimator.identity import estimator_identity
+
+        return estimator_identity(self.encoder_path(), self.cfg.estimator.base_model)
 
     def encoder(self):
         """The reward's sentence encoder (loaded once per path)."""

@@ -123,10 +123,16 @@ class GenerationConfig:
     """auto (vLLM when installed and on a GPU), transformers or vllm."""
     seed: int = 42
     """Sampling seed."""
+    vllm_tensor_parallel_size: int = 1
+    """vLLM backend: GPUs the evaluation engine shards the model over (``LLM(tensor_parallel_size=...)``)."""
+    vllm_gpu_memory_utilization: float = 0.9
+    """vLLM backend: GPU memory share the engine may take (``LLM(gpu_memory_utilization=...)``)."""
 
     def problems(self) -> list[str]:
         p = Problems()
         p.choice("prompt", self.prompt, PROMPT_KINDS)
+        p.positive("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
+        p.unit("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization)
         p.choice("backend", self.backend, GENERATION_BACKENDS)
         p.non_negative("temperature", self.temperature)
         p.unit("top_p", self.top_p)
@@ -170,11 +176,34 @@ class RewardSection(RewardConfig):
     """Sentence-transformers model of the reward; "" = this run's estimator stage output, else estimator.base_model."""
     encode_batch_size: int = 256
     """Sentences per encoder batch."""
+    tau_cov_delta: float = 0.0
+    """Offset of tau_cov from ``estimator.calibration.tau_cov`` (the presets set ``tau_cov`` to their sum): threshold
+    sweeps move this, so their range is centred on whichever estimator is active."""
+    tau_uniq_delta: float = 0.0
+    """Offset of tau_uniq from ``estimator.calibration.tau_uniq`` (as ``tau_cov_delta``)."""
+    extra_funcs: List[str] = field(default_factory=list)
+    """More TRL reward functions trained alongside the OP reward, by import path (``package.module:function``), as
+    TRL's ``reward_funcs``: each a callable ``(prompts, completions, **columns) -> list[float]``, logged as
+    ``rewards/<its name>``; e.g. a format or length reward of your own."""
+    extra_weights: List[float] = field(default_factory=list)
+    """One weight per ``extra_funcs`` entry (empty = 1.0 each), as TRL's ``reward_weights``."""
 
     def problems(self) -> list[str]:
         p = Problems()
         p.extend(super().problems())
         p.positive("encode_batch_size", self.encode_batch_size)
+        from opgrpo.utils.imports import import_object
+
+        for i, path in enumerate(self.extra_funcs):
+            try:
+                if not callable(import_object(path)):
+                    p.add(f"extra_funcs[{i}]", f"{path!r} is not callable")
+            except ValueError as exc:
+                p.add(f"extra_funcs[{i}]", str(exc))
+        if self.extra_weights and len(self.extra_weights) != len(self.extra_funcs):
+            p.add("extra_weights", f"{len(self.extra_weights)} weight(s) for {len(self.extra_funcs)} extra_funcs")
+        if any(w < 0 for w in self.extra_weights):
+            p.add("extra_weights", f"weights must be >= 0, got {list(self.extra_weights)}")
         return list(p)
 
 
@@ -209,9 +238,10 @@ class WandbConfig:
     entity: str = ""
     """W&B entity (team or user; "" = your default)."""
     group: str = ""
-    """Run group ("" = none)."""
+    """Run group ("" = the sweep directory in a multirun, else none)."""
     name: str = ""
-    """Run name ("" = the run directory's name)."""
+    """Run name ("" = the job's overrides, the swept ones in a multirun, e.g. ``reward.weights.coverage=0.1``;
+    ``default`` without overrides)."""
     tags: List[str] = field(default_factory=list)
     """Tags, added to the top-level ``tags``."""
     mode: str = "offline"
@@ -220,32 +250,79 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
-    """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb."""
+    """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb (one run per job, see
+    opgrpo.app.tracking); other trackers through the trainers' ``report_to``."""
 
     backend: str = "csv"
-    """csv (run directory only) or wandb (also Weights & Biases)."""
+    """csv (run directory only) or wandb (also Weights & Biases: one run per job, started by the project)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """W&B settings."""
+    report_to: List[str] = field(default_factory=list)
+    """Other trackers the SFT and GRPO trainers also log to (transformers' integrations: tensorboard, trackio,
+    mlflow, comet_ml, ...; each must be installed). W&B is ``backend=wandb``, not an entry here."""
 
     def problems(self) -> list[str]:
+        import importlib.util
+
+        from opgrpo.app.tracking import report_to_problems
+
         p = Problems()
         p.choice("backend", self.backend, LOGGER_BACKENDS)
         p.choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        if self.backend == "wandb" and importlib.util.find_spec("wandb") is None:
+            p.add("backend", "wandb needs the wandb package, which is not installed (pip install wandb)")
+        p.extend(report_to_problems(list(self.report_to)))
         return list(p)
 
 
 @dataclass
 class ReportConfig:
-    """Sweep reports and side-by-side comparisons of runs."""
+    """Sweep reports and side-by-side comparisons of runs (stage=report, stage=compare, the multirun's report)."""
 
     sweep_dir: str = ""
-    """stage=report: a multirun directory."""
+    """stage=report/compare: every run directory under this folder (a multirun or an Optuna study)."""
     run_dirs: List[str] = field(default_factory=list)
-    """stage=compare: run directories side by side."""
+    """stage=report/compare: exactly these run directories (they replace report.sweep_dir's scan)."""
     labels: List[str] = field(default_factory=list)
-    """stage=compare: one label per run directory ("" = derived from the paths)."""
+    """One label per report.run_dirs entry ([] = names from the paths)."""
+    allow_mixed_estimators: bool = False
+    """Put runs whose reward numbers come from different estimators side by side (refused by default: their rates
+    are not comparable); they are then marked in the estimator column and a warning."""
+    out_dir: str = ""
+    """Where stage=report/compare write ("" = <report.sweep_dir>/report or /compare, else this run's report/ or
+    compare/); the path is printed."""
+    reference_weights: Dict[str, float] = field(default_factory=lambda: dict(vars(RewardConfig().weights)))
+    """Component weights of reward/total_at_reference, the total every run is compared at (coverage, uniqueness,
+    format, tag; default: the paper weights)."""
     wandb_project: str = ""
     """stage=report: also pull this W&B project's runs (when online)."""
+
+    def problems(self, stages: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Invalid reference weights; for ``stages`` report/compare: no runs named, missing directories, labels."""
+        from pathlib import Path
+
+        from opgrpo.reward.config import COMPONENTS
+
+        p = Problems()
+        for name, value in self.reference_weights.items():
+            if name not in COMPONENTS:
+                p.add(f"reference_weights.{name}", f"unknown component; expected {', '.join(COMPONENTS)}")
+            else:
+                p.non_negative(f"reference_weights.{name}", value)
+        if not any(v for v in self.reference_weights.values()):
+            p.add("reference_weights", "all weights are zero: every total at reference would be 0")
+        if not {"report", "compare"} & set(stages):
+            return list(p)
+        if not self.sweep_dir and not self.run_dirs:
+            p.add("run_dirs", "stage=report/compare needs report.run_dirs=[dir,...] or report.sweep_dir=DIR")
+        if self.sweep_dir and not self.run_dirs and not Path(self.sweep_dir).expanduser().is_dir():
+            p.add("sweep_dir", f"no such directory {self.sweep_dir!r}")
+        missing = [d for d in self.run_dirs if not Path(d).expanduser().exists()]
+        if missing:
+            p.add("run_dirs", f"no such directory: {', '.join(map(repr, missing))}")
+        if self.labels and len(self.labels) != len(self.run_dirs):
+            p.add("labels", f"{len(self.labels)} labels for {len(self.run_dirs)} report.run_dirs")
+        return list(p)
 
 
 @dataclass
@@ -262,6 +339,9 @@ class OPGRPOConfig:
     """auto, cpu, cuda or cuda:N."""
     resume: bool = False
     """Continue the run directory's last checkpoints."""
+    dist_timeout_min: int = 360
+    """Multi-process runs: how long (minutes) the other ranks wait at a barrier while rank 0 runs a single-process
+    stage (estimator, eval, report, ...) before the process group gives up."""
     objective: str = "eval/overall/accuracy"
     """The summary key the entrypoint returns to a sweeper."""
     tags: List[str] = field(default_factory=list)
@@ -298,10 +378,34 @@ def _offline(name: str) -> str:
                      "sample_pair_labels)")
 
 
+def _rank_suffix() -> str:
+    """"" on rank 0, ".rank<N>" on the others: each rank of a multi-process run logs to its own Hydra log file."""
+    from opgrpo.training.distributed import launcher_rank
+
+    rank = launcher_rank()
+    return f".rank{rank}" if rank else ""
+
+
+def _hydra_subdir(name: str) -> str | None:
+    """Hydra's ``output_subdir`` (its copy of the config) on rank 0 only: the other ranks would write the same files."""
+    from opgrpo.training.distributed import launcher_rank
+
+    return None if launcher_rank() else name
+
+
+def _add(*values: float) -> float:
+    """``${opgrpo_add:a,b}``: a + b, rounded to 6 decimals (a calibrated threshold plus a sweep's offset)."""
+    return round(sum(float(v) for v in values), 6)
+
+
 def register() -> None:
     """Register the schema and the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("offline"):
         OmegaConf.register_new_resolver("offline", _offline, use_cache=True)
+    if not OmegaConf.has_resolver("opgrpo_rank_suffix"):
+        OmegaConf.register_new_resolver("opgrpo_rank_suffix", _rank_suffix)
+        OmegaConf.register_new_resolver("opgrpo_hydra_subdir", _hydra_subdir)
+        OmegaConf.register_new_resolver("opgrpo_add", _add)
     ConfigStore.instance().store(name="opgrpo_schema", node=OPGRPOConfig)
 
 

@@ -17,23 +17,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.app.context import RunContext
 from opgrpo.app.rundir import RunDir
-from opgrpo.app.tracking import report_to, setup_wandb
+from opgrpo.app.tracking import report_to, reward_used, tracked_job
 
 log = logging.getLogger("opgrpo.app.stages")
 
 
 # ---- training stages --------------------------------------------------------------------------------
-def _trainer_kwargs(ctx: RunContext) -> dict:
-    """What SFT and GRPO take alike: LoRA, trackers, resume, DeepSpeed config file, chat template."""
+def _trainer_kwargs(ctx: RunContext, stage: str) -> dict:
+    """What SFT and GRPO take alike: LoRA, trackers (the job's W&B run under ``stage/``), resume, DeepSpeed config,
+    chat template."""
     from opgrpo.training.common import lora_config
 
-    deepspeed = ""
-    if ctx.cfg.deepspeed.enabled:
-        path = ctx.run.path / "deepspeed.json"
-        path.write_text(json.dumps(OmegaConf.to_container(ctx.cfg.deepspeed.config, resolve=True), indent=2))
-        deepspeed = str(path)
+    deepspeed: dict | str = ""
+    if ctx.cfg.deepspeed.enabled:  # every rank hands the dict to its trainer; rank 0 keeps a copy for the record
+        deepspeed = OmegaConf.to_container(ctx.cfg.deepspeed.config, resolve=True)
+        if ctx.run.main:
+            (ctx.run.path / "deepspeed.json").write_text(json.dumps(deepspeed, indent=2))
     return dict(peft=lora_config(ctx.section("model.lora")), report_to=report_to(ctx.cfg), resume=ctx.cfg.resume,
-                deepspeed=deepspeed, chat_template=ctx.cfg.model.chat_template)
+                deepspeed=deepspeed, chat_template=ctx.cfg.model.chat_template,
+                callbacks=ctx.tracker.trainer_callbacks(stage))
 
 
 def stage_sft(ctx: RunContext) -> None:
@@ -42,7 +44,7 @@ def stage_sft(ctx: RunContext) -> None:
 
     train, _ = ctx.train_val()
     out_dir = ctx.run.stage_dir("sft")
-    metrics = run_sft(ctx.current_policy(), train, ctx.section("trainer.sft"), out_dir, **_trainer_kwargs(ctx))
+    metrics = run_sft(ctx.current_policy(), train, ctx.section("trainer.sft"), out_dir, **_trainer_kwargs(ctx, "sft"))
     ctx.policy_path = str(out_dir / "final")
     ctx.run.log("sft", metrics)
 
@@ -61,10 +63,12 @@ def stage_grpo(ctx: RunContext) -> None:
     settings = grpo_settings(ctx)
     # 5. train and 6. save (checkpoints, metrics.jsonl, completions.jsonl, final/ in grpo/)
     out_dir = ctx.run.stage_dir("grpo")
+    ctx.tracker.set_config({"reward_used": reward_used(ctx.cfg.reward, rewards.funcs, rewards.weights,
+                                                       rewards.trl_aggregation)})
     metrics = run_grpo(policy, train, rewards.funcs, rewards.weights, settings, out_dir,
-                       reward_aggregation=rewards.trl_aggregation, **_trainer_kwargs(ctx))
+                       reward_aggregation=rewards.trl_aggregation, **_trainer_kwargs(ctx, "grpo"))
     ctx.policy_path = str(out_dir / "final")
-    ctx.run.log("grpo", metrics)
+    ctx.run.log("grpo", {**metrics, "reward_estimator": ctx.estimator_identity()})
 
 
 def grpo_rewards(ctx: RunContext):
@@ -79,6 +83,11 @@ def grpo_rewards(ctx: RunContext):
 
         tokenizer = load_tokenizer(ctx.current_policy(), chat_template=ctx.cfg.model.chat_template)
     setup = grpo_reward_setup(ctx.encoder(), cfg, batch_size=cfg.encode_batch_size, tokenizer=tokenizer)
+    if cfg.extra_funcs:
+        from opgrpo.utils.imports import import_object
+
+        setup.funcs.extend(import_object(path) for path in cfg.extra_funcs)
+        setup.weights.extend(float(w) for w in cfg.extra_weights or [1.0] * len(cfg.extra_funcs))
     if ctx.cfg.spl.enabled and ctx.cfg.spl.mode == "reward":
         from opgrpo.training.spl import SPLShapingReward
 
@@ -141,7 +150,8 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
         source = policy
     metrics = evaluate(ctx.test_splits(), ctx.run.stage_dir(name), responses=responses, source=source,
                        nli=ctx.section("eval.nli"), nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
-                       reward=ctx.section("reward"), threshold=e.threshold, judge=ctx.section("eval.judge"))
+                       reward=ctx.section("reward"), threshold=e.threshold, judge=ctx.section("eval.judge"),
+                       estimator=ctx.estimator_identity())
     ctx.run.log(name, metrics)
 
 
@@ -184,20 +194,34 @@ def stage_pope(ctx: RunContext) -> None:
 
 # ---- runs side by side -------------------------------------------------------------------------------
 def stage_report(ctx: RunContext) -> None:
-    """Sweep report: runs table, coverage-vs-uniqueness Pareto plot, reward curves (opgrpo.sweep.report)."""
-    from opgrpo.sweep.report import build_report
+    """Sweep report of exactly ``report.run_dirs`` (else every run under ``report.sweep_dir``): runs table,
+    coverage-vs-uniqueness Pareto plot, reward curves (opgrpo.sweep.report), in ``report.out_dir``, else
+    ``<sweep_dir>/report``, else this run's ``report/``; prints where."""
+    from opgrpo.sweep.report import build_report, report_dir
 
-    out = build_report(Path(ctx.cfg.report.sweep_dir), ctx.run.stage_dir("report"),
-                       wandb_project=ctx.cfg.report.wandb_project)
+    r = ctx.cfg.report
+    out_dir = report_dir(r.out_dir, r.sweep_dir, ctx.run.path / "report")
+    out = build_report(r.sweep_dir or None, out_dir, run_dirs=list(r.run_dirs), labels=list(r.labels),
+                       reference_weights=dict(r.reference_weights), wandb_project=r.wandb_project,
+                       exclude=[ctx.run.path], allow_mixed_estimators=r.allow_mixed_estimators)
+    print(f"report ({out['completed']} of {out['runs']} runs compared): {out['html']}")
     ctx.run.log("report", out)
 
 
 def stage_compare(ctx: RunContext) -> None:
-    """NLI metrics of ``report.run_dirs`` side by side, with a bar plot (opgrpo.sweep.compare)."""
-    from opgrpo.sweep.compare import compare_runs
+    """Exactly ``report.run_dirs`` (else every run under ``report.sweep_dir``) side by side: rates, components,
+    totals, NLI per split (opgrpo.sweep.compare), in ``report.out_dir``, else ``<sweep_dir>/compare``, else
+    this run's ``compare/``; prints where."""
+    from opgrpo.sweep.compare import compare_run_dirs
+    from opgrpo.sweep.records import find_run_dirs
 
-    labels = list(ctx.cfg.report.labels) or None
-    out = compare_runs([Path(d) for d in ctx.cfg.report.run_dirs], ctx.run.stage_dir("compare"), labels=labels)
+    r = ctx.cfg.report
+    out_dir = Path(r.out_dir) if r.out_dir else (Path(r.sweep_dir) if r.sweep_dir else ctx.run.path) / "compare"
+    run_dirs = list(r.run_dirs) or (find_run_dirs(r.sweep_dir, exclude=[ctx.run.path, out_dir])
+                                    if r.sweep_dir else [])
+    out = compare_run_dirs(run_dirs, out_dir, labels=list(r.labels), reference_weights=dict(r.reference_weights),
+                           allow_mixed_estimators=r.allow_mixed_estimators)
+    print(f"comparison ({out['compared']} of {out['runs']} runs compared): {out['markdown']}")
     ctx.run.log("compare", out)
 
 
@@ -206,6 +230,12 @@ def stage_describe(ctx: RunContext) -> None:
     from opgrpo.app.describe import describe
 
     print(describe(ctx.cfg, ctx.cfg.describe))
+
+
+ALL_RANKS = ("sft", "grpo")
+"""Stages every rank of a multi-process run takes part in (the trainers shard the batch); every other stage runs on
+rank 0 while the other ranks wait (estimator, eval, report, compare, pope: single-process work whose files one
+process writes), then the other ranks take over what it produced (the estimator's path)."""
 
 
 STAGES: dict[str, Callable[[RunContext], None]] = {
@@ -224,6 +254,31 @@ PIPELINE_STAGES = ("estimator", "eval_base", "sft", "grpo", "eval")
 """The stages a ``pipeline`` list may hold."""
 
 
+def run_on_ranks(name: str, ctx: RunContext) -> None:
+    """Run stage ``name``: on every rank (``ALL_RANKS``), else on rank 0 with the others waiting for its outcome;
+    a failure on rank 0 fails every rank with the reason instead of leaving them at a barrier."""
+    from opgrpo.training.distributed import broadcast, dist_info
+
+    info = dist_info()
+    if name in ALL_RANKS or info.world_size == 1:
+        STAGES[name](ctx)
+        return
+    outcome = None
+    if info.is_main:
+        try:
+            STAGES[name](ctx)
+            outcome = {"ok": True, "estimator_path": ctx.estimator_path, "policy_path": ctx.policy_path}
+        except BaseException as exc:
+            broadcast({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            raise
+    else:
+        log.info("rank %d waits while rank 0 runs stage %s", info.rank, name)
+    outcome = broadcast(outcome)
+    if not outcome["ok"]:
+        raise RuntimeError(f"stage {name} failed on rank 0: {outcome['error']}")
+    ctx.estimator_path, ctx.policy_path = outcome["estimator_path"], outcome["policy_path"]
+
+
 def run_stages(cfg: DictConfig, run: RunDir) -> RunContext:
     """Seed, then run ``cfg.stage`` (or the pipeline's stages in order); a pipeline ends with its table."""
     import numpy as np
@@ -235,12 +290,14 @@ def run_stages(cfg: DictConfig, run: RunDir) -> RunContext:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     ctx = RunContext(cfg, run)
-    setup_wandb(cfg, run)
     stages = list(cfg.pipeline) if cfg.stage == "pipeline" else [cfg.stage]
-    for name in stages:
-        log.info("=== stage %s ===", name)
-        STAGES[name](ctx)
-    if cfg.stage == "pipeline":
+    with tracked_job(cfg, run) as tracker:  # one W&B run per job; finished (exit 1 on error) when the block ends
+        ctx.tracker = tracker
+        for name in stages:
+            log.info("=== stage %s ===", name)
+            run_on_ranks(name, ctx)
+            tracker.log_summary(run.summary)  # each stage's final numbers (eval/NLI, ...) into the W&B summary
+    if cfg.stage == "pipeline" and run.main:
         print(before_after_table(run.summary, threshold=cfg.eval.threshold, nli_backend=cfg.eval.nli.backend)
               + f"\nrun directory: {run.path}")
     return ctx

@@ -157,6 +157,28 @@ def _missing(cfg: DictConfig, needs: dict[str, bool]) -> list[str]:
     return sorted(k for k in keys if owner.get(k, True))
 
 
+def _check_deepspeed(p: Problems, cfg: DictConfig) -> None:
+    """DeepSpeed runs on GPUs and on CPU (its CPU accelerator, gloo); refuse only what cannot work here."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        p.add("deepspeed", f"{cfg.deepspeed.name!r} needs the deepspeed package (pip install 'deepspeed>=0.16')")
+        return
+    ds = OmegaConf.to_container(cfg.deepspeed.config, resolve=True) or {}
+    zero = ds.get("zero_optimization") or {}
+    if zero.get("stage") not in (0, 1, 2, 3):
+        p.add("deepspeed.config.zero_optimization.stage", f"must be 0, 1, 2 or 3 (got {zero.get('stage')!r})")
+    offload = [k for k in ("offload_optimizer", "offload_param")
+               if str((zero.get(k) or {}).get("device", "none")) not in ("none", "None")]
+    if "offload_param" in offload and zero.get("stage") != 3:
+        p.add("deepspeed.config.zero_optimization.offload_param", "parameter offload needs ZeRO stage 3")
+    import torch
+
+    if offload and not torch.cuda.is_available():
+        p.add("deepspeed", f"{cfg.deepspeed.name!r} offloads {' and '.join(offload)} from the GPU to the CPU; "
+                           "without CUDA there is nothing to offload: use deepspeed=zero2 or zero3 on CPU")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every invalid key of `cfg` (resolving interpolations as it goes)."""
     p = Problems()
@@ -182,11 +204,9 @@ def validate(cfg: DictConfig) -> None:
         _section(p, cfg, "spl")
     if "pope" in stages:
         _section(p, cfg, "pope")
+    _section(p, cfg, "report", stages)  # reference weights always (the multirun's report uses them); runs for report/compare
     if cfg.deepspeed.enabled:
-        import torch
-
-        if not torch.cuda.is_available():
-            p.add("deepspeed", f"{cfg.deepspeed.name!r} needs CUDA GPUs; use deepspeed=none on CPU")
+        _check_deepspeed(p, cfg)
     _models_and_files(p, cfg, stages, needs)
     if p:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(p)))

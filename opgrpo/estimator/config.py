@@ -149,6 +149,18 @@ class SearchConfig:
 
 
 @dataclass
+class Calibration:
+    """The reward's similarity thresholds that suit this estimator (its cosine scale): the reward presets read
+    them (``reward.tau_cov = estimator.calibration.tau_cov + reward.tau_cov_delta``), so picking another reward
+    preset keeps them, and threshold sweeps move around them."""
+
+    tau_cov: float = 0.7
+    """Coverage threshold tau_cov for this estimator (the paper's 0.7 for mpnet)."""
+    tau_uniq: float = 0.78
+    """Uniqueness threshold tau_uniq for this estimator (the paper's 0.78 for mpnet)."""
+
+
+@dataclass
 class EstimatorConfig:
     """The whole estimator stage."""
 
@@ -162,10 +174,16 @@ class EstimatorConfig:
     """Run the Optuna search first and train with its best parameters."""
     min_triplets: int = 2
     """With fewer mined triplets the base model is saved unchanged (logged; metrics say trained=false)."""
+    calibration: Calibration = field(default_factory=Calibration)
+    """Reward thresholds calibrated for this estimator (see Calibration)."""
 
     def problems(self) -> list[str]:
         """Every invalid setting, as ``key: message`` with keys relative to the estimator section."""
         p = Problems()
+        for key in ("tau_cov", "tau_uniq"):
+            value = getattr(self.calibration, key)
+            if not 0.0 <= value <= 1.0:
+                p.add(f"calibration.{key}", f"must be in [0, 1], got {value}")
         p.extend_from("mining.", self.mining.problems())
         p.extend_from("judge.", self.judge.problems())
         p.extend_from("train.", self.train.problems())

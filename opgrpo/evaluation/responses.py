@@ -7,8 +7,10 @@ names are matched ignoring case and surrounding spaces; a field of any size is r
 opgrpo.benchmark.filetext). The text column is ``response`` (or ``completion``, ``output``,
 ``generation``).
 
-Alignment: with an ``id`` column, rows are matched to the items by id; every item needs exactly one row
-and no other id may appear. Without one, rows are taken in order and their count must equal the number
+Alignment: with an ``id`` column, rows are matched to the items by id; an item needs at most one row and no
+other id may appear. Items the file does not name are left out (``Responses.missing``, ``None`` in their place)
+and reported, so a file for some of the test items scores those (an empty file has no response column: an
+error). Without one, rows are taken in order and their count must equal the number
 of items; a file where another column holds exactly the item ids (a misspelt id header, say) is an
 error, never matched by order.
 
@@ -49,12 +51,15 @@ class Responses(list):
     """The responses in item order (a ``list`` of ``str``), with what was flagged on the way.
 
     ``problems``: one DataError (``kept=True``) per flagged row, naming file, row and field;
-    ``counts``: {flag: number of rows} for every flag in FLAGS; ``matched_by``: "id" or "order".
+    ``counts``: {flag: number of rows} for every flag in FLAGS; ``matched_by``: "id" or "order";
+    ``missing``: ids of the items the file has no row for (their entries are ``None``).
     """
 
-    def __init__(self, texts: Sequence[str], problems: list[DataError], counts: dict[str, int], matched_by: str):
+    def __init__(self, texts: Sequence[str | None], problems: list[DataError], counts: dict[str, int],
+                 matched_by: str, missing: Sequence[str] = ()):
         super().__init__(texts)
         self.problems, self.counts, self.matched_by = problems, counts, matched_by
+        self.missing = list(missing)
 
 
 def _read_records(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
@@ -166,8 +171,9 @@ def load_responses(path: str | Path, items: Sequence[Any]) -> Responses:
             raise ValueError(f"{path}: {len(unknown)} unknown id(s) not among the {len(ids)} items, e.g. {unknown[:5]}")
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise ValueError(f"{path}: {len(by_id)} responses for {len(ids)} items; missing ids, e.g. {missing[:5]}")
-        out = Responses([by_id[i] for i in ids], problems, counts, "id")
+            logger.warning("%s: responses for %d of %d items; the %d others are left out of the evaluation, e.g. %s",
+                           path, len(by_id), len(ids), len(missing), missing[:5])
+        out = Responses([by_id.get(i) for i in ids], problems, counts, "id", missing)
     for problem in problems[:_LOGGED]:
         logger.warning("%s", problem)
     if problems:

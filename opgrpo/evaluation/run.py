@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from opgrpo.estimator.identity import label
+
 if TYPE_CHECKING:
     from opgrpo.benchmark import Item
     from opgrpo.evaluation.judge_eval import JudgeEvalConfig
@@ -35,12 +37,14 @@ log = logging.getLogger("opgrpo.eval")
 def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backend: str, temperature: float,
                        top_p: float, max_new_tokens: int, num_return_sequences: int, batch_size: int, seed: int,
                        chat_template: str = "", gguf_file: str = "", dtype: str = "auto",
-                       trust_remote_code: bool = False, device: str = "auto") -> list[str]:
+                       trust_remote_code: bool = False, device: str = "auto", vllm_tensor_parallel_size: int = 1,
+                       vllm_gpu_memory_utilization: float = 0.9) -> list[str]:
     """One response per item from ``policy`` (the first sample of each prompt, which the benchmark scores).
 
     ``prompt`` (implicit | explicit) renders each situation as a chat prompt; ``backend`` is auto (vLLM when
     installed), transformers or vllm; the sampling settings are those of ``eval.generation``. The model
-    settings (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend.
+    settings (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend; dtype,
+    tensor-parallel size and GPU memory share to the vLLM engine.
     """
     from opgrpo.models import generation
     from opgrpo.text.prompts import chat_prompt
@@ -51,7 +55,9 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
                   num_return_sequences=num_return_sequences, seed=seed)
     log.info("generating %d responses with %s (%s)", len(prompts), policy, "vllm" if use_vllm else "transformers")
     if use_vllm:
-        outs = generation.generate_responses_vllm(policy, prompts, chat_template=chat_template, **kwargs)
+        outs = generation.generate_responses_vllm(policy, prompts, chat_template=chat_template, dtype=dtype,
+                                                  tensor_parallel_size=vllm_tensor_parallel_size,
+                                                  gpu_memory_utilization=vllm_gpu_memory_utilization, **kwargs)
     else:
         model, tok = generation.load_policy(policy, gguf_file=gguf_file, dtype=dtype, chat_template=chat_template,
                                             trust_remote_code=trust_remote_code, device=device)
@@ -74,7 +80,8 @@ def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any,
 def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
              responses: Callable[[list[Item]], Sequence[str]], source: str, nli: NLIConfig,
              nli_scorer: Callable[[], EntailmentScorer], encoder: Callable[[], Any], reward: RewardConfig,
-             threshold: float, judge: JudgeEvalConfig | None = None) -> dict[str, Any]:
+             threshold: float, judge: JudgeEvalConfig | None = None,
+             estimator: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Score the responses to the items of ``splits`` ({split name: items}) and write the outputs to ``out_dir``.
 
     ``responses(items)`` gives one response per item, in order (e.g. ``generate_for_items`` or
@@ -82,6 +89,8 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     from in the printed table. ``nli`` gives the backend, model name and sentence splitter; ``nli_scorer()``
     and ``encoder()`` return the NLI scorer and the reward's sentence encoder. Accuracy counts NLI scores
     strictly above ``threshold``. With ``judge`` (kind other than "none") the 1-5 judge also scores them.
+    ``estimator``: the identity of the reward's estimator (opgrpo.estimator.identity), written with every reward
+    number. Items ``responses`` gives ``None`` for (a responses file without them) are left out and counted per split.
     """
     from opgrpo.evaluation.metrics import (
         format_table,
@@ -96,7 +105,15 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     split_of = {it.id: name for name in splits for it in splits[name]}
     if not items:
         raise ValueError("benchmark.test_file: no usable test items")
-    texts = list(responses(items))
+    texts = responses(items)
+    counts = dict(getattr(texts, "counts", {}))
+    missing = {name: sum(t is None for it, t in zip(items, texts) if split_of[it.id] == name) for name in splits}
+    if any(missing.values()):
+        kept = [(it, t) for it, t in zip(items, texts) if t is not None]
+        log.warning("evaluating the %d items with a response; left out per split: %s", len(kept),
+                    ", ".join(f"{k}={v}" for k, v in missing.items() if v))
+        items, texts = [it for it, _ in kept], [t for _, t in kept]
+    texts = list(texts)
     with open(out_dir / "responses.jsonl", "w") as fh:
         for it, r in zip(items, texts):
             fh.write(json.dumps({"id": it.id, "split": split_of[it.id], "situation": it.situation, "response": r}) + "\n")
@@ -105,10 +122,16 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     metrics = split_metrics(item_scores, split_of, threshold=threshold)
     write_eval_outputs(out_dir, metrics, item_scores, split_of)
     reward_mean = reward_means(items, texts, encoder(), reward)
-    (out_dir / "reward.json").write_text(json.dumps(reward_mean, indent=2))
+    identity = dict(estimator or {})
+    (out_dir / "reward.json").write_text(json.dumps({**reward_mean, "estimator": identity}, indent=2))
     print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
-    print("OP reward of these responses: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
-    out: dict[str, Any] = {**metrics, "reward": reward_mean, "nli_backend": nli.backend}
+    scored_with = f" (estimator {label(identity)})" if identity else ""
+    print(f"OP reward of these responses{scored_with}: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
+    out: dict[str, Any] = {**metrics, "reward": reward_mean, "nli_backend": nli.backend,
+                           "responses": {"items": len(items), **{f"missing/{k}": v for k, v in missing.items()},
+                                         **counts}}
+    if identity:
+        out["reward_estimator"] = identity
     if judge is not None and judge.kind != "none":
         from opgrpo.evaluation.judge_eval import run_judge_eval, write_judge_outputs
 

@@ -134,12 +134,16 @@ def generate_responses_vllm(
     seed: int = 42,
     dtype: str = "auto",
     chat_template: str = "",
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
 ) -> list[list[str]]:
-    """The same as `generate_responses` with vLLM (GPU only; imported lazily)."""
+    """The same as `generate_responses` with vLLM (GPU only; imported lazily); ``dtype``, ``tensor_parallel_size``
+    and ``gpu_memory_utilization`` go to the engine (``vllm.LLM``)."""
     from vllm import LLM, SamplingParams
 
     prompts = _clean_prompts(prompts)
-    llm = LLM(model=name_or_path, dtype=dtype, seed=seed)
+    llm = LLM(model=name_or_path, dtype=dtype or "auto", seed=seed, tensor_parallel_size=tensor_parallel_size,
+              gpu_memory_utilization=gpu_memory_utilization)
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
     kwargs = {"chat_template": chat_template} if chat_template else {}
     results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)

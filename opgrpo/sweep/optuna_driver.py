@@ -12,6 +12,11 @@ every trial it
    finite objective is a ``FAIL`` trial (its ``status.json`` says why) and the study goes on,
 4. rewrites ``study.csv`` (one row per trial) and ``best.json``.
 
+The objective is the spec's ``objective`` or an ``objective=`` base override; without either, each trial's own
+config ``objective`` (its resolved ``config.yaml``), so that ``experiment=cpu_demo`` is scored by its
+reward-based objective rather than the NLI accuracy that the CPU stand-in leaves at 0. When every completed
+trial has the same value, the driver warns (log and ``best.json``'s ``warning``): the study cannot rank them.
+
 The study is stored in ``<study_dir>/study.db`` (sqlite), so the same command resumes it: trials that were
 running when the driver stopped are marked failed and retried with the same values, and the study runs until
 ``n_trials`` trials have finished. ``<study_dir>`` is a sweep directory for ``opgrpo.sweep.report.build_report``;
@@ -36,6 +41,7 @@ from typing import Any
 from opgrpo.sweep.optuna_spec import StudySpec, format_value, load_spec, resolve_spec
 from opgrpo.utils.runfiles import (
     COMPLETED,
+    CONFIG_YAML,
     FAILED,
     SUMMARY_JSON,
     RunFileError,
@@ -71,8 +77,20 @@ def _tail(path: Path, n: int = 5) -> str:
     return " | ".join(lines[-n:])
 
 
+def run_objective(run_dir: Path) -> str:
+    """The ``objective`` of a run's resolved ``config.yaml`` ("" when there is none)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return ""
+    value = config.get("objective") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def read_outcome(run_dir: Path, objective: str, returncode: int) -> tuple[float | None, str]:
-    """(objective value, "") for a completed run, else (None, why)."""
+    """(objective value, "") for a completed run, else (None, why). ``objective`` "": the run's own."""
     status = _status_or_none(run_dir)
     state = status.get("status") if status is not None else None
     if state == FAILED:
@@ -87,6 +105,9 @@ def read_outcome(run_dir: Path, objective: str, returncode: int) -> tuple[float 
         return None, str(exc)
     if summary is None:
         return None, f"no {SUMMARY_JSON}"
+    objective = objective or run_objective(run_dir)
+    if not objective:
+        return None, f"no objective: neither the spec, an objective= override nor the run's {CONFIG_YAML} names one"
     value = summary.get(objective)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None, f"objective {objective!r} is missing or not a finite number in {SUMMARY_JSON} ({value!r})"
@@ -132,6 +153,8 @@ def _sampler(spec: StudySpec):
 
 
 def _objective_of(spec: StudySpec, base: Sequence[str]) -> str:
+    """The objective every trial is scored by: an ``objective=`` base override, else the spec's ("" = each
+    trial's own config ``objective``)."""
     for ov in reversed(list(base)):
         if ov.startswith("objective="):
             return ov.split("=", 1)[1].strip("'\"")
@@ -182,6 +205,9 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str) -> di
 
     pd.DataFrame(rows).to_csv(study_dir / "study.csv", index=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not objective:  # each trial's own: name them
+        objective = ", ".join(sorted({str(t.user_attrs.get("objective", "")) for t in complete} - {""})) or \
+            "(each trial's config objective)"
     best: dict[str, Any] = {"study_name": spec.study_name, "objective": objective, "direction": spec.direction,
                             "n_trials": len(trials), "n_complete": len(complete),
                             "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials)}
@@ -191,8 +217,21 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str) -> di
                     overrides=bt.user_attrs.get("overrides", []), run_dir=bt.user_attrs.get("run_dir", ""))
     else:
         best.update(number=None, value=None, params={}, overrides=[], run_dir="")
+    best["warning"] = identical_objective_warning([t.value for t in complete], objective)
     (study_dir / "best.json").write_text(json.dumps(best, indent=2, default=str))
     return best
+
+
+def identical_objective_warning(values: Sequence[float], objective: str) -> str:
+    """A warning when at least two completed trials all have the same objective value ("" otherwise)."""
+    if len(values) < 2 or max(values) - min(values) > 1e-12 * max(1.0, abs(values[0])):
+        return ""
+    text = (f"the objective {objective} is {values[0]:.4g} in all {len(values)} completed trials: it does not tell "
+            "them apart, and the best trial is an arbitrary pick")
+    if "accuracy" in objective:
+        text += ("; on CPU the causal-LM NLI stand-in scores accuracy 0, use a reward-based objective "
+                 "(e.g. objective=eval/reward/coverage_rate)")
+    return text
 
 
 def run_study(spec: StudySpec, study_dir: str | Path, base_overrides: Sequence[str] = (), *,
@@ -244,20 +283,24 @@ def run_study(spec: StudySpec, study_dir: str | Path, base_overrides: Sequence[s
             (run_dir / "launch.log").parent.mkdir(parents=True, exist_ok=True)
             with open(run_dir / "launch.log", "a", encoding="utf-8") as fh:
                 fh.write(f"[opgrpo-optuna] launch failed: {type(exc).__name__}: {exc}\n")
-        value, error = read_outcome(run_dir, objective, rc)
+        used = objective or run_objective(run_dir)
+        value, error = read_outcome(run_dir, used, rc)
+        trial.set_user_attr("objective", used)
         if value is None:
             _mark_failed(run_dir, error, overrides)
             trial.set_user_attr("error", error)
             log.warning("trial %d failed: %s", trial.number, error)
             stop = _tell(study, trial, state=optuna.trial.TrialState.FAIL)
         else:
-            log.info("trial %d: %s = %.4f", trial.number, objective, value)
+            log.info("trial %d: %s = %.4f", trial.number, used, value)
             stop = _tell(study, trial, values=value)
         write_outputs(study, study_dir, spec, objective)
         if stop:
             log.info("the sampler has no more points to try (e.g. a finished GridSampler grid): study stopped")
             break
     best = write_outputs(study, study_dir, spec, objective)
+    if best.get("warning"):
+        log.warning("%s", best["warning"])
     out = None
     if report:
         from opgrpo.sweep.report import build_report
@@ -297,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.split(args.command) if args.command else None
     if args.dry_run:
         print(json.dumps({"study_dir": str(study_dir), "study_name": spec.study_name, "direction": spec.direction,
-                          "objective": _objective_of(spec, args.overrides),
+                          "objective": _objective_of(spec, args.overrides) or "each trial's config objective",
                           "n_trials": args.n_trials or spec.n_trials,
                           "space": {k: repr(v) for k, v in spec.space.items()},
                           "command": [*(command or [sys.executable, "-m", "opgrpo"]),

@@ -1,7 +1,8 @@
 """The search space of an Optuna study, read from a spec file laid out as ``sweeps/optuna.yaml``.
 
 ``load_spec(path)`` reads ``hydra.sweeper.{direction, study_name, n_trials, sampler, params,
-max_failure_rate}``, the top-level ``objective`` and every other setting of the file into a
+max_failure_rate}``, the top-level ``objective`` (optional: without it each trial is scored by its own
+config's ``objective``, e.g. ``experiment=cpu_demo``'s reward-based one) and every other setting of the file into a
 :class:`StudySpec`: ``params`` in Hydra's sweep syntax become Optuna distributions (:func:`distribution`),
 the rest become overrides that every trial gets. ``opgrpo.sweep.optuna_driver`` runs the study.
 """
@@ -17,7 +18,8 @@ from opgrpo.utils.jsonio import flatten
 __all__ = ["DEFAULT_OBJECTIVE", "StudySpec", "default_spec_path", "distribution", "format_value", "load_spec",
            "resolve_spec"]
 
-DEFAULT_OBJECTIVE = "eval/overall/accuracy"
+DEFAULT_OBJECTIVE = ""
+"""No objective in the spec: each trial's own ``objective`` setting (read from its resolved config.yaml)."""
 _PLAIN = re.compile(r"^[A-Za-z0-9_./\-:+@]+$")
 
 
@@ -27,7 +29,7 @@ class StudySpec:
 
     space: dict[str, Any]  # name -> optuna distribution
     fixed: list[str] = field(default_factory=list)  # overrides every trial gets (the spec's own settings)
-    objective: str = DEFAULT_OBJECTIVE
+    objective: str = DEFAULT_OBJECTIVE  # "" = each trial's own config ``objective``
     direction: str = "maximize"
     study_name: str = "opgrpo"
     n_trials: int = 20
@@ -130,7 +132,7 @@ def load_spec(path: str | Path) -> StudySpec:
     n_trials = int(sweeper.get("n_trials", 20))
     if n_trials < 1:
         raise ValueError(f"{path}: hydra.sweeper.n_trials must be >= 1, got {n_trials}")
-    return StudySpec(space=space, fixed=fixed, objective=str(data.get("objective", DEFAULT_OBJECTIVE)),
+    return StudySpec(space=space, fixed=fixed, objective=str(data.get("objective") or DEFAULT_OBJECTIVE),
                      direction=direction, study_name=str(sweeper.get("study_name") or path.stem),
                      n_trials=n_trials, max_failure_rate=float(sweeper.get("max_failure_rate", 1.0)),
                      sampler=dict(sampler))

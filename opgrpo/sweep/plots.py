@@ -1,5 +1,6 @@
 """The sweep report's figures (matplotlib, Agg backend): the coverage-vs-uniqueness Pareto plot and the
-reward-component curves over GRPO steps, one line per run."""
+reward-component curves over GRPO steps, one line per run (the components and the total at the reference
+weights; never a run's own total, whose weights differ between the runs of a weight sweep)."""
 from __future__ import annotations
 
 import math
@@ -10,13 +11,17 @@ from opgrpo.sweep.records import EVAL_STAGE, RunRecord
 from opgrpo.sweep.table import (
     COVERAGE_RATE,
     NLI_OVERALL,
+    REFERENCE_TOTAL,
     UNIQUENESS_RATE,
     curve_components,
     curve_key,
     number,
     pareto_front,
+    reference_curve,
+    reference_weights,
     run_label,
     varying_keys,
+    weights_text,
 )
 from opgrpo.utils.runfiles import COMPLETED
 
@@ -32,27 +37,45 @@ def _plt():
     return plt
 
 
+def _colour_by(records: Sequence[RunRecord], df, ok: Sequence[int]) -> tuple[list[float], str]:
+    """The points' colour values and the colour bar's label: NLI overall accuracy when it differs between the
+    runs, else the total at the reference weights (NaN = grey)."""
+    acc = [float(df.loc[i, NLI_OVERALL]) for i in ok]
+    finite = [a for a in acc if not math.isnan(a)]
+    if len(set(finite)) > 1:
+        backends = sorted({records[i].nli_backend for i in ok if records[i].nli_backend})
+        return acc, "NLI overall accuracy" + (f" ({', '.join(backends)})" if backends else "")
+    col = f"reward/{REFERENCE_TOTAL}"
+    ref = [float(df.loc[i, col]) for i in ok] if col in df.columns else [math.nan] * len(ok)
+    label = "reward total at reference weights"
+    if finite:
+        label += f"\n(NLI accuracy {finite[0]:.3g} in every run)"
+    return ref, label
+
+
 def plot_pareto(records: Sequence[RunRecord], df, path: Path) -> Path:
     """Coverage rate vs uniqueness rate of the completed runs (``df`` = ``runs_table(records)``), the Pareto
     front as a step line, each point labelled by the overrides that vary, coloured by NLI overall accuracy
-    (grey where a run has none)."""
+    (by the total at the reference weights when the accuracy is the same in every run; grey where a run has
+    no colour value)."""
     plt = _plt()
     ok = [i for i, r in enumerate(records) if r.status == COMPLETED]
     keys = varying_keys([records[i] for i in ok])
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     xs = [float(df.loc[i, COVERAGE_RATE]) for i in ok]
     ys = [float(df.loc[i, UNIQUENESS_RATE]) for i in ok]
-    acc = [float(df.loc[i, NLI_OVERALL]) for i in ok]
+    colour, colour_label = _colour_by(records, df, ok)
     plotted = [j for j in range(len(ok)) if not (math.isnan(xs[j]) or math.isnan(ys[j]))]
-    with_acc = [j for j in plotted if not math.isnan(acc[j])]
-    without = [j for j in plotted if math.isnan(acc[j])]
-    if with_acc:
-        sc = ax.scatter([xs[j] for j in with_acc], [ys[j] for j in with_acc], c=[acc[j] for j in with_acc],
-                        cmap="viridis", s=60, edgecolors="black", linewidths=0.5, zorder=3)
-        fig.colorbar(sc, ax=ax, label="NLI overall accuracy")
+    with_colour = [j for j in plotted if not math.isnan(colour[j])]
+    without = [j for j in plotted if math.isnan(colour[j])]
+    if with_colour:
+        sc = ax.scatter([xs[j] for j in with_colour], [ys[j] for j in with_colour],
+                        c=[colour[j] for j in with_colour], cmap="viridis", s=60, edgecolors="black",
+                        linewidths=0.5, zorder=3)
+        fig.colorbar(sc, ax=ax, label=colour_label)
     if without:
         ax.scatter([xs[j] for j in without], [ys[j] for j in without], c="lightgrey", s=60, edgecolors="black",
-                   linewidths=0.5, zorder=3, label="no NLI accuracy")
+                   linewidths=0.5, zorder=3, label="no " + colour_label.split("\n")[0])
     front = pareto_front([(xs[j], ys[j]) for j in range(len(ok))])
     if front:
         ax.plot([xs[j] for j in front], [ys[j] for j in front], drawstyle="steps-pre", color="tab:red", lw=1.5,
@@ -81,29 +104,42 @@ def plot_pareto(records: Sequence[RunRecord], df, path: Path) -> Path:
     return path
 
 
-def plot_curves(records: Sequence[RunRecord], path: Path) -> Path | None:
-    """One subplot per reward component, one line per run; None (no file) when no run has GRPO metrics."""
+def plot_curves(records: Sequence[RunRecord], path: Path, reference: dict[str, float] | None = None) -> Path | None:
+    """One subplot per reward component and one for the total at the reference weights (``reference``, None =
+    the paper weights), one line per run; None (no file) when no run has GRPO metrics. A run's own total is
+    not drawn: its weights differ between the runs of a weight sweep."""
     with_curves = [r for r in records if curve_components(r.curves)]
     if not with_curves:
         return None
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
+    weights = reference_weights(reference)
     comps: list[str] = []
     for r in with_curves:
         comps += [c for c in curve_components(r.curves) if c not in comps]
+    if any(reference_curve(r.curves, weights) for r in with_curves):
+        comps.append(REFERENCE_TOTAL)
     keys = varying_keys([r for r in records if r.status == COMPLETED] or records)
     ncols = min(3, len(comps))
     nrows = math.ceil(len(comps) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.4 * nrows), squeeze=False)
     for ax, comp in zip(axes.flat, comps):
         for r in with_curves:
-            pts = [(number(row.get("step")), number(row.get(curve_key(comp)))) for row in r.curves
-                   if curve_key(comp) in row]
-            pts = [(s, v) for s, v in pts if not (math.isnan(s) or math.isnan(v))]
+            if comp == REFERENCE_TOTAL:
+                pts = reference_curve(r.curves, weights)
+            else:
+                pts = [(number(row.get("step")), number(row.get(curve_key(comp)))) for row in r.curves
+                       if curve_key(comp) in row]
+                pts = [(s, v) for s, v in pts if not (math.isnan(s) or math.isnan(v))]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, label=run_label(r, keys))
-        ax.set_title("total reward" if comp == "reward" else comp)
+        if comp == REFERENCE_TOTAL:
+            ax.set_title("total at reference weights", fontsize=10)
+            ax.set_ylabel("sum of weight x mean score")
+        else:
+            ax.set_title(f"{comp} (mean score)", fontsize=10)
+            ax.set_ylabel("mean over the step's completions")
         ax.set_xlabel("GRPO step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -113,7 +149,11 @@ def plot_curves(records: Sequence[RunRecord], path: Path) -> Path | None:
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    title = "Reward components per GRPO step (each run's own total is not drawn: its weights differ)"
+    if REFERENCE_TOTAL in comps:
+        title += f"\ntotal at reference weights: {weights_text(weights)}"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(labels) / 4), 1, 0.95 if "\n" in title else 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -1,15 +1,18 @@
 """The runs of a sweep as records: run directories found and read, or W&B runs pulled, never raising.
 
 ``collect_runs(sweep_dir)`` finds every run directory under ``sweep_dir`` (at any depth: a Hydra multirun
-``<sweep>/<job>/``, an Optuna study's ``trial_<n>/``, or a single run) and reads each into a
-:class:`RunRecord`: its status (completed, failed or unfinished, with the reason), its overrides (from
-``.hydra/overrides.yaml``, else ``status.json``), its flat ``summary.json`` and its GRPO curves
-(``grpo/metrics.jsonl``). A run directory that is incomplete or unreadable is a failed or unfinished record,
-not an error. ``wandb_runs(project)`` does the same for the runs of a W&B project.
+``<sweep>/<job>/``, an Optuna study's ``trial_<n>/``, or a single run); ``runs_from_dirs(run_dirs)`` takes
+exactly the run directories it is given. Each is read into a :class:`RunRecord`: its status (completed,
+failed, unfinished, or skipped: completed without evaluation numbers, e.g. a ``stage=report`` run; each with
+the reason), its overrides (from ``.hydra/overrides.yaml``, else ``status.json``), its resolved
+``config.yaml``, its flat ``summary.json`` and its GRPO curves (``grpo/metrics.jsonl``). A run directory that
+is incomplete or unreadable is a failed or unfinished record, not an error. ``wandb_runs(project)`` does the
+same for the runs of a W&B project.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -20,6 +23,7 @@ from typing import Any
 from opgrpo.utils.jsonio import flatten, read_jsonl
 from opgrpo.utils.runfiles import (
     COMPLETED,
+    CONFIG_YAML,
     FAILED,
     METRICS_JSONL,
     STATUS_JSON,
@@ -29,11 +33,12 @@ from opgrpo.utils.runfiles import (
     read_summary,
 )
 
-__all__ = ["EVAL_STAGE", "UNFINISHED", "RunRecord", "collect_runs", "find_run_dirs", "load_run", "parse_overrides",
-           "wandb_runs"]
+__all__ = ["EVAL_STAGE", "SKIPPED", "UNFINISHED", "RunRecord", "collect_runs", "find_run_dirs", "has_eval_numbers",
+           "load_run", "parse_overrides", "runs_from_dirs", "wandb_runs"]
 
 EVAL_STAGE = "eval"  # the stage whose summary numbers the report compares (the trained policy's evaluation)
 UNFINISHED = "unfinished"  # a record's status besides COMPLETED and FAILED: running, killed or never started
+SKIPPED = "skipped"  # completed, but without evaluation numbers to compare (report, compare, describe runs ...)
 
 
 @dataclass
@@ -42,11 +47,65 @@ class RunRecord:
 
     name: str  # path relative to the sweep dir ("0", "trial_3", ...); "wandb:<name>" for W&B runs
     path: str
-    status: str  # completed | failed | unfinished
-    error: str = ""  # why a run is failed/unfinished
+    status: str  # completed | failed | unfinished | skipped
+    error: str = ""  # why a run is failed/unfinished/skipped
     overrides: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)  # grpo/metrics.jsonl rows
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config.yaml ({} when missing/unreadable)
+
+    @property
+    def nli_backend(self) -> str:
+        """The NLI backend behind the run's NLI numbers: the evaluation's own record, else its config ("")."""
+        value = self.summary.get(f"{EVAL_STAGE}/nli_backend")
+        if not isinstance(value, str) or not value:
+            value = _select(self.config, "eval.nli.backend")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def estimator(self) -> str:
+        """Which estimator scored the run's reward numbers: its fingerprint, "(untuned estimator)" appended for a base
+        model (opgrpo.estimator.identity); "" when the run recorded none (runs from before the fingerprint)."""
+        fp = self.summary.get(f"{EVAL_STAGE}/reward_estimator/fingerprint")
+        if not isinstance(fp, str) or not fp:
+            fp = self.summary.get(f"{EVAL_STAGE}/reward_estimator/path")
+        if not isinstance(fp, str) or not fp:
+            return ""
+        tuned = self.summary.get(f"{EVAL_STAGE}/reward_estimator/tuned")
+        return fp if tuned is not False else f"{fp} (untuned estimator)"
+
+    @property
+    def objective(self) -> str:
+        """The summary key the run returned to its sweeper (its config's ``objective``; "" when unknown)."""
+        value = self.config.get("objective")
+        return value if isinstance(value, str) else ""
+
+
+def _select(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def has_eval_numbers(summary: dict[str, Any]) -> bool:
+    """Whether a flat summary holds a number of the final evaluation (``eval/...``), bools and NaN excluded."""
+    return any(k.startswith(f"{EVAL_STAGE}/") and isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not math.isnan(v) for k, v in summary.items())
+
+
+def _no_eval_reason(rec: RunRecord) -> str:
+    stage = rec.config.get("stage")
+    if stage == "pipeline" and isinstance(rec.config.get("pipeline"), list):
+        stage = "pipeline " + ",".join(map(str, rec.config["pipeline"]))
+    prefixes = sorted({k.split("/")[0] for k in rec.summary if "/" in k})
+    if prefixes:
+        has = f"it has {', '.join(p + '/' for p in prefixes)} numbers"
+    else:
+        has = f"no {SUMMARY_JSON}" if not (Path(rec.path) / SUMMARY_JSON).is_file() else f"its {SUMMARY_JSON} is empty"
+    return (f"no evaluation numbers ({EVAL_STAGE}/... in summary.json): "
+            + (f"a stage={stage} run, " if isinstance(stage, str) and stage else "") + has)
 
 
 # ---- reading run directories --------------------------------------------------------------------------------
@@ -107,29 +166,42 @@ def _overrides_of(path: Path, status: dict[str, Any] | None) -> list[str]:
     return []
 
 
-def load_run(path: str | Path, sweep_dir: str | Path | None = None) -> RunRecord:
-    """Read one run directory; never raises for bad content (the reason goes to ``error``)."""
-    path = Path(path)
+def _config_of(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
-        name = path.relative_to(sweep_dir).as_posix() if sweep_dir is not None else path.name
-    except ValueError:
-        name = path.name
+        data = yaml.safe_load((path / CONFIG_YAML).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_run(path: str | Path, sweep_dir: str | Path | None = None, name: str = "") -> RunRecord:
+    """Read one run directory; never raises for bad content (the reason goes to ``error``). ``name``: the
+    record's name ("" = the path relative to ``sweep_dir``, else the directory's name)."""
+    path = Path(path)
+    if not name:
+        try:
+            name = path.relative_to(sweep_dir).as_posix() if sweep_dir is not None else path.name
+        except ValueError:
+            name = path.name
     if name in ("", "."):
         name = path.resolve().name
-    status_err = summary_err = ""
+    if not path.is_dir():
+        return RunRecord(name=name, path=str(path), status=FAILED,
+                         error="a file, not a run directory" if path.is_file() else "no such directory")
+    status_err = summary_err = ""  # unusable files (a missing summary.json is not an error: no numbers)
     try:
         status = read_status(path)
     except RunFileError as exc:
         status, status_err = None, str(exc)
     try:
         summary = read_summary(path)
-        if summary is None:
-            summary_err = f"no {SUMMARY_JSON}"
     except RunFileError as exc:
         summary, summary_err = None, str(exc)
     rec = RunRecord(name=name, path=str(path), status=UNFINISHED,
                     overrides=parse_overrides(_overrides_of(path, status)), summary=summary or {},
-                    curves=read_jsonl(path / "grpo" / METRICS_JSONL))
+                    curves=read_jsonl(path / "grpo" / METRICS_JSONL), config=_config_of(path))
     state = status.get("status") if status is not None else None
     if status_err:
         rec.status, rec.error = FAILED, status_err
@@ -138,6 +210,8 @@ def load_run(path: str | Path, sweep_dir: str | Path | None = None) -> RunRecord
     elif state == COMPLETED:
         if summary_err:
             rec.status, rec.error = FAILED, f"completed but {summary_err}"
+        elif not has_eval_numbers(rec.summary):
+            rec.status, rec.error = SKIPPED, _no_eval_reason(rec)
         else:
             rec.status = COMPLETED
     elif state is None:
@@ -150,6 +224,48 @@ def load_run(path: str | Path, sweep_dir: str | Path | None = None) -> RunRecord
 def collect_runs(sweep_dir: str | Path, exclude: Iterable[str | Path] = ()) -> list[RunRecord]:
     """``load_run`` of every ``find_run_dirs(sweep_dir, exclude)``."""
     return [load_run(p, sweep_dir) for p in find_run_dirs(sweep_dir, exclude)]
+
+
+def _run_dir_of(path: Path) -> Path:
+    """A file inside a run (``<run>/eval/nli_metrics.json``) stands for that run; anything else for itself."""
+    if path.is_file():
+        for parent in path.parents:
+            if _is_run_dir(parent):
+                return parent
+    return path
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    """Each path's shortest trailing part that no other path ends with (``0``; ``sweepA/0`` vs ``sweepB/0``)."""
+    parts = [p.resolve().parts for p in paths]
+    names = []
+    for i, mine in enumerate(parts):
+        others = [q for j, q in enumerate(parts) if j != i]
+        for n in range(1, len(mine) + 1):
+            if all(q[-n:] != mine[-n:] for q in others):
+                break
+        names.append("/".join(mine[-n:]).lstrip("/") if mine else str(paths[i]))
+    return names
+
+
+def runs_from_dirs(run_dirs: Sequence[str | Path], labels: Sequence[str] = ()) -> list[RunRecord]:
+    """Exactly these runs, in this order: one record per entry (a path inside a run, such as its
+    ``eval/nli_metrics.json``, stands for the run; the same run twice is kept once). A missing directory is a
+    failed record ("no such directory"). Names: ``labels`` (one per entry; ValueError otherwise), else the
+    shortest trailing part of each path that tells the runs apart."""
+    if labels and len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} run directories")
+    paths, names, seen = [], [], set()
+    for i, entry in enumerate(run_dirs):
+        path = _run_dir_of(Path(entry).expanduser())
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        paths.append(path)
+        names.append(str(labels[i]) if labels else "")
+    derived = _unique_names(paths)
+    return [load_run(p, name=n or d) for p, n, d in zip(paths, names, derived)]
 
 
 # ---- W&B ----------------------------------------------------------------------------------------------------
@@ -176,17 +292,40 @@ def wandb_runs(project: str) -> tuple[list[RunRecord], str]:
             rec = RunRecord(name=f"wandb:{run.name}", path=str(getattr(run, "url", "")), status=state,
                             error="" if state == COMPLETED else f"W&B state {run.state}",
                             overrides={k: str(v) for k, v in config.items() if k.startswith("reward")},
-                            summary=summary)
+                            summary=summary, config=dict(run.config))
             with contextlib.suppress(Exception):  # curves are optional
                 for row in run.history(pandas=False):
                     row = {k.removeprefix("train/"): v for k, v in row.items()}
                     if any(k.startswith("rewards/") or k == "reward" for k in row):
                         row.setdefault("step", row.get("global_step", row.get("_step")))
                         rec.curves.append(row)
-            if state == COMPLETED and not any(k.startswith(f"{EVAL_STAGE}/") for k in summary):
-                rec.error = f"no {EVAL_STAGE}/ metrics in the W&B summary"
+            if state == COMPLETED and not has_eval_numbers(summary):
+                rec.status, rec.error = SKIPPED, f"no evaluation numbers ({EVAL_STAGE}/... in the W&B summary)"
             records.append(rec)
         except Exception as exc:  # noqa: BLE001
             records.append(RunRecord(name=f"wandb:{getattr(run, 'name', '?')}", path="", status=FAILED,
                                      error=f"unreadable W&B run: {exc}"))
     return records, f"W&B project {project!r}: {len(records)} runs"
+
+
+class MixedEstimatorsError(ValueError):
+    """Runs whose reward numbers come from different estimators were put side by side."""
+
+
+def check_estimators(records: Sequence[RunRecord], allow_mixed: bool = False) -> list[str]:
+    """Refuse (``MixedEstimatorsError``) completed runs scored by different estimators, whose coverage and
+    uniqueness rates are not comparable, unless ``allow_mixed``; then return a warning naming each group."""
+    groups: dict[str, list[str]] = {}
+    for r in records:
+        if r.status == COMPLETED:
+            groups.setdefault(r.estimator or "unknown", []).append(r.name)
+    if len(groups) <= 1:
+        return []
+    text = "; ".join(f"{est}: {', '.join(names)}" for est, names in groups.items())
+    if not allow_mixed:
+        raise MixedEstimatorsError(f"the runs' reward numbers come from {len(groups)} different estimators ({text}): "
+                                   "their coverage and uniqueness rates are not comparable. Score them with one "
+                                   "estimator (stage=eval eval.responses_file=<run>/eval/responses.jsonl "
+                                   "reward.estimator_path=...), or set report.allow_mixed_estimators=true to show "
+                                   "them anyway, marked by the estimator column")
+    return [f"runs scored by different estimators are shown together (report.allow_mixed_estimators): {text}"]

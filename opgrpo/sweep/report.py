@@ -1,22 +1,29 @@
-"""The sweep report: every run of a sweep side by side, and the coverage-vs-uniqueness trade-off.
+"""The sweep report: runs side by side, and the coverage-vs-uniqueness trade-off.
 
 ``build_report(sweep_dir, out_dir)`` collects every run directory under ``sweep_dir`` (at any depth: a
-Hydra multirun ``<sweep>/<job>/``, an Optuna study's ``trial_<n>/``, or a single run), and writes to
-``out_dir``:
+Hydra multirun ``<sweep>/<job>/``, an Optuna study's ``trial_<n>/``, or a single run); with ``run_dirs=``
+it takes exactly those run directories instead. It writes to ``out_dir`` (:func:`report_dir` says where a
+report goes: ``report.out_dir``, else ``<sweep_dir>/report``):
 
-    runs.csv     one row per run: status, its overrides (one column per overridden key), the final
-                 evaluation reward components and rates, NLI accuracy per split, training cost, the
-                 last GRPO step's reward components, whether it is on the Pareto front, and the error
-    runs.md      the same table in Markdown (completed runs), then the failed/unfinished runs
+    runs.csv     one row per run: status, the NLI backend, its overrides (one column per overridden key),
+                 the final evaluation's rates and reward components, its own total (``reward/total``, its
+                 own weights) and the total at the reference weights (``reward/total_at_reference``, the
+                 same weights for every run: the paper's by default), NLI accuracy per split, training
+                 cost, the last GRPO step's reward components, whether it is on the Pareto front, the error
+    runs.md      the same table in Markdown (completed runs), then the failed, unfinished and skipped runs
     pareto.png   coverage rate vs uniqueness rate of the completed runs, the Pareto front (both
                  maximised) as a step line, each point labelled by the overrides that vary, coloured
-                 by NLI overall accuracy (grey where a run has none)
-    curves.png   reward-component curves over GRPO steps, one line per run (``grpo/metrics.jsonl``)
-    index.html   the table and both images (embedded), failed and unfinished runs in their own section
+                 by NLI overall accuracy (by the reference total when the accuracy is the same everywhere)
+    curves.png   reward-component curves over GRPO steps and the total at the reference weights, one
+                 line per run (``grpo/metrics.jsonl``); a run's own total is not drawn
+    index.html   the table and both images (embedded), failed, unfinished and skipped runs in their own
+                 section, and the report's warnings
 
 A run whose directory is incomplete or unreadable (no status, no summary, corrupt JSON, a failed run)
-never stops the report: it is listed as failed or unfinished with the reason. Plain functions, no
-Hydra; matplotlib runs on the Agg backend. Runs can also be pulled from a W&B project
+never stops the report: it is listed as failed or unfinished with the reason; a completed run without
+evaluation numbers (a ``stage=report``, ``compare`` or ``describe`` run) is listed as skipped with the
+reason. When the completed runs' ``objective`` has the same value in all of them the report warns. Plain
+functions, no Hydra; matplotlib runs on the Agg backend. Runs can also be pulled from a W&B project
 (``wandb_project=``) when wandb is installed and online; offline that part is skipped and noted.
 
 The parts: ``opgrpo.sweep.records`` reads the runs, ``opgrpo.sweep.table`` builds the table and the Pareto
@@ -27,37 +34,65 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from opgrpo.sweep.plots import plot_curves, plot_pareto
 from opgrpo.sweep.records import (
     EVAL_STAGE,
+    SKIPPED,
     UNFINISHED,
     RunRecord,
+    check_estimators,
     collect_runs,
+    runs_from_dirs,
     wandb_runs,
 )
-from opgrpo.sweep.table import runs_table
+from opgrpo.sweep.table import (
+    REFERENCE_TOTAL,
+    objective_warning,
+    reference_weights,
+    runs_table,
+    weights_text,
+)
 from opgrpo.utils.runfiles import COMPLETED, FAILED
 
-__all__ = ["build_report", "main"]
+__all__ = ["build_report", "cell_text", "main", "markdown_table", "report_dir", "report_notes"]
+
+log = logging.getLogger("opgrpo.sweep.report")
 
 
 # ---- text outputs -------------------------------------------------------------------------------------------
 def _counts_line(df) -> str:
-    n = {k: int((df["status"] == k).sum()) for k in (COMPLETED, FAILED, UNFINISHED)}
-    return f"{len(df)} runs: {n[COMPLETED]} completed, {n[FAILED]} failed, {n[UNFINISHED]} unfinished"
+    n = {k: int((df["status"] == k).sum()) for k in (COMPLETED, FAILED, UNFINISHED, SKIPPED)}
+    return (f"{len(df)} runs: {n[COMPLETED]} completed, {n[FAILED]} failed, {n[UNFINISHED]} unfinished, "
+            f"{n[SKIPPED]} skipped (no evaluation numbers)")
+
+
+def _shared_facts(df) -> dict[str, str]:
+    """Text facts of the evaluation (other than the NLI backend, always a column) that every run shares."""
+    done = df[df["status"] == COMPLETED]
+    out = {}
+    for fact in df.attrs.get("facts", []):
+        values = set(done[fact]) if len(done) else set()
+        if fact != "nli_backend" and len(values) == 1 and "" not in values:
+            out[fact] = values.pop()
+    return out
 
 
 def _common_line(df) -> str:
     common = df.attrs.get("common_overrides", {})
-    return "Overrides shared by every run: " + (" ".join(f"{k}={v}" for k, v in common.items()) or "none")
+    line = "Overrides shared by every run: " + (" ".join(f"{k}={v}" for k, v in common.items()) or "none")
+    shared = _shared_facts(df)
+    if shared:
+        line += ". Shared by every completed run: " + ", ".join(f"{k} {v}" for k, v in shared.items())
+    return line
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, float):
@@ -67,43 +102,77 @@ def _cell(value: Any) -> str:
 
 def _display_columns(df) -> list[str]:
     """The columns worth showing: overrides that vary, metrics that some run has; not path/error."""
-    constant = set(df.attrs.get("common_overrides", {}))
+    constant = set(df.attrs.get("common_overrides", {})) | set(_shared_facts(df))
     cols = []
     for c in df.columns:
         if c in ("path", "error") or c in constant:
             continue
         if df[c].dtype.kind == "f" and df[c].isna().all():
             continue
+        if df[c].dtype.kind == "O" and c != "run" and not df[c].astype(str).str.len().any():
+            continue  # a text column no run fills
         cols.append(c)
     return cols
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def report_notes(df, records: Sequence[RunRecord]) -> tuple[list[str], list[str]]:
+    """(notes, warnings) of a table: what the totals and NLI columns mean; the skipped runs and an objective
+    that does not move."""
+    weights = df.attrs.get("reference_weights") or reference_weights()
+    totals = (f"reward/total is each run's own total (its own reward.weights); reward/{REFERENCE_TOTAL} weights "
+              f"every run's mean components alike: {weights_text(weights)} (report.reference_weights; a "
+              "weighted sum of the mean components, not clipped per response).")
+    notes = [totals]
+    done = [r for r in records if r.status == COMPLETED]
+    backends = sorted({r.nli_backend or "unknown" for r in done})
+    if backends:
+        text = "NLI columns (nli/*) come from the NLI backend " + " and ".join(backends)
+        if len(backends) > 1:
+            text += " (see each run's nli_backend: runs scored by different backends are not comparable)"
+        if "causal_lm" in backends:
+            text += "; causal_lm is the CPU stand-in (a small LM's P(Yes)), not comparable with an MNLI model"
+        notes.append(text + ".")
+    warnings = []
+    skipped = [r for r in records if r.status == SKIPPED]
+    if skipped:
+        warnings.append(f"{len(skipped)} run(s) skipped, without evaluation numbers: "
+                        + "; ".join(f"{r.name}: {r.error}" for r in skipped))
+    objective = objective_warning(records)
+    if objective:
+        warnings.append(objective)
+    return notes, warnings
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def esc(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(_cell(v)) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(esc(cell_text(v)) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def _failed_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+    """Failed, unfinished and skipped runs: name, status, reason, overrides, path."""
     return [[r.name, r.status, r.error, " ".join(f"{k}={v}" for k, v in r.overrides.items()), r.path]
             for r in records if r.status != COMPLETED]
 
 
-def _write_markdown(df, records, path: Path, sweep_dir: str, front: Sequence[str]) -> None:
+def _write_markdown(df, records, path: Path, source: str, front: Sequence[str], notes: Sequence[str],
+                    warnings: Sequence[str]) -> None:
     done = df[df["status"] == COMPLETED]
     cols = _display_columns(df)
-    parts = [f"# Sweep report: {sweep_dir}", "",
+    parts = [f"# Sweep report: {source}", "",
              _counts_line(df) + ".", "",
              _common_line(df), "",
+             *(x for w in warnings for x in (f"**Warning:** {w}", "")),
+             *(x for n in notes for x in (n, "")),
              "Pareto front (coverage rate vs uniqueness rate, both maximised): " + (", ".join(front) or "none"), "",
              "## Completed runs", "",
-             _markdown_table(cols, done[cols].values.tolist()) if len(done) else "(none)", ""]
+             markdown_table(cols, done[cols].values.tolist()) if len(done) else "(none)", ""]
     failed = _failed_rows(records)
-    parts += ["## Failed and unfinished runs", "",
-              _markdown_table(["run", "status", "error", "overrides", "path"], failed) if failed else "(none)", ""]
+    parts += ["## Failed, unfinished and skipped runs", "",
+              markdown_table(["run", "status", "error", "overrides", "path"], failed) if failed else "(none)", ""]
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
@@ -111,7 +180,7 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], highlight:
     out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
         cls = ' class="front"' if i < len(highlight) and highlight[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in row) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
 
@@ -123,15 +192,16 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _write_html(df, records, path: Path, sweep_dir: str, front: Sequence[str], images: Mapping[str, Path | None],
-                notes: Sequence[str]) -> None:
+def _write_html(df, records, path: Path, source: str, front: Sequence[str], images: Mapping[str, Path | None],
+                notes: Sequence[str], warnings: Sequence[str]) -> None:
     done = df[df["status"] == COMPLETED]
     cols = _display_columns(df)
     failed = _failed_rows(records)
     counts = _counts_line(df)
     body = [
-        f"<h1>Sweep report</h1><p><code>{html.escape(sweep_dir)}</code></p><p>{html.escape(counts)}</p>",
+        f"<h1>Sweep report</h1><p><code>{html.escape(source)}</code></p><p>{html.escape(counts)}</p>",
         f"<p>{html.escape(_common_line(df))}</p>",
+        *(f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings),
         *(f"<p><em>{html.escape(n)}</em></p>" for n in notes),
         "<h2>Coverage vs uniqueness</h2>",
         f"<p>Pareto front (both maximised): {html.escape(', '.join(front) or 'none')}</p>",
@@ -139,76 +209,132 @@ def _write_html(df, records, path: Path, sweep_dir: str, front: Sequence[str], i
         "<h2>Completed runs</h2>",
         _html_table(cols, done[cols].values.tolist(), list(done["pareto"])) if len(done) else "<p>(none)</p>",
         ("<p>Rows on the Pareto front are highlighted. Metrics are from the final evaluation "
-         f"(<code>{EVAL_STAGE}/...</code>); <code>grpo_last/*</code> are the last GRPO step's reward components.</p>"),
-        "<h2>Reward curves over GRPO steps</h2>",
+         f"(<code>{EVAL_STAGE}/...</code>); <code>grpo_last/*</code> are the last GRPO step's reward components, "
+         f"the total at the reference weights and <code>grpo_last/reward</code>, the run's own trained total.</p>"),
+        "<h2>Reward components over GRPO steps</h2>",
         _img(images.get("curves"), "reward curves"),
-        "<h2>Failed and unfinished runs</h2>",
+        "<h2>Failed, unfinished and skipped runs</h2>",
         _html_table(["run", "status", "error", "overrides", "path"], failed) if failed else "<p>(none)</p>",
     ]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}tr.front{background:#fff3c4}"
-             "img{max-width:100%}")
+             "img{max-width:100%}p.warning{background:#fde2e1;padding:4px 8px}")
     path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sweep report</title>"
                     f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n",
                     encoding="utf-8")
 
 
 # ---- entry point --------------------------------------------------------------------------------------------
-def build_report(sweep_dir: str | Path, out_dir: str | Path, *, wandb_project: str = "") -> dict[str, Any]:
+def report_dir(out_dir: str | Path = "", sweep_dir: str | Path = "", fallback: str | Path = "report") -> Path:
+    """Where a report goes: ``out_dir`` when set, else ``<sweep_dir>/report``, else ``fallback``."""
+    if out_dir:
+        return Path(out_dir)
+    if sweep_dir:
+        return Path(sweep_dir) / "report"
+    return Path(fallback)
+
+
+def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs: Sequence[str | Path] = (),
+                 labels: Sequence[str] = (), reference_weights: Mapping[str, float] | None = None,
+                 wandb_project: str = "", exclude: Iterable[str | Path] = (),
+                 allow_mixed_estimators: bool = False) -> dict[str, Any]:
     """Write runs.csv, runs.md, pareto.png, curves.png (when any run has GRPO metrics) and index.html to ``out_dir``.
 
-    Returns ``{"runs", "completed", "failed", "unfinished", "pareto" (run names along the front),
+    The runs: exactly ``run_dirs`` when given (named by ``labels``, else by their paths), else every run
+    directory under ``sweep_dir`` except ``out_dir`` and ``exclude`` (e.g. the report's own run).
+    ``reference_weights``: component -> weight of ``reward/total_at_reference`` (None = the paper weights).
+    Runs scored by different estimators raise ``MixedEstimatorsError`` unless ``allow_mixed_estimators`` (then a
+    warning; the table's estimator column tells them apart).
+    Returns ``{"runs", "completed", "failed", "unfinished", "skipped", "pareto" (run names along the front),
     "pareto_front" (the same, comma-joined), "csv", "markdown", "pareto_plot", "curves_plot" ("" if none),
-    "html", "out_dir"}`` (paths as strings).
+    "html", "out_dir", "warnings" (list), "warning" (the same, joined; "" if none)}`` (paths as strings).
     """
-    sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep directory {str(sweep_dir)!r} does not exist")
+    out_dir = Path(out_dir)
+    weights = _weights(reference_weights)
+    if run_dirs:
+        records = runs_from_dirs(run_dirs, labels)
+        source = str(sweep_dir) if sweep_dir else ", ".join(str(d) for d in run_dirs)
+    else:
+        if not sweep_dir:
+            raise ValueError("no runs to report: give a sweep directory or run directories "
+                             "(report.sweep_dir=DIR or report.run_dirs=[dir,...])")
+        if not Path(sweep_dir).is_dir():
+            raise FileNotFoundError(f"sweep directory {str(sweep_dir)!r} does not exist")
+        records = collect_runs(sweep_dir, exclude=[out_dir, *exclude])
+        source = str(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = collect_runs(sweep_dir, exclude=[out_dir])
-    notes: list[str] = []
+    extra_notes: list[str] = []
     if wandb_project:
         extra, note = wandb_runs(wandb_project)
         records += extra
-        notes.append(note)
-    df = runs_table(records)
+        extra_notes.append(note)
+    mixed = check_estimators(records, allow_mixed_estimators)
+    df = runs_table(records, weights)
+    notes, warnings = report_notes(df, records)
+    notes, warnings = [*extra_notes, *notes], [*mixed, *warnings]
+    for w in warnings:
+        log.warning("report: %s", w)
     front = list(df.attrs.get("front_order", []))
     paths = {"csv": out_dir / "runs.csv", "markdown": out_dir / "runs.md", "pareto_plot": out_dir / "pareto.png",
              "curves_plot": out_dir / "curves.png", "html": out_dir / "index.html"}
     df.to_csv(paths["csv"], index=False)
-    _write_markdown(df, records, paths["markdown"], str(sweep_dir), front)
+    _write_markdown(df, records, paths["markdown"], source, front, notes, warnings)
     plot_pareto(records, df, paths["pareto_plot"])
-    if plot_curves(records, paths["curves_plot"]) is None:
+    if plot_curves(records, paths["curves_plot"], weights) is None:
         paths["curves_plot"].unlink(missing_ok=True)  # a stale one from an earlier report would mislead
         paths["curves_plot"] = None
-    _write_html(df, records, paths["html"], str(sweep_dir), front,
-                {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes)
+    _write_html(df, records, paths["html"], source, front,
+                {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings)
     status = list(df["status"]) if len(df) else []
     return {
         "runs": len(records),
         "completed": status.count(COMPLETED),
         "failed": status.count(FAILED),
         "unfinished": status.count(UNFINISHED),
+        "skipped": status.count(SKIPPED),
         "pareto": front,
         "pareto_front": ", ".join(front),
         **{k: "" if v is None else str(v) for k, v in paths.items()},
         "out_dir": str(out_dir),
-        **({"wandb": notes[0]} if notes else {}),
+        "warnings": warnings,
+        "warning": " | ".join(warnings),
+        **({"wandb": extra_notes[0]} if extra_notes else {}),
     }
 
 
+def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    return reference_weights(None if weights is None else dict(weights))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m opgrpo.sweep.report SWEEP_DIR [OUT_DIR] [--wandb-project P]``."""
+    """``python -m opgrpo.sweep.report SWEEP_DIR [OUT_DIR] [--reference-weights W] [--wandb-project P]``, or
+    ``python -m opgrpo.sweep.report --run-dir D1 --run-dir D2 OUT_DIR`` (exactly those runs)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m opgrpo.sweep.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep_dir")
-    ap.add_argument("out_dir", nargs="?", help="default: SWEEP_DIR/report")
+    ap.add_argument("sweep_dir", nargs="?", default="", help="a multirun or study directory (every run under it)")
+    ap.add_argument("out_dir", nargs="?", help="default: SWEEP_DIR/report (with --run-dir: the one positional)")
+    ap.add_argument("--run-dir", action="append", default=[], help="exactly these runs (repeat); replaces the scan")
+    ap.add_argument("--reference-weights", default="",
+                    help="coverage=0.3,uniqueness=0.3,format=0.1,tag=1.0 (default: the paper weights)")
     ap.add_argument("--wandb-project", default="")
     args = ap.parse_args(argv)
-    out = build_report(Path(args.sweep_dir), Path(args.out_dir or Path(args.sweep_dir) / "report"),
-                       wandb_project=args.wandb_project)
+    if args.run_dir and args.sweep_dir and not args.out_dir:  # `--run-dir A --run-dir B OUT_DIR`
+        args.sweep_dir, args.out_dir = "", args.sweep_dir
+    if not args.sweep_dir and not args.run_dir:
+        ap.error("give SWEEP_DIR or --run-dir")
+    if not args.out_dir and not args.sweep_dir:
+        ap.error("give OUT_DIR with --run-dir")
+    weights = None
+    if args.reference_weights:
+        try:
+            weights = {k.strip(): float(v) for k, v in (kv.split("=", 1) for kv in args.reference_weights.split(","))}
+        except ValueError:
+            ap.error(f"--reference-weights: expected name=number,..., got {args.reference_weights!r}")
+    out = build_report(args.sweep_dir or None, report_dir(args.out_dir or "", args.sweep_dir),
+                       run_dirs=args.run_dir, reference_weights=weights, wandb_project=args.wandb_project)
     print(json.dumps(out, indent=2))
+    print(f"report: {out['html']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,17 @@
 """The runs of a sweep side by side: one table row per run, and the coverage-vs-uniqueness Pareto front.
 
-``runs_table(records)`` reduces each :class:`~opgrpo.sweep.records.RunRecord` to its status, its overrides
-(one column per overridden key), the final evaluation's reward components and rates, NLI accuracy per split,
-training cost and the last GRPO step's reward components, and marks the runs on the Pareto front
-(:func:`pareto_front`, coverage rate and uniqueness rate both maximised). The helpers that label runs by the
-overrides that vary and read reward curves are shared with the plots.
+``runs_table(records, reference)`` reduces each :class:`~opgrpo.sweep.records.RunRecord` to its status,
+the NLI backend behind its NLI numbers, its overrides (one column per overridden key), the final evaluation's
+rates and reward components, its own total (``reward/total``, at the run's own weights) and the total at
+common weights (``reward/total_at_reference``, :func:`reference_total`), NLI accuracy per split, training cost
+and the last GRPO step's reward components, and marks the runs on the Pareto front (:func:`pareto_front`,
+coverage rate and uniqueness rate both maximised). The helpers that label runs by the overrides that vary and
+read reward curves are shared with the plots.
+
+Totals at common weights: every run's own ``total`` uses its own ``reward.weights``, so a weight sweep's totals
+differ even for identical responses. ``total_at_reference`` = sum over the components of reference weight x
+mean component score (the paper weights by default), the same for runs whose components are the same. It is a
+weighted sum of means: unlike the scored total it is not clipped per response at ``reward.clip_min``.
 """
 from __future__ import annotations
 
@@ -13,17 +20,58 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opgrpo.reward.config import COMPONENTS
+from opgrpo.reward.config import COMPONENTS, RewardWeights
 from opgrpo.sweep.records import EVAL_STAGE, RunRecord
 from opgrpo.utils.runfiles import COMPLETED
 
-__all__ = ["COVERAGE_RATE", "NLI_OVERALL", "UNIQUENESS_RATE", "curve_components", "curve_key", "number",
-           "pareto_front", "run_label", "runs_table", "varying_keys"]
+__all__ = ["COVERAGE_RATE", "NLI_OVERALL", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
+           "curve_components", "curve_key", "number", "objective_warning", "pareto_front", "reference_curve",
+           "reference_total", "reference_weights", "run_label", "runs_table", "varying_keys", "weights_text"]
 
-REWARD_COMPONENTS = ("total", *COMPONENTS)
 COVERAGE_RATE = "coverage_rate"
 UNIQUENESS_RATE = "uniqueness_rate"
 NLI_OVERALL = "nli/overall"
+REFERENCE_TOTAL = "total_at_reference"
+PAPER_WEIGHTS: dict[str, float] = dict(zip(COMPONENTS, RewardWeights().as_list()))
+"""The paper's component weights (SPEC "Reward": 0.3 coverage, 0.3 uniqueness, 0.1 format, 1.0 tag)."""
+OWN_TOTALS = ("reward", "op_total", "total")
+"""Names under which GRPO logs a run's own total (its own weights): not reward components."""
+
+
+def reference_weights(weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """``weights`` as one float per component (a missing one is 0; None = :data:`PAPER_WEIGHTS`); ValueError
+    naming an unknown component or a value that is not a finite number >= 0."""
+    if weights is None:
+        return dict(PAPER_WEIGHTS)
+    unknown = [k for k in weights if k not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"reference weights: unknown component(s) {unknown}; expected {', '.join(COMPONENTS)}")
+    out = {c: number(weights.get(c, 0.0)) for c in COMPONENTS}
+    bad = {c: weights.get(c) for c, v in out.items() if not math.isfinite(v) or v < 0}
+    if bad:
+        raise ValueError(f"reference weights must be finite numbers >= 0, got {bad}")
+    return out
+
+
+def weights_text(weights: Mapping[str, float]) -> str:
+    """``coverage=0.3 uniqueness=0.3 format=0.1 tag=1`` (with " (paper)" when they are the paper weights)."""
+    text = " ".join(f"{c}={weights.get(c, 0.0):g}" for c in COMPONENTS)
+    return text + (" (paper)" if dict(weights) == PAPER_WEIGHTS else "")
+
+
+def reference_total(components: Mapping[str, Any], weights: Mapping[str, float] | None = None) -> float:
+    """Sum over the components of weight x value (``components``: component name -> mean score); NaN when a
+    component with a non-zero weight is missing or not a number."""
+    w = reference_weights(weights)
+    total = 0.0
+    for comp in COMPONENTS:
+        if w[comp] == 0:
+            continue
+        value = number(components.get(comp))
+        if math.isnan(value):
+            return math.nan
+        total += w[comp] * value
+    return total
 
 
 def number(value: Any) -> float:
@@ -42,14 +90,16 @@ def _split_key(split: str) -> tuple:
     return (2, int(m.group(1)), "") if m else (3, 0, split)
 
 
-def _metrics(rec: RunRecord) -> dict[str, float]:
+def _metrics(rec: RunRecord, weights: Mapping[str, float]) -> dict[str, float]:
     """The flat summary of a run reduced to the report's columns."""
     s, st = rec.summary, EVAL_STAGE
     out: dict[str, float] = {
         COVERAGE_RATE: number(s.get(f"{st}/reward/coverage_rate")),
         UNIQUENESS_RATE: number(s.get(f"{st}/reward/uniqueness_rate")),
+        "reward/total": number(s.get(f"{st}/reward/total")),
+        f"reward/{REFERENCE_TOTAL}": reference_total({c: s.get(f"{st}/reward/{c}") for c in COMPONENTS}, weights),
     }
-    for comp in REWARD_COMPONENTS:
+    for comp in COMPONENTS:
         out[f"reward/{comp}"] = number(s.get(f"{st}/reward/{comp}"))
     splits = sorted({k.split("/")[1] for k in s if k.startswith(f"{st}/") and k.endswith("/accuracy")
                      and k.count("/") == 2 and k.split("/")[1] != "reward"} | {"overall"}, key=_split_key)
@@ -61,37 +111,64 @@ def _metrics(rec: RunRecord) -> dict[str, float]:
     out["cost/grpo_runtime_s"] = number(s.get("grpo/train_runtime"))
     out["cost/grpo_steps"] = number(s.get("grpo/global_step"))
     out["cost/train_runtime_s"] = sum(runtimes) if runtimes else math.nan
-    last = _last_rewards(rec.curves)
-    for comp, value in last.items():
-        out[f"grpo_last/{comp}"] = value
+    out.update({f"grpo_last/{k}": v for k, v in _last_rewards(rec.curves, weights).items()})
+    return out
+
+
+def _facts(rec: RunRecord) -> dict[str, str]:
+    """The text columns: the NLI backend, and any other text the evaluation recorded (e.g. the estimator)."""
+    out = {"nli_backend": rec.nli_backend, "estimator": rec.estimator}
+    for k, v in rec.summary.items():
+        if k.startswith(f"{EVAL_STAGE}/") and isinstance(v, str) and k != f"{EVAL_STAGE}/nli_backend":
+            out[k.removeprefix(f"{EVAL_STAGE}/")] = v
     return out
 
 
 def curve_components(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The reward components logged in GRPO metrics rows (``rewards/<c>/mean``), then ``reward`` (the total)."""
-    comps: list[str] = []
+    """The reward components logged in GRPO metrics rows (``rewards/<c>/mean``), in ``COMPONENTS`` order, then
+    any other reward function's; not the run's own total (``op_total``, ``reward``)."""
+    logged: list[str] = []
     for row in rows:
         for k in row:
             m = re.fullmatch(r"rewards/(.+)/mean", k)
-            if m and m.group(1) not in comps:
-                comps.append(m.group(1))
-    if any("reward" in row for row in rows):
-        comps.append("reward")
-    return comps
+            if m and m.group(1) not in logged and m.group(1) not in OWN_TOTALS:
+                logged.append(m.group(1))
+    return [c for c in COMPONENTS if c in logged] + [c for c in logged if c not in COMPONENTS]
 
 
 def curve_key(comp: str) -> str:
-    """The metrics-row key of a component named by :func:`curve_components`."""
+    """The metrics-row key of a component named by :func:`curve_components` (``reward``: the own total)."""
     return "reward" if comp == "reward" else f"rewards/{comp}/mean"
 
 
-def _last_rewards(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def reference_curve(rows: Sequence[Mapping[str, Any]], weights: Mapping[str, float] | None = None
+                    ) -> list[tuple[float, float]]:
+    """(step, total at the reference weights) for every GRPO metrics row that logs the weighted components."""
+    out = []
+    for row in rows:
+        if not any(curve_key(c) in row for c in COMPONENTS):
+            continue
+        step = number(row.get("step"))
+        value = reference_total({c: row.get(curve_key(c)) for c in COMPONENTS}, weights)
+        if not (math.isnan(step) or math.isnan(value)):
+            out.append((step, value))
+    return out
+
+
+def _last_rewards(rows: Sequence[Mapping[str, Any]], weights: Mapping[str, float]) -> dict[str, float]:
+    """The last logged value of each component, of the total at the reference weights and of the run's own
+    trained total (``reward``)."""
     out: dict[str, float] = {}
-    for comp in curve_components(rows):
+    for comp in [*curve_components(rows), "reward"]:
         values = [number(r.get(curve_key(comp))) for r in rows if curve_key(comp) in r]
         values = [v for v in values if not math.isnan(v)]
         if values:
             out[comp] = values[-1]
+    ref = reference_curve(rows, weights)
+    if ref:
+        out[REFERENCE_TOTAL] = ref[-1][1]
+    if "reward" in out:
+        out["reward"] = out.pop("reward")  # the own total after the components and the reference total
     return out
 
 
@@ -132,30 +209,40 @@ def run_label(rec: RunRecord, keys: Sequence[str]) -> str:
     return " ".join(parts) if parts else rec.name
 
 
-def runs_table(records: Sequence[RunRecord]):
-    """A pandas DataFrame, one row per run: run, status, overrides..., metrics..., pareto, error, path.
+def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | None = None):
+    """A pandas DataFrame, one row per run: run, status, nli_backend (and other text facts of the evaluation),
+    overrides..., metrics..., pareto, error, path. ``reference``: the weights of ``reward/total_at_reference``
+    (None = the paper weights).
 
     ``df.attrs["front_order"]``: the names of the runs on the front, along it; ``df.attrs["common_overrides"]``:
-    the overrides every run shares.
+    the overrides every run shares; ``df.attrs["reference_weights"]``: the reference weights used.
     """
     import pandas as pd
 
+    weights = reference_weights(reference)
     keys = _override_keys(records)
+    facts: list[str] = []
     rows = []
     for rec in records:
         row: dict[str, Any] = {"run": rec.name, "status": rec.status}
+        fact = _facts(rec)
+        facts += [k for k in fact if k not in facts]
+        row.update(fact)
         row.update({k: rec.overrides.get(k, "") for k in keys})
-        row.update(_metrics(rec))
+        row.update(_metrics(rec, weights))
         rows.append(row)
+    fixed = {"run", "status", *facts, *keys}
     metric_cols: list[str] = []
     for row in rows:
-        metric_cols += [c for c in row if c not in metric_cols and c not in keys and c not in ("run", "status")]
+        metric_cols += [c for c in row if c not in metric_cols and c not in fixed]
     group = {"reward": 1, "nli": 2, "cost": 3, "grpo_last": 4}
     metric_cols.sort(key=lambda c: (group.get(c.split("/")[0], 0),
                                     _split_key(c.split("/")[1]) if c.startswith("nli/") else (0, 0, "")))
-    base = [COVERAGE_RATE, UNIQUENESS_RATE, NLI_OVERALL]
-    columns = ["run", "status", *keys, *metric_cols] if rows else ["run", "status", *base]
+    base = [COVERAGE_RATE, UNIQUENESS_RATE, f"reward/{REFERENCE_TOTAL}", NLI_OVERALL]
+    columns = ["run", "status", *facts, *keys, *metric_cols] if rows else ["run", "status", "nli_backend", *base]
     df = pd.DataFrame(rows, columns=columns)
+    for fact in facts:
+        df[fact] = df[fact].fillna("")
     ok = [i for i, rec in enumerate(records) if rec.status == COMPLETED]
     front = pareto_front([(df.loc[i, COVERAGE_RATE], df.loc[i, UNIQUENESS_RATE]) for i in ok])
     on_front = {ok[j] for j in front}
@@ -166,5 +253,26 @@ def runs_table(records: Sequence[RunRecord]):
     varying = set(varying_keys(records))
     known = [r for r in records if r.overrides]
     df.attrs["common_overrides"] = {k: known[0].overrides.get(k, "") for k in keys if k not in varying}
+    df.attrs["reference_weights"] = weights
+    df.attrs["facts"] = facts
     return df
 
+
+def objective_warning(records: Sequence[RunRecord]) -> str:
+    """A warning when the completed runs' objective (their config's ``objective``) has one and the same value
+    in all of them (at least two), i.e. the sweep cannot rank them; "" otherwise."""
+    done = [r for r in records if r.status == COMPLETED and r.objective]
+    keys = {r.objective for r in done}
+    if len(done) < 2 or len(keys) != 1:
+        return ""
+    key = keys.pop()
+    values = [number(r.summary.get(key)) for r in done]
+    if any(math.isnan(v) for v in values) or max(values) - min(values) > 1e-12 * max(1.0, abs(values[0])):
+        return ""
+    text = (f"the objective {key} is {values[0]:.4g} in all {len(done)} completed runs: it does not tell them "
+            "apart (a sweeper's choice among them is arbitrary)")
+    backends = {r.nli_backend for r in done}
+    if key.startswith(f"{EVAL_STAGE}/") and "accuracy" in key and "causal_lm" in backends:
+        text += ("; the causal-LM NLI stand-in (eval.nli.backend=causal_lm) scores below the accuracy threshold on "
+                 "CPU, use a reward-based objective such as objective=eval/reward/coverage_rate")
+    return text

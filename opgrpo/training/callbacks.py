@@ -8,7 +8,8 @@
 - ``CompletionSamplesCallback``: every ``every_n_steps`` optimizer steps, a few (prompt, completion, per-component
   reward, advantage) rows of the latest generation batch go to ``completions.jsonl``.
 
-Both write on the main process only. W&B is plain ``report_to=["wandb"]`` in the trainer config, not here.
+Both write on the main process only. W&B logging is the app's job (one run per Hydra job: opgrpo.app.tracking
+passes its own callback in ``callbacks``).
 """
 from __future__ import annotations
 

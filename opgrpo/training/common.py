@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opgrpo.training.distributed import dist_info, trainer_state_kwargs
 from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
@@ -132,15 +133,36 @@ def resolve_bf16(value: str | bool, key: str = "bf16") -> bool:
     return v == "true"
 
 
-def bookkeeping_kwargs(settings: Any, section: str, *, report_to=(), deepspeed: str = "",
+def extra_problems(extra: Any, config_class: type, managed: Any) -> list[str]:
+    """Problems with ``extra`` (``trainer.grpo.extra`` / ``trainer.sft.extra``: more ``config_class`` fields by
+    name): a key that is not a field of ``config_class``, or one opgrpo sets itself from its own setting."""
+    import dataclasses
+
+    p = Problems()
+    known = {f.name for f in dataclasses.fields(config_class)}
+    for key in extra or {}:
+        if key not in known:
+            close = sorted(k for k in known if key.lower() in k or k in key.lower())[:5]
+            p.add(f"extra.{key}", f"not a field of trl.{config_class.__name__}"
+                                  + (f" (close: {', '.join(close)})" if close else ""))
+        elif key in managed:
+            p.add(f"extra.{key}", "set by opgrpo from its own trainer settings; change that setting instead "
+                                  "(`opgrpo stage=describe describe=trainer.grpo` or `trainer.sft` lists them)")
+    return list(p)
+
+
+def bookkeeping_kwargs(settings: Any, section: str, *, report_to=(), deepspeed: str | dict = "",
                        model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The trainer-config fields SFT and GRPO share: logging, checkpoints, precision, seed, logging backends,
     DeepSpeed and model loading. ``settings`` has the fields both SFTSettings and GRPOSettings declare."""
     s = settings
     return dict(
         logging_steps=s.logging_steps,
-        save_strategy="steps",
-        save_steps=s.save_steps,
+        save_strategy="steps" if s.save_steps > 0 else "no",
+        save_steps=s.save_steps if s.save_steps > 0 else 500,
+        save_only_model=s.save_only_model,
+        max_grad_norm=s.max_grad_norm,
+        weight_decay=s.weight_decay,
         save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
         activation_checkpointing=s.gradient_checkpointing,
         bf16=resolve_bf16(s.bf16, f"{section}.bf16"),
@@ -148,16 +170,13 @@ def bookkeeping_kwargs(settings: Any, section: str, *, report_to=(), deepspeed: 
         report_to=list(report_to) or "none",
         deepspeed=deepspeed or None,
         model_init_kwargs=model_kwargs or None,
+        **trainer_state_kwargs(),  # reuse the process group opgrpo.training.distributed set up (DeepSpeed on CPU)
     )
 
 
 def world_size() -> int:
-    """Number of training processes, from the launcher's environment (accelerate, torchrun, deepspeed set WORLD_SIZE).
-
-    Read from the environment rather than from accelerate's PartialState: creating that state here, before the
-    trainer's arguments do, would fix its settings (CPU/DeepSpeed) too early.
-    """
-    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    """Number of training processes, from the launcher's environment (opgrpo.training.distributed.dist_info)."""
+    return dist_info().world_size
 
 
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
@@ -349,14 +368,20 @@ def _being_saved(trainer, output_dir: Path) -> Path:
     return ckpt if ckpt.is_dir() and checkpoint_problem(ckpt) is not None else output_dir
 
 
-def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool):
+def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool, clean: bool = False):
     """``trainer.train()`` (resuming from the newest complete checkpoint when ``resume``), then ``save_final``;
-    returns (train output, final dir). A full disk raises ``DiskFullError`` naming the checkpoint or folder."""
+    returns (train output, final dir). ``clean``: delete the checkpoints once final/ is saved. A full disk raises
+    ``DiskFullError`` naming the checkpoint or folder."""
     output_dir = Path(output_dir)
     checkpoint = resume_checkpoint(output_dir, resume)
     with reporting_full_disk(lambda: _being_saved(trainer, output_dir)):
         output = trainer.train(resume_from_checkpoint=checkpoint)
-    return output, save_final(trainer, output_dir)
+    final = save_final(trainer, output_dir)
+    if clean and trainer.accelerator.is_main_process:
+        for ckpt in checkpoints(output_dir):
+            shutil.rmtree(ckpt, ignore_errors=True)
+            logger.info("removed %s (training finished; final model in %s)", ckpt, final)
+    return output, final
 
 
 def save_final(trainer, output_dir: str | os.PathLike) -> Path:

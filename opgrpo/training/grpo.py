@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Dict, Callable, Iterable, Sequence
 
 from opgrpo.text.prompts import chat_prompt
 from opgrpo.training.common import (
@@ -55,12 +55,14 @@ from opgrpo.training.common import (
     LoraSettings,
     as_peft_config,
     bookkeeping_kwargs,
+    extra_problems,
     load_tokenizer,
     model_init_kwargs,
     train_and_save,
     train_metrics,
     world_size,
 )
+from opgrpo.training.distributed import setup_process_group
 from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
@@ -120,9 +122,15 @@ class GRPOSettings:
     logging_steps: int = 1
     """Log every N optimizer steps."""
     save_steps: int = 50
-    """Checkpoint every N optimizer steps."""
+    """Checkpoint every N optimizer steps (0: no checkpoints, only ``final/``)."""
     save_total_limit: int = 2
     """Keep at most this many checkpoints (-1: keep all)."""
+    save_only_model: bool = False
+    """Checkpoints hold the weights only, no optimizer/scheduler state (about a third of the disk; a resume from
+    one restarts from step 0, since transformers cannot continue without the optimizer state)."""
+    clean_checkpoints: bool = False
+    """Delete this stage's checkpoints once training ended and ``final/`` is saved (they exist to resume a killed
+    run; a finished one has ``final/``): the CPU presets and sweeps use it to keep a run's disk small."""
     eval_steps: int = -1
     """With eval items: evaluate every N optimizer steps (-1: every ``save_steps``)."""
     use_vllm: bool = False
@@ -131,6 +139,19 @@ class GRPOSettings:
     """vLLM placement: ``colocate`` (inside the training processes) or ``server`` (``trl vllm-serve``)."""
     vllm_gpu_memory_utilization: float = 0.3
     """GPU memory share vLLM may take in colocate mode."""
+    vllm_server_base_url: str = ""
+    """``vllm_mode=server``: the ``trl vllm-serve`` server's URL (e.g. ``http://gpu-node-7:8000``; "" =
+    localhost:8000)."""
+    vllm_tensor_parallel_size: int = 1
+    """``vllm_mode=colocate``: GPUs each vLLM engine shards the model over."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (``TrainingArguments.max_grad_norm``; 0 = no clipping)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (``TrainingArguments.weight_decay``)."""
+    extra: Dict[str, Any] = field(default_factory=dict)
+    """Any other field of TRL's config by name, passed through as given (e.g. ``{optim: adamw_torch_fused,
+    push_to_hub: true}`` in a preset; on the command line ``+trainer.grpo.extra.optim=adamw_torch_fused``, Hydra's
+    ``+`` for a new key); each key is checked against the dataclass at start-up."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower)."""
     bf16: str = "auto"
@@ -160,9 +181,10 @@ def check_settings(settings: GRPOSettings, world_size: int = 1) -> list[str]:
     if s.num_generations < 2:
         p.add("num_generations", f"must be at least 2 (GRPO needs a group), got {s.num_generations}")
     for name in ("prompts_per_step", "mini_batch_size", "per_device_batch_size", "lr", "epsilon", "temperature",
-                 "max_completion_length", "num_iterations", "logging_steps", "save_steps", "completion_samples"):
+                 "max_completion_length", "num_iterations", "logging_steps", "completion_samples"):
         p.positive(name, getattr(s, name))
     p.non_negative("completion_samples_every", s.completion_samples_every)
+    p.non_negative("save_steps", s.save_steps)
     if world_size <= 0:
         p.add("world_size", f"must be positive, got {world_size}")
     elif not p and s.prompts_per_step % s.mini_batch_size:
@@ -189,6 +211,13 @@ def check_settings(settings: GRPOSettings, world_size: int = 1) -> list[str]:
     p.choice("scale_rewards", s.scale_rewards, SCALE_REWARDS)
     p.choice("vllm_mode", s.vllm_mode, VLLM_MODES)
     p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
+    p.positive("vllm_tensor_parallel_size", s.vllm_tensor_parallel_size)
+    p.non_negative("max_grad_norm", s.max_grad_norm)
+    p.non_negative("weight_decay", s.weight_decay)
+    if s.extra and not p:
+        from trl import GRPOConfig
+
+        p.extend(extra_problems(s.extra, GRPOConfig, grpo_config_kwargs(s, "", world_size=world_size)))
     return list(p)
 
 
@@ -201,14 +230,14 @@ def grpo_config(
     reward_weights: Sequence[float] | None = None,
     aggregation: str = "sum_then_normalize",
     evaluate: bool = False,
-    deepspeed: str = "",
+    deepspeed: str | dict = "",
     model_kwargs: dict[str, Any] | None = None,
 ):
     """The ``trl.GRPOConfig`` for ``settings`` on ``world_size`` processes; ValueError naming the key if invalid.
 
     TRL derives ``steps_per_generation`` (micro-batches per generation batch per process) from the generation
     batch and the world size it actually runs on, so pass the real world size (``run_grpo`` does).
-    ``deepspeed``: path of a DeepSpeed JSON config ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``;
+    ``deepspeed``: DeepSpeed config, a JSON path or a dict ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``;
     ``aggregation``: TRL ``multi_objective_aggregation`` (see ``opgrpo.reward.grpo_reward_setup``).
     """
     from trl import GRPOConfig
@@ -219,15 +248,29 @@ def grpo_config(
     if aggregation not in TRL_AGGREGATIONS:
         problems.add("aggregation", f"expected one of {', '.join(TRL_AGGREGATIONS)} (got {aggregation!r})")
     problems.raise_if_any()
-    accumulation = s.mini_batch_size * s.num_generations // (s.per_device_batch_size * world_size)
+    kwargs = grpo_config_kwargs(s, output_dir, world_size=world_size, report_to=report_to,
+                                reward_weights=reward_weights, aggregation=aggregation, evaluate=evaluate,
+                                deepspeed=deepspeed, model_kwargs=model_kwargs)
+    problems.extend_from("", extra_problems(s.extra, GRPOConfig, kwargs))
+    problems.raise_if_any()
+    return GRPOConfig(**kwargs, **dict(s.extra))
+
+
+def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | os.PathLike, *, world_size: int = 1,
+                       report_to: Sequence[str] = (), reward_weights: Sequence[float] | None = None,
+                       aggregation: str = "sum_then_normalize", evaluate: bool = False, deepspeed: str | dict = "",
+                       model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``trl.GRPOConfig`` fields opgrpo sets from ``settings`` (``grpo_config`` adds ``settings.extra``)."""
+    s = settings
+    accumulation = s.mini_batch_size * s.num_generations // max(1, s.per_device_batch_size * world_size)
     eval_kwargs: dict[str, Any] = {}
     if evaluate:
         eval_kwargs = dict(
             eval_strategy="steps",
-            eval_steps=s.eval_steps if s.eval_steps > 0 else s.save_steps,
+            eval_steps=s.eval_steps if s.eval_steps > 0 else s.save_steps or 50,
             per_device_eval_batch_size=s.num_generations,  # one whole group per device batch
         )
-    return GRPOConfig(
+    return dict(
         output_dir=str(output_dir),
         # batch geometry
         num_generations=s.num_generations,
@@ -257,6 +300,8 @@ def grpo_config(
         use_vllm=s.use_vllm,
         vllm_mode=s.vllm_mode,
         vllm_gpu_memory_utilization=s.vllm_gpu_memory_utilization,
+        vllm_server_base_url=s.vllm_server_base_url or None,
+        vllm_tensor_parallel_size=s.vllm_tensor_parallel_size,
         # data: keep situation/references/item_id for the reward functions
         remove_unused_columns=False,
         # bookkeeping
@@ -321,7 +366,7 @@ def run_grpo(
     resume: bool = False,
     callbacks: Sequence = (),
     eval_items: Sequence | None = None,
-    deepspeed: str = "",
+    deepspeed: str | dict = "",
     chat_template: str = "",
     sample_every: int = -1,
     dtype: str = "",
@@ -332,7 +377,7 @@ def run_grpo(
     ``reward_funcs`` are TRL reward callables ``(prompts, completions, **columns) -> list[float]`` (named by their
     ``__name__``; each is logged as ``rewards/<name>/mean|std``), ``reward_weights`` one weight per function,
     ``reward_aggregation`` TRL's ``multi_objective_aggregation`` (``opgrpo.reward.grpo_reward_setup`` gives all three).
-    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed JSON path ("" = off).
+    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed config, a JSON path or a dict ("" = off).
     ``chat_template``: Jinja string or .jinja path overriding the tokenizer's ("" = its own). ``sample_every``:
     overrides ``settings.completion_samples_every`` (the completions.jsonl writer; 0 = off) when > 0. ``dtype``: weights dtype for loading ("" = TRL's
     float32). ``resume``: continue from the last checkpoint in ``output_dir`` (fresh start when there is none).
@@ -351,6 +396,7 @@ def run_grpo(
             f"reward_weights has {len(reward_weights)} entries for {len(reward_funcs)} reward functions"
         )
     output_dir = Path(output_dir)
+    setup_process_group(deepspeed=bool(deepspeed))  # before the trainer config: it must reuse this group
     world = world_size()
     args = grpo_config(
         settings, output_dir, world_size=world, report_to=report_to, reward_weights=reward_weights,
@@ -390,13 +436,13 @@ def run_grpo(
         if hasattr(func, "bind"):
             func.bind(trainer)
 
-    output, final = train_and_save(trainer, output_dir, resume)
+    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
     metrics = train_metrics(output, trainer)
     metrics.update(
         num_prompts=len(train_dataset),
         dropped_long_prompts=dropped,
         steps_per_epoch=optimizer_steps_per_epoch(len(train_dataset), settings),
-        world_size=world,
+        world_size=trainer.accelerator.num_processes,  # the process group the trainer really used
         generation_batch_size=args.generation_batch_size,
         steps_per_generation=args.steps_per_generation,
         gradient_accumulation_steps=args.gradient_accumulation_steps,

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Dict, Iterable, Sequence
 
 from opgrpo.text.prompts import chat_prompt
 from opgrpo.training.common import (
@@ -30,12 +30,14 @@ from opgrpo.training.common import (
     LoraSettings,
     as_peft_config,
     bookkeeping_kwargs,
+    extra_problems,
     load_tokenizer,
     model_init_kwargs,
     train_and_save,
     train_metrics,
     world_size,
 )
+from opgrpo.training.distributed import setup_process_group
 from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
@@ -122,9 +124,23 @@ class SFTSettings:
     logging_steps: int = 10
     """Log every N optimizer steps."""
     save_steps: int = 500
-    """Checkpoint every N optimizer steps."""
+    """Checkpoint every N optimizer steps (0: no checkpoints, only ``final/``)."""
     save_total_limit: int = 2
     """Keep at most this many checkpoints (-1: keep all)."""
+    save_only_model: bool = False
+    """Checkpoints hold the weights only, no optimizer/scheduler state (about a third of the disk; a resume from
+    one restarts from step 0, since transformers cannot continue without the optimizer state)."""
+    clean_checkpoints: bool = False
+    """Delete this stage's checkpoints once training ended and ``final/`` is saved (they exist to resume a killed
+    run; a finished one has ``final/``): the CPU presets and sweeps use it to keep a run's disk small."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (``TrainingArguments.max_grad_norm``; 0 = no clipping)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (``TrainingArguments.weight_decay``)."""
+    extra: Dict[str, Any] = field(default_factory=dict)
+    """Any other field of TRL's config by name, passed through as given (e.g. ``{optim: adamw_torch_fused,
+    push_to_hub: true}`` in a preset; on the command line ``+trainer.grpo.extra.optim=adamw_torch_fused``, Hydra's
+    ``+`` for a new key); each key is checked against the dataclass at start-up."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
     bf16: str = "auto"
@@ -150,6 +166,13 @@ class SFTSettings:
         if s.epochs <= 0 and s.max_steps <= 0:
             p.add("epochs", "must be positive (or set max_steps)")
         p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
+        p.non_negative("max_grad_norm", s.max_grad_norm)
+        p.non_negative("weight_decay", s.weight_decay)
+        p.non_negative("save_steps", s.save_steps)
+        if s.extra and not p:
+            from trl import SFTConfig
+
+            p.extend(extra_problems(s.extra, SFTConfig, sft_config_kwargs(s, "", world_size=world_size)))
         return list(p)
 
 
@@ -159,12 +182,12 @@ def sft_config(
     *,
     world_size: int = 1,
     report_to: Sequence[str] = (),
-    deepspeed: str = "",
+    deepspeed: str | dict = "",
     model_kwargs: dict[str, Any] | None = None,
 ):
     """The ``trl.SFTConfig`` for ``settings``; raises ValueError naming the offending key.
 
-    ``deepspeed``: path of a DeepSpeed JSON config ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``.
+    ``deepspeed``: DeepSpeed config, a JSON path or a dict ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``.
     """
     from trl import SFTConfig
 
@@ -172,8 +195,20 @@ def sft_config(
     problems = Problems("sft.")
     problems.extend_from("", s.problems(world_size))
     problems.raise_if_any()
-    per_step = s.per_device_batch_size * world_size
-    return SFTConfig(
+    kwargs = sft_config_kwargs(s, output_dir, world_size=world_size, report_to=report_to, deepspeed=deepspeed,
+                               model_kwargs=model_kwargs)
+    problems.extend_from("", extra_problems(s.extra, SFTConfig, kwargs))
+    problems.raise_if_any()
+    return SFTConfig(**kwargs, **dict(s.extra))
+
+
+def sft_config_kwargs(settings: SFTSettings, output_dir: str | os.PathLike, *, world_size: int = 1,
+                      report_to: Sequence[str] = (), deepspeed: str | dict = "",
+                      model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``trl.SFTConfig`` fields opgrpo sets from ``settings`` (``sft_config`` adds ``settings.extra``)."""
+    s = settings
+    per_step = max(1, s.per_device_batch_size * world_size)
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=s.epochs,
         max_steps=s.max_steps,
@@ -198,14 +233,14 @@ def run_sft(
     report_to: Sequence[str] = (),
     resume: bool = False,
     callbacks: Sequence = (),
-    deepspeed: str = "",
+    deepspeed: str | dict = "",
     chat_template: str = "",
     dtype: str = "",
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``model_path`` on the SFT targets of ``train_items``; save to ``output_dir/final``; return metrics.
 
-    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed JSON path ("" = off).
+    ``peft``: LoraSettings or a peft config (None: full fine-tuning). ``deepspeed``: DeepSpeed config, a JSON path or a dict ("" = off).
     ``chat_template``: Jinja string or .jinja path overriding the tokenizer's ("" = its own). ``dtype``: weights
     dtype for loading ("" = TRL's float32). ``resume``: continue from the last checkpoint in ``output_dir``.
     """
@@ -214,6 +249,7 @@ def run_sft(
     from opgrpo.training.callbacks import MetricsJsonlCallback
 
     output_dir = Path(output_dir)
+    setup_process_group(deepspeed=bool(deepspeed))  # before the trainer config: it must reuse this group
     args = sft_config(
         settings, output_dir, world_size=world_size(), report_to=report_to, deepspeed=deepspeed,
         model_kwargs=model_init_kwargs(dtype, trust_remote_code),
@@ -228,7 +264,8 @@ def run_sft(
         peft_config=as_peft_config(peft),
         callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
     )
-    output, final = train_and_save(trainer, output_dir, resume)
+    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
     metrics = train_metrics(output, trainer)
-    metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings))
+    metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings),
+                   world_size=trainer.accelerator.num_processes)  # the process group the trainer really used
     return metrics

@@ -97,3 +97,24 @@ def test_cluster_launcher_without_multirun_fails_at_startup(tmp_path):
     log = res.stdout + res.stderr
     assert "launcher" in log and "-m" in log
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+
+
+def test_responses_for_some_test_items_are_scored_and_the_rest_reported(tmp_path, responses_file, tiny_lm):
+    """Issue 20.5: a responses file for fewer items than the test file ended in a traceback ("7 responses for 14
+    items"); now the items it names are scored, the others counted per split. Issue 20.1: the reward numbers name
+    their estimator, and an untuned one is labelled."""
+    rows = responses_file.read_text().splitlines()
+    some = tmp_path / "some.jsonl"
+    some.write_text("\n".join(rows[:3]) + "\n")
+    run = tmp_path / "run"
+    res = _run([str(BIN), "experiment=cpu_demo", "stage=eval", f"eval.responses_file={some}",
+                f"eval.nli.model={tiny_lm}", f"hydra.run.dir={run}"], tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["eval/responses/items"] == 3
+    missing = {k.rsplit("/", 1)[1]: v for k, v in s.items() if k.startswith("eval/responses/missing/")}
+    assert sum(missing.values()) == len(rows) - 3 and len(missing) == len(rows)
+    assert len([json.loads(line) for line in (run / "eval" / "responses.jsonl").read_text().splitlines()]) == 3
+    assert s["eval/reward_estimator/tuned"] is False and len(s["eval/reward_estimator/fingerprint"]) == 12
+    assert json.loads((run / "eval" / "reward.json").read_text())["estimator"]["tuned"] is False
+    assert "(untuned estimator)" in res.stdout

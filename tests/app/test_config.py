@@ -110,7 +110,13 @@ def test_unknown_key_fails_at_composition(compose):
         ("estimator.judge.unlabelled=same", "estimator.judge.unlabelled"),
         ("eval.nli.backend=magic", "eval.nli.backend"),
         ("benchmark.on_error=ignore", "benchmark.on_error"),
-        ("deepspeed=zero2", "deepspeed"),
+        ("deepspeed=zero2_offload", "deepspeed"),  # on CPU: nothing to offload from (zero2/zero3 themselves run)
+        ("deepspeed=zero3 deepspeed.config.zero_optimization.stage=5", "deepspeed.config.zero_optimization.stage"),
+        ("reward.extra_funcs=[json:no_such_function]", "reward.extra_funcs[0]"),
+        ("+trainer.grpo.extra.optimm=adamw_torch", "trainer.grpo.extra.optimm"),
+        ("+trainer.sft.extra.learning_rate=0.1", "trainer.sft.extra.learning_rate"),
+        ("eval.generation.vllm_gpu_memory_utilization=1.5", "eval.generation.vllm_gpu_memory_utilization"),
+        ("reward.extra_funcs=[json:dumps] reward.extra_weights=[1,2]", "reward.extra_weights"),
         ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
         ("estimator.train.batch_size=0", "estimator.train.batch_size"),  # issue 16.11: before the model loads
         ("benchmark.max_train_items=0", "benchmark.max_train_items"),  # issue 16.11: trained nothing, "completed"
@@ -216,16 +222,14 @@ def test_real_model_directories_pass(compose, minilm_path, tiny_lm):
 
 def test_wandb_disabled_in_the_environment_wins(compose, monkeypatch, tmp_path):
     """Issue 16.7: logger.wandb.mode overwrote WANDB_MODE=disabled, so W&B ran (and could sync) against the user's wish."""
-    from opgrpo.app.rundir import RunDir
-    from opgrpo.app.tracking import report_to, setup_wandb
+    from opgrpo.app.tracking import JobTracker, report_to, wandb_enabled
 
     cfg = compose(["experiment=cpu_demo", "logger=wandb", "logger.wandb.mode=online"])
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    setup_wandb(cfg, RunDir(tmp_path))
+    assert not JobTracker().start(cfg, tmp_path, [], "").active and not wandb_enabled(cfg)
     assert __import__("os").environ["WANDB_MODE"] == "disabled" and report_to(cfg) == []
     monkeypatch.setenv("WANDB_MODE", "offline")
-    setup_wandb(cfg, RunDir(tmp_path))
-    assert __import__("os").environ["WANDB_MODE"] == "online" and report_to(cfg) == ["wandb"]
+    assert wandb_enabled(cfg) and report_to(cfg) == []
 
 
 def test_every_setting_is_documented(compose):
@@ -264,3 +268,42 @@ def test_a_capped_test_file_is_said(compose, caplog):
         splits = RunContext(cfg, RunDir(__import__("tempfile").mkdtemp())).test_splits()
     assert sum(len(v) for v in splits.values()) == 7
     assert "using 7 of 14 test items: benchmark.max_test_items=1 per split" in caplog.text
+
+
+def test_deepspeed_presets_pass_validation_on_cpu(compose):
+    """ZeRO-2 and ZeRO-3 run on CPU (DeepSpeed's CPU accelerator, gloo): validation no longer refuses them."""
+    for preset in ("zero2", "zero3"):
+        validate(compose(["experiment=cpu_demo", "stage=grpo", f"deepspeed={preset}"]))
+
+
+@pytest.mark.parametrize("reward", ["cpu", "paper", "continuous", "authors_masking"])
+def test_cpu_calibration_travels_with_the_estimator(compose, reward):
+    """Issue 20.6: `experiment=cpu_demo reward=continuous` fell back to the paper's 0.7 / 0.78, where MiniLM gives
+    coverage ~0; the thresholds now belong to the estimator preset, whichever reward preset is picked."""
+    from opgrpo.app.schema import to_object
+
+    r = to_object(compose(["experiment=cpu_demo", f"reward={reward}"]), "reward")
+    assert (r.tau_cov, r.tau_uniq) == (0.55, 0.6)
+    paper = to_object(compose([f"reward={reward}"]), "reward")  # estimator=paper: the paper's mpnet thresholds
+    assert (paper.tau_cov, paper.tau_uniq) == (0.7, 0.78)
+
+
+def test_threshold_offsets_and_pinned_values(compose):
+    from opgrpo.app.schema import to_object
+
+    r = to_object(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.1", "reward.tau_uniq_delta=-0.05"]), "reward")
+    assert (r.tau_cov, r.tau_uniq) == (0.65, 0.55)
+    pinned = to_object(compose(["experiment=cpu_demo", "reward.tau_cov=0.8"]), "reward")
+    assert (pinned.tau_cov, pinned.tau_uniq) == (0.8, 0.6)
+    with pytest.raises(ConfigError, match="reward.tau_cov"):
+        validate(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.6"]))
+
+
+def test_report_settings_fail_at_startup(compose, tmp_path):
+    with pytest.raises(ConfigError, match="report.run_dirs: stage=report/compare needs"):
+        validate(compose(["stage=report"]))
+    with pytest.raises(ConfigError, match="report.run_dirs: no such directory"):
+        validate(compose(["stage=compare", f"report.run_dirs=[{tmp_path / 'nope'}]"]))
+    with pytest.raises(ConfigError, match="report.reference_weights.coverage: must be >= 0"):
+        validate(compose(["experiment=cpu_demo", "stage=describe", "report.reference_weights.coverage=-1"]))
+    validate(compose(["stage=report", f"report.sweep_dir={tmp_path}"]))

@@ -25,3 +25,11 @@ def test_submitit_local_multirun(tmp_path, responses_file, tiny_lm):
         assert json.loads((sweep / job / "status.json").read_text())["status"] == "completed"
         assert "eval/overall/accuracy" in json.loads((sweep / job / "summary.json").read_text())
     assert list((sweep / ".submitit").glob("*/*_log.out")), "submitit wrote no job logs"
+
+
+def test_slurm_launcher_starts_one_task_per_gpu(compose):
+    """launcher=slurm used to ask for 4 GPUs with tasks_per_node=1: one process saw all 4 GPUs."""
+    for overrides, gpus in (([], 4), (["hydra.launcher.gpus_per_node=8", "hydra.launcher.nodes=2"], 8)):
+        cfg = compose(["launcher=slurm", *overrides], return_hydra_config=True)
+        launcher = cfg.hydra.launcher
+        assert launcher.gpus_per_node == gpus and launcher.tasks_per_node == gpus

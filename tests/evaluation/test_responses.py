@@ -45,10 +45,10 @@ def test_load_responses_errors_name_the_file(tmp_path):
     unknown.write_text('{"id": "x1", "response": "a"}\n{"id": "zz", "response": "b"}\n')
     with pytest.raises(ValueError, match=r"unknown\.jsonl: 1 unknown id.*zz"):
         load_responses(unknown, items())
-    missing = tmp_path / "missing.jsonl"
-    missing.write_text('{"id": "x1", "response": "a"}\n')
-    with pytest.raises(ValueError, match=r"missing\.jsonl: 1 responses for 3 items.*x2"):
-        load_responses(missing, items())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,response\n")
+    with pytest.raises(ValueError, match=r"empty\.csv: no response column"):
+        load_responses(empty, items())
     dup = tmp_path / "dup.csv"
     dup.write_text("id,response\nx1,a\nx1,b\nx2,c\n")
     with pytest.raises(ValueError, match=r"dup\.csv: id 'x1' appears more than once \(rows 1 and 2\)"):
@@ -184,3 +184,12 @@ def test_broken_csv_rows_are_errors_naming_file_and_row(tmp_path):
     twice.write_text("id,response,Response\nx1,a,b\n")
     with pytest.raises(ValueError, match=r"twice\.csv: column 'response' appears 2 times"):
         load_responses(twice, items())
+
+
+def test_responses_for_some_items_leave_the_others_out(tmp_path, caplog):
+    """Issue 20.5: a responses file for fewer items than the test file used to end in a traceback."""
+    path = tmp_path / "some.jsonl"
+    path.write_text('{"id": "x3", "response": "c"}\n{"id": "x1", "response": "a"}\n')
+    out = load_responses(path, items())
+    assert list(out) == ["a", None, "c"] and out.missing == ["x2"] and out.matched_by == "id"
+    assert "responses for 2 of 3 items" in caplog.text and "x2" in caplog.text

@@ -52,7 +52,10 @@ def test_every_preset_composes(hydra_compose):
         for base in ([], ["experiment=cpu_demo"], ["experiment=paper"]):
             cfg = hydra_compose([*base, f"sweep={name}"])
             assert cfg.hydra.sweeper.params, name
-            assert cfg.objective == "eval/overall/accuracy"
+            # the experiment's objective stands: a sweep preset does not reset it (issue 20.2: on CPU the
+            # causal-LM NLI stand-in leaves accuracy at 0 in every run, so cpu_demo ranks by the coverage rate)
+            assert cfg.objective == ("eval/reward/coverage_rate" if base == ["experiment=cpu_demo"]
+                                     else "eval/overall/accuracy"), (name, base)
             if name != "optuna":
                 assert cfg.hydra.mode.name == "MULTIRUN", name
 
@@ -84,10 +87,14 @@ def test_thresholds_grid(hydra_compose):
     assert len(jobs) == 3 * 3 * 2
     cfg = hydra_compose(["sweep=thresholds", *jobs[-1]])
     assert (cfg.reward.tau_cov, cfg.reward.tau_uniq, cfg.reward.mode) == (0.8, 0.85, "continuous")
-    assert {tuple(j) for j in jobs} >= {("reward.tau_cov=0.7", "reward.tau_uniq=0.78", "reward.mode=bucketed")}
+    assert {tuple(j) for j in jobs} >= {("reward.tau_cov_delta=0", "reward.tau_uniq_delta=0", "reward.mode=bucketed")}
+    # issue 20.6: the grid is centred on the active estimator's calibration (the CPU MiniLM's 0.55 / 0.6)
+    cpu = {(c.reward.tau_cov, c.reward.tau_uniq) for c in
+           (hydra_compose(["experiment=cpu_demo", "sweep=thresholds", *job]) for job in jobs)}
+    assert cpu == {(a, b) for a in (0.45, 0.55, 0.65) for b in (0.52, 0.6, 0.67)}
     # a command-line value replaces that axis
     params = [f"{k}={v}" for k, v in hydra_compose(["sweep=thresholds"]).hydra.sweeper.params.items()]
-    ovs = OverridesParser.create().parse_overrides([*params, "reward.tau_cov=0.65,0.7"])
+    ovs = OverridesParser.create().parse_overrides([*params, "reward.tau_cov_delta=-0.05,0"])
     assert len(BasicSweeper.split_arguments(ovs, None)[0]) == 2 * 3 * 2
 
 
@@ -96,8 +103,8 @@ def test_optuna_preset_is_the_driver_spec(hydra_compose):
     assert cfg.hydra.mode is None  # as a Hydra preset: a single run with the objective
     spec = ospec.load_spec(SWEEPS / "optuna.yaml")
     assert set(spec.space) == set(cfg.hydra.sweeper.params)
-    assert spec.direction == "maximize" and spec.objective == "eval/overall/accuracy"
-    assert spec.fixed == ["objective=eval/overall/accuracy"]  # hydra/sweeper default not passed to trials
+    assert spec.direction == "maximize" and spec.objective == ""  # each trial's own config objective
+    assert spec.fixed == []  # hydra/sweeper default not passed to trials, no objective forced on them
     assert spec.sampler == {"_target_": "optuna.samplers.TPESampler", "seed": 42}
     for key in spec.space:  # every searched key exists in the schema
         assert hydra_compose([f"{key}={cfg.reward.mode if key == 'reward.mode' else 0.5}"])
@@ -325,6 +332,38 @@ def test_read_outcome_reasons(tmp_path):
     assert json.loads((run / "status.json").read_text())["error"] == "gave up"
 
 
+def test_objective_from_each_trial_config_and_identical_values_warn(tmp_path, caplog):
+    """Issue 20.2: with no objective in the spec, a trial is scored by its own config's objective (cpu_demo's
+    reward-based one); two trials with the same value are a tie the study cannot break, and it says so."""
+    import logging
+
+    spec = _spec(tmp_path)
+    spec.objective = ""
+
+    def launch(cmd, run_dir, timeout):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text("objective: eval/reward/coverage_rate\nstage: eval\n")
+        (run_dir / "status.json").write_text(json.dumps({"status": "completed", "overrides": []}))
+        (run_dir / "summary.json").write_text(json.dumps({"eval/reward/coverage_rate": 0.25,
+                                                          "eval/overall/accuracy": 0.0}))
+        return 0
+
+    with caplog.at_level(logging.WARNING, logger="opgrpo.optuna"):
+        res = osw.run_study(spec, tmp_path / "study", launcher=launch, report=False)
+    assert [t.value for t in res.study.trials] == [0.25, 0.25]
+    assert [t.user_attrs["objective"] for t in res.study.trials] == ["eval/reward/coverage_rate"] * 2
+    best = json.loads((tmp_path / "study" / "best.json").read_text())
+    assert best["objective"] == "eval/reward/coverage_rate"
+    assert best["warning"].startswith("the objective eval/reward/coverage_rate is 0.25 in all 2 completed trials")
+    assert "does not tell them apart" in caplog.text
+    assert osw.identical_objective_warning([0.1, 0.2], "m") == "" and osw.identical_objective_warning([0.1], "m") == ""
+    assert "causal-LM NLI stand-in" in osw.identical_objective_warning([0.0, 0.0], "eval/overall/accuracy")
+    run = Path(res.study.trials[0].user_attrs["run_dir"])
+    (run / "config.yaml").unlink()
+    why = "no objective: neither the spec, an objective= override nor the run's config.yaml names one"
+    assert osw.read_outcome(run, "", 0) == (None, why)
+
+
 def test_max_failure_rate_stops_the_study(tmp_path):
     spec, calls = _spec(tmp_path), []
     spec.n_trials, spec.max_failure_rate = 10, 0.5
@@ -340,7 +379,8 @@ def test_help_and_dry_run():
                          capture_output=True, text=True, env=env, check=False)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["objective"] == "eval/overall/accuracy" and out["n_trials"] == 20
+    assert out["objective"] == "each trial's config objective" and out["n_trials"] == 20
+    assert not any(c.startswith("objective=") for c in out["command"])
     assert "reward.weights.coverage=<sampled>" in out["command"] and "experiment=cpu_demo" in out["command"]
 
 

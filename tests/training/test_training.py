@@ -352,6 +352,23 @@ def test_resume_continues_the_step_counter(tiny_model, tmp_path):
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
 
+def test_model_only_checkpoints_and_cleaning(tiny_model, tmp_path):
+    """Issue 20.7: a CPU run kept a 1.6 GB checkpoint (optimizer state) beside its final model."""
+    items = make_items(8)
+    kept = GRPOSettings(**TINY, max_steps=2, save_steps=1, save_total_limit=-1, completion_samples_every=0,
+                        save_only_model=True)
+    run_grpo(tiny_model, items, [completion_length], [1.0], kept, tmp_path / "kept")
+    names = {p.name for p in (tmp_path / "kept" / "checkpoint-2").iterdir()}
+    assert "model.safetensors" in names and not names & {"optimizer.pt", "scheduler.pt"}
+    cleaned = GRPOSettings(**TINY, max_steps=2, save_steps=1, completion_samples_every=0, clean_checkpoints=True)
+    run_grpo(tiny_model, items, [completion_length], [1.0], cleaned, tmp_path / "cleaned")
+    assert not list((tmp_path / "cleaned").glob("checkpoint-*"))
+    assert (tmp_path / "cleaned" / "final" / "model.safetensors").exists()
+    none = GRPOSettings(**TINY, max_steps=1, save_steps=0, completion_samples_every=0)
+    run_grpo(tiny_model, items, [completion_length], [1.0], none, tmp_path / "none")
+    assert not list((tmp_path / "none").glob("checkpoint-*")) and (tmp_path / "none" / "final").is_dir()
+
+
 def test_run_grpo_with_lora_and_eval_items(tiny_model, tmp_path):
     settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, eval_steps=1, completion_samples_every=0)
     lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
@@ -398,3 +415,26 @@ def test_metrics_callback_writes_json_safe_lines_and_trims_on_resume(tmp_path):
     cb.on_train_begin(None, state, TrainerControl())
     assert read_jsonl(path) == []
     assert _jsonable({"a": [float("inf"), 1]}) == {"a": [None, 1]}
+
+
+def test_extra_trl_fields_pass_through_and_are_checked(tmp_path):
+    """Issue 18.2: every GRPOConfig/SFTConfig field is reachable through trainer.*.extra; a typo or a field
+    opgrpo sets itself fails naming the key; max_grad_norm and weight_decay are first-class."""
+    from opgrpo.training.grpo import grpo_config
+    from opgrpo.training.sft import SFTSettings, sft_config
+
+    s = GRPOSettings(**TINY, max_grad_norm=0.5, weight_decay=0.01, vllm_server_base_url="http://node7:8000",
+                     extra={"optim": "adamw_torch", "hub_model_id": "me/op-grpo"})
+    cfg = grpo_config(s, tmp_path)
+    assert (cfg.max_grad_norm, cfg.weight_decay, cfg.optim, cfg.hub_model_id) == (0.5, 0.01, "adamw_torch", "me/op-grpo")
+    assert cfg.vllm_server_base_url == "http://node7:8000"
+    typo = GRPOSettings(**TINY, extra={"optimm": "adamw_torch"})
+    assert any("extra.optimm" in p and "GRPOConfig" in p for p in typo.problems())
+    managed = GRPOSettings(**TINY, extra={"learning_rate": 1.0})
+    assert any("extra.learning_rate" in p and "set by opgrpo" in p for p in managed.problems())
+    with pytest.raises(ValueError, match="extra.learning_rate"):
+        grpo_config(managed, tmp_path)
+    sft = sft_config(SFTSettings(global_batch_size=4, per_device_batch_size=4, extra={"neftune_noise_alpha": 5.0}),
+                     tmp_path)
+    assert sft.neftune_noise_alpha == 5.0
+    assert any("extra.nope" in p for p in SFTSettings(extra={"nope": 1}).problems())

@@ -1,0 +1,90 @@
+"""Which similarity estimator produced a reward number: its path and a fingerprint of its content.
+
+Coverage and uniqueness rates depend on the estimator as much as on the responses (the same responses score 0.118
+with the base MiniLM and 0.153 with the fine-tuned one), so every reward number a run writes carries
+``estimator_identity``: where the model was loaded from, a short hash of its weights and config files (equal
+fingerprints = the same model, wherever it lies), and whether it is the untuned base model. ``run_estimator`` finds
+the estimator a run trained or used, from any path inside that run (its policy, its responses file), so that a
+stand-alone evaluation of a run's outputs scores them with that run's estimator.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+UNTUNED = "untuned estimator"
+"""The label tables show next to numbers scored with an estimator that was not fine-tuned."""
+CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
+ESTIMATOR_DIR = "estimator/model"
+"""Where the estimator stage saves its fine-tuned model inside a run directory."""
+
+
+@lru_cache(maxsize=32)
+def _fingerprint(path: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CONTENT_SUFFIXES):
+        digest.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def fingerprint(path: str | Path) -> str:
+    """12 hex digits of a SHA-256 over the model folder's weight, config and vocabulary files (names and bytes);
+    "" when ``path`` is not a local folder (a hub id not downloaded: nothing to hash)."""
+    root = Path(path)
+    if not root.is_dir():
+        return ""
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file())
+    return _fingerprint(str(root.resolve()), stamp)
+
+
+def estimator_identity(path: str | Path, base_model: str | Path) -> dict[str, Any]:
+    """``{"path", "fingerprint", "tuned"}`` of the estimator at ``path``; ``tuned`` is False when it is
+    ``base_model`` itself (by path or by content)."""
+    fp = fingerprint(path)
+    same_path = str(path) == str(base_model) or (Path(path).exists() and Path(base_model).exists()
+                                                 and Path(path).resolve() == Path(base_model).resolve())
+    tuned = not (same_path or (fp and fp == fingerprint(base_model)))
+    return {"path": str(path), "fingerprint": fp, "tuned": tuned}
+
+
+def label(identity: dict[str, Any]) -> str:
+    """How a table names the estimator: ``<fingerprint>`` or ``<fingerprint> (untuned estimator)``."""
+    name = identity.get("fingerprint") or Path(str(identity.get("path", ""))).name
+    return name if identity.get("tuned") else f"{name} ({UNTUNED})"
+
+
+def find_run_dir(path: str | Path, max_up: int = 4) -> Path | None:
+    """The run directory ``path`` lies in (a folder holding ``config.yaml`` and ``status.json``), or None."""
+    p = Path(path).resolve()
+    for cand in [p, *p.parents][: max_up + 1]:
+        if (cand / "config.yaml").is_file() and (cand / "status.json").is_file():
+            return cand
+    return None
+
+
+def run_estimator(path: str | Path) -> str | None:
+    """The estimator the run containing ``path`` used: the one its summary records, else its estimator stage's
+    model, else its ``reward.estimator_path``; None when ``path`` is not inside a run or the run names none."""
+    run = find_run_dir(path)
+    if run is None:
+        return None
+    summary = run / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+        except ValueError:
+            data = {}
+        for key in ("grpo/reward_estimator/path", "eval/reward_estimator/path"):
+            used = data.get(key)
+            if used and Path(used).exists():
+                return str(used)
+    if (run / ESTIMATOR_DIR).is_dir():
+        return str(run / ESTIMATOR_DIR)
+    return None
