@@ -4,6 +4,18 @@
 loss); ``paired_comparison`` counts the triplets fine-tuning fixed and broke, with an exact sign test;
 ``evaluate_heldout`` runs both on items the estimator never trained on (label-defined triplets, and
 triplets mined from the test items), reusing the models the stage already holds.
+
+Library calls: the accuracy is sentence-transformers' ``TripletEvaluator`` (cosine, margin 0) and the cosines
+its ``pairwise_cos_sim``; the sign test is ``scipy.stats.binomtest``. Hand-written, and why:
+
+- the encoding: every distinct sentence is encoded once, in one ``model.encode`` call (triplet sets reuse
+  sentences), and symmetrically (the estimator compares perspectives with perspectives), where
+  ``TripletEvaluator`` would encode anchors, positives and negatives separately through ``encode_query`` /
+  ``encode_document``; the evaluator is handed those embeddings (``_EmbeddedTripletEvaluator``);
+- ``correct`` per triplet and the mean cosines: ``TripletEvaluator`` returns only the mean accuracy;
+- the MNRL loss: sentence-transformers' ``MultipleNegativesRankingLoss`` runs the model's forward pass on
+  tokenised features; this one is computed from the embeddings already at hand (and works for any encoder
+  with ``encode``), with the trainer's chunking so it matches its validation loss.
 """
 from __future__ import annotations
 
@@ -22,10 +34,30 @@ from opgrpo.text.clean import clean_texts
 logger = logging.getLogger(__name__)
 
 
+def _embedded_triplet_evaluator():
+    try:  # sentence-transformers >= 6 moved the evaluators (the old path warns)
+        from sentence_transformers.sentence_transformer.evaluation import (
+            TripletEvaluator,
+        )
+    except ImportError:
+        from sentence_transformers.evaluation import TripletEvaluator
+
+    class _EmbeddedTripletEvaluator(TripletEvaluator):
+        """``TripletEvaluator`` whose anchors, positives and negatives are embeddings already computed."""
+
+        def embed_inputs(self, model: Any, sentences: Any, *args: Any, **kwargs: Any) -> Any:
+            return sentences
+
+        def store_metrics_in_model_card_data(self, *args: Any, **kwargs: Any) -> None:
+            pass  # an evaluation of ours, not a line in the model's card
+
+    return _EmbeddedTripletEvaluator
+
+
 def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: int = 32,
                        scale: float = 60.0, device: str = "auto", per_triplet: bool = False,
                        with_loss: bool = True) -> dict[str, Any]:
-    """Triplet accuracy (cos(a, p) > cos(a, n)), mean similarities and the MNRL loss.
+    """Triplet accuracy (cos(a, p) > cos(a, n), by ``TripletEvaluator``), mean similarities and the MNRL loss.
 
     ``per_triplet`` adds ``correct``, one bool per triplet (for ``paired_comparison``). ``with_loss=False``
     leaves ``mnrl_loss`` None: for triplet sets that reuse sentences (both directions of a pair) the
@@ -34,6 +66,7 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
     as candidates), averaged with chunk sizes as weights, like the trainer's validation loss.
     """
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import pairwise_cos_sim
 
     if not triplets:
         return {"n": 0, "accuracy": None, "mnrl_loss": None, "cos_pos": None, "cos_neg": None}
@@ -49,7 +82,10 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     k = len(triplets)
     ea, ep, en = emb[:k], emb[k:2 * k], emb[2 * k:]
-    cos_pos, cos_neg = (ea * ep).sum(1), (ea * en).sum(1)
+    evaluator = _embedded_triplet_evaluator()(ea, ep, en, main_similarity_function="cosine",
+                                              similarity_fn_names=["cosine"], write_csv=False)
+    accuracy = float(evaluator(model)[evaluator.primary_metric])
+    cos_pos, cos_neg = (pairwise_cos_sim(ea, x).numpy() for x in (ep, en))  # the evaluator's own cosines
     total = 0.0
     for s in range(0, k if with_loss else 0, max(1, batch_size)):
         qa, docs = ea[s:s + batch_size], np.concatenate([ep[s:s + batch_size], en[s:s + batch_size]])
@@ -57,7 +93,7 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
         logits -= logits.max(1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
         total += float(-logp[np.arange(len(qa)), np.arange(len(qa))].sum())
-    out = {"n": k, "accuracy": float((cos_pos > cos_neg).mean()), "mnrl_loss": total / k if with_loss else None,
+    out = {"n": k, "accuracy": accuracy, "mnrl_loss": total / k if with_loss else None,
            "cos_pos": float(cos_pos.mean()), "cos_neg": float(cos_neg.mean())}
     if per_triplet:
         out["correct"] = (cos_pos > cos_neg).tolist()
@@ -65,10 +101,11 @@ def evaluate_estimator(model_or_path: Any, triplets: list[Any], *, batch_size: i
 
 
 def _sign_test(wins: int, losses: int) -> float:
-    from math import comb
+    """Two-sided exact sign test (``scipy.stats.binomtest``, p = 0.5) of ``wins`` against ``losses``; 1.0 if none."""
+    from scipy.stats import binomtest
 
-    n, k = wins + losses, min(wins, losses)
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    n = wins + losses
+    return float(binomtest(wins, n, 0.5, alternative="two-sided").pvalue) if n else 1.0
 
 
 def paired_comparison(base_correct: list[bool], tuned_correct: list[bool],

@@ -15,7 +15,11 @@ backends built by :func:`build_scorer`:
   approximation of NLI, not the paper's metric; results are labelled with the backend.
 
 Both deduplicate the pairs, sort them by length into large batches over *all* pairs of all items (one
-scorer call for a whole test split) and restore the input order. Every premise and hypothesis is cleaned
+scorer call for a whole test split) and restore the input order. The classifier is scored by
+sentence-transformers' ``CrossEncoder.predict(pairs, apply_softmax=True)`` (length-sorted batches); hand-written
+here are only what it does not do: the de-duplication of pairs, the text cleaning and the entailment column
+looked up by label name (``entailment_index``). The ``causal_lm`` backend has no library equivalent (P(Yes) of
+a chat LM) and batches through ``opgrpo.judges.YesNoLM``. Every premise and hypothesis is cleaned
 first (``opgrpo.text.clean``: a lone surrogate or control character would crash the tokenizer); what was
 changed is counted (``EntailmentScorer.cleaned``) and logged once per call.
 """
@@ -189,12 +193,20 @@ class EntailmentScorer:
 
 
 class SequenceClassificationNLI(EntailmentScorer):
-    """MNLI-style classifier: softmax over the labels, the entailment column picked by label name.
+    """MNLI-style classifier through sentence-transformers' ``CrossEncoder.predict(pairs, apply_softmax=True)``.
 
-    Pairs are truncated with ``longest_first``: the longer side loses tokens first. The premise (a
-    reference explanation) is short, so a runaway hypothesis (a response "sentence" without any
-    punctuation) is what gets cut, while ``only_first``/``only_second`` would fail outright whenever
-    the named side is too short to absorb the excess.
+    ``CrossEncoder.predict`` sorts the pairs by length, tokenises and pads one batch at a time and restores
+    the order; what stays here is the de-duplication and cleaning (``EntailmentScorer.entailment``) and the
+    entailment column, found by name in the model config's ``id2label`` (``entailment_index``). Pairs are
+    truncated with ``longest_first`` (the CrossEncoder's default): the longer side loses tokens first. The
+    premise (a reference explanation) is short, so a runaway hypothesis (a response "sentence" without any
+    punctuation) is what gets cut, while ``only_first``/``only_second`` would fail outright whenever the
+    named side is too short to absorb the excess.
+
+    ``model`` is a hub id or local path, a loaded ``sentence_transformers.CrossEncoder`` (moved to ``device``,
+    its dtype kept), or a loaded
+    transformers sequence-classification model with its ``tokenizer`` (saved to a temporary folder and
+    loaded as a CrossEncoder: ``CrossEncoder`` is built from a path only).
     """
 
     backend = "sequence_classification"
@@ -202,48 +214,46 @@ class SequenceClassificationNLI(EntailmentScorer):
     def __init__(self, model: Any, tokenizer: Any = None, *, batch_size: int = 32, max_length: int = 512,
                  device: str = "auto", dtype: str = "auto", progress: bool = True):
         super().__init__(batch_size, progress)
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import torch
+        from sentence_transformers import CrossEncoder
 
         self.device = _resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, self.device)
-        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-            path = str(model)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype)
-            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        if isinstance(model, CrossEncoder):
+            self.cross_encoder = model.to(self.device)
+        elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            self.cross_encoder = CrossEncoder(str(model), device=self.device, model_kwargs={"dtype": torch_dtype})
         else:
             if tokenizer is None:
                 raise ValueError("a preloaded model needs its tokenizer")
-            self.model, self.tokenizer = model.to(torch_dtype), tokenizer
-        self.model.to(self.device).eval()
-        self.entail_idx = entailment_index(self.model.config.id2label)
-        self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length) or max_length)
-        self.chunk_pairs = 0  # pairs tokenised at a time; 0 = max(64 batches, 8192)
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="opgrpo-nli-") as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                self.cross_encoder = CrossEncoder(tmp, device=self.device, model_kwargs={"dtype": torch_dtype})
+        self.cross_encoder.eval()
+        self.entail_idx = entailment_index(self.cross_encoder.config.id2label)
+        tok = self.cross_encoder.tokenizer  # its model_max_length is what predict truncates to
+        self.max_length = min(max_length, getattr(tok, "model_max_length", max_length) or max_length)
+        tok.model_max_length = self.max_length
+        self._identity = torch.nn.Identity()  # a saved CrossEncoder activation (e.g. Sigmoid) must not apply
+
+    @property
+    def model(self) -> Any:
+        """The underlying transformers model (``transformers_model`` in sentence-transformers 6, ``model`` in 5)."""
+        found = getattr(self.cross_encoder, "transformers_model", None)
+        return found if found is not None else getattr(self.cross_encoder, "model", None)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.cross_encoder.tokenizer
 
     def _score_unique(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        import torch
-
-        # Token lists of a whole benchmark (~10^6 pairs) would take gigabytes as Python ints, so pairs
-        # are pre-sorted by character length and tokenised in chunks, each sorted exactly by tokens.
-        by_chars = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
-        chunk = self.chunk_pairs or max(self.batch_size * 64, 8192)
-        out = np.empty(len(pairs), dtype=np.float64)
-        multiple = 8 if self.device.startswith("cuda") else None
-        with torch.inference_mode(), self._bar(len(pairs), "NLI") as bar:
-            for c0 in range(0, len(by_chars), chunk):
-                ids = by_chars[c0:c0 + chunk]
-                enc = self.tokenizer([pairs[i][0] for i in ids], [pairs[i][1] for i in ids],
-                                     truncation="longest_first", max_length=self.max_length)
-                keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-                order = sorted(range(len(ids)), key=lambda j: len(enc["input_ids"][j]), reverse=True)
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start:start + self.batch_size]
-                    batch = self.tokenizer.pad([{k: enc[k][j] for k in keys} for j in rows], return_tensors="pt",
-                                               pad_to_multiple_of=multiple)
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
-                    logits = self.model(**batch).logits.float()
-                    out[[ids[j] for j in rows]] = torch.softmax(logits, dim=-1)[:, self.entail_idx].cpu().numpy()
-                    bar.update(len(rows))
-        return out
+        probs = self.cross_encoder.predict([list(p) for p in pairs], batch_size=self.batch_size,
+                                           show_progress_bar=self.progress, activation_fn=self._identity,
+                                           apply_softmax=True, convert_to_numpy=True)
+        return np.asarray(probs, dtype=np.float64).reshape(len(pairs), -1)[:, self.entail_idx]
 
 
 class CausalLMNLI(EntailmentScorer):

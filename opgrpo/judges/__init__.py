@@ -11,18 +11,25 @@ kind           purpose "yes_no"                   purpose "chat"
 =============  =================================  ====================================
 none           None (thresholds decide)           None (evaluation off)
 transformers   ``YesNoLM`` (P(Yes) from logits)   ``LocalChatJudge`` (generation)
-http           ``ChatEndpoint`` (parsed replies)  ``ChatEndpoint``
+http           ``ChatEndpoint`` (P(Yes) from      ``ChatEndpoint``
+               logprobs, else parsed text)
 labels         ``LabelJudge`` (human labels)      -
 =============  =================================  ====================================
 
 The local judges batch prompts with ``opgrpo.models.batching`` (length-sorted, left-padded).
+The HTTP judge goes through the ``openai`` SDK (retries, ``Retry-After``); see ``opgrpo.judges.http``.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from opgrpo.judges.chat import LocalChatJudge
-from opgrpo.judges.http import ChatEndpoint, JudgeUnavailable, parse_yes_no
+from opgrpo.judges.http import (
+    ChatEndpoint,
+    JudgeUnavailable,
+    parse_yes_no,
+    prob_yes_from_logprobs,
+)
 from opgrpo.judges.labels import UNLABELLED_MODES, LabelJudge, PairQuery
 from opgrpo.judges.yesno import Judge, YesNoLM
 
@@ -32,7 +39,7 @@ PURPOSES = ("yes_no", "chat")
 
 __all__ = ["CHAT_KINDS", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "Judge",
            "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "YesNoLM", "build_judge",
-           "parse_yes_no"]
+           "parse_yes_no", "prob_yes_from_logprobs"]
 
 
 def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url: str = "",

@@ -1,29 +1,39 @@
 """A Yes/No and chat judge behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp, OpenAI, ...).
 
-``ChatEndpoint`` sends each prompt as one user message via urllib (no extra dependency), a few requests
-at a time, with retries; ``complete`` returns the replies and ``prob_yes`` parses them with
+``ChatEndpoint`` talks to the server through the ``openai`` SDK (``openai.OpenAI(base_url=..., api_key=...)``):
+the SDK owns the HTTP client, time-outs and retries (``max_retries``, exponential back-off, honouring a
+server's ``Retry-After`` / ``Retry-After-Ms`` on 429 and 5xx replies). Prompts are sent a few at a time from
+a thread pool over one shared client (the SDK client is thread-safe), one user message each.
+
+``complete`` returns the replies. ``prob_yes`` asks for ``logprobs``/``top_logprobs`` and reads P(Yes) like the
+local ``opgrpo.judges.YesNoLM``: at the first answer token that is a Yes or No, the probability mass of its
+Yes variants over that of its Yes and No variants among the top log-probabilities. Where the server gives no
+log-probabilities (or refuses the parameter, then it is not asked again), the reply text is parsed by
 ``parse_yes_no`` (1.0, 0.0 or None). ``check`` raises ``JudgeUnavailable`` when the server cannot be used at
-all, so a run fails before any model loads. Prompts are cleaned first (``opgrpo.text.clean``: a lone
-surrogate would reach the server as an invalid JSON escape), counted in ``cleaned``.
+all, so a run fails before any model loads.
+
+Hand-written here, because the SDK has no such thing: the Yes/No reading of log-probabilities and of text,
+the thread pool (the SDK sends one request per call), the counters, and the scrubbing of the API key from
+anything logged. The key is read from the environment variable ``api_key_env`` and never logged or put into
+exception messages. Prompts are cleaned first (``opgrpo.text.clean``: a lone surrogate would reach the server
+as an invalid JSON escape), counted in ``cleaned``.
 """
 from __future__ import annotations
 
-import http.client
-import json
 import logging
+import math
 import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from opgrpo.text.clean import clean_texts
 
 logger = logging.getLogger(__name__)
 
-_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # OSError covers URLError, time-outs, resets
+NO_KEY = "EMPTY"
+"""The API key sent when ``api_key_env`` is unset or empty (local servers such as vLLM accept any key)."""
 
 
 class JudgeUnavailable(RuntimeError):
@@ -33,6 +43,7 @@ class JudgeUnavailable(RuntimeError):
 _YES_NO_START = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
 _YES_WORD = re.compile(r"\byes\b", re.IGNORECASE)
 _NO_WORD = re.compile(r"\bno\b", re.IGNORECASE)
+_YES_NO_TOKEN = re.compile(r"^[\W_]*(yes|no)[\W_]*$", re.IGNORECASE)
 
 
 def parse_yes_no(reply: str | None) -> float | None:
@@ -48,20 +59,55 @@ def parse_yes_no(reply: str | None) -> float | None:
     return None
 
 
+def _yes_no_of(token: Any) -> str | None:
+    m = _YES_NO_TOKEN.match(str(token or ""))
+    return m.group(1).lower() if m else None
+
+
+def prob_yes_from_logprobs(content: list[Any] | None) -> float | None:
+    """P(Yes) from a chat completion's ``choices[0].logprobs.content`` (None when it holds no Yes/No token).
+
+    At the first position whose sampled token is a Yes or No variant ("Yes", " yes", "**No" ...), the
+    probabilities of all Yes and No variants among that position's ``top_logprobs`` (and the sampled token)
+    are summed; P(Yes) is the Yes share, as ``YesNoLM`` renormalises over its Yes/No tokens.
+    """
+    for pos in content or []:
+        if _yes_no_of(getattr(pos, "token", None)) is None:
+            continue
+        candidates = {str(pos.token): pos.logprob}
+        for alt in getattr(pos, "top_logprobs", None) or []:
+            candidates.setdefault(str(alt.token), alt.logprob)
+        mass = {"yes": 0.0, "no": 0.0}
+        for token, logprob in candidates.items():
+            word = _yes_no_of(token)
+            if word is not None and logprob is not None and math.isfinite(float(logprob)):
+                mass[word] += math.exp(float(logprob))
+        total = mass["yes"] + mass["no"]
+        return mass["yes"] / total if total > 0 else None
+    return None
+
+
 class ChatEndpoint:
-    """OpenAI-compatible ``/chat/completions`` endpoint via urllib (no extra dependency).
+    """OpenAI-compatible ``/chat/completions`` endpoint through the ``openai`` SDK.
 
     ``base_url`` is the API root, e.g. ``http://127.0.0.1:8000/v1``. The API key is read from the
     environment variable ``api_key_env`` (optional for local servers); it is never logged or put into
-    exception messages. ``errors`` counts prompts that failed after retries, ``unparseable`` replies that
-    were neither Yes nor No, ``cleaned`` prompts that held lone surrogates or control characters.
+    exception messages. ``timeout`` is per request; ``max_retries`` is the SDK's (429, 5xx, time-outs and
+    dropped connections are retried with back-off, ``Retry-After`` honoured). ``top_logprobs`` alternatives
+    are asked for per token by ``prob_yes`` (0 asks for no log-probabilities: replies are parsed).
+
+    Counters: ``errors`` prompts that failed after retries, ``unparseable`` replies that were neither Yes nor
+    No, ``from_logprobs`` answers read from log-probabilities (the rest were parsed from text), ``cleaned``
+    prompts that held lone surrogates or control characters.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 30.0, max_retries: int = 2, max_workers: int = 4,
-                 system_prompt: str = "", retry_backoff: float = 0.5):
+                 system_prompt: str = "", top_logprobs: int = 5):
         if not base_url:
             raise ValueError("ChatEndpoint needs a base_url (e.g. http://127.0.0.1:8000/v1)")
+        import openai
+
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -69,11 +115,15 @@ class ChatEndpoint:
         self.max_retries = max(0, int(max_retries))
         self.max_workers = max(1, int(max_workers))
         self.system_prompt = system_prompt
-        self.retry_backoff = float(retry_backoff)
+        self.top_logprobs = max(0, min(20, int(top_logprobs)))  # the OpenAI API allows 0..20
         self.errors = 0
         self.unparseable = 0
+        self.from_logprobs = 0
         self.cleaned = 0
+        self._logprobs_ok = self.top_logprobs > 0
         self._lock = threading.Lock()
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=self._key() or NO_KEY, timeout=self.timeout,
+                                    max_retries=self.max_retries)
 
     def _key(self) -> str:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -82,87 +132,97 @@ class ChatEndpoint:
         key = self._key()
         return text.replace(key, "***") if key else text
 
-    def _request(self, path: str, payload: dict | None) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self._key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(payload).encode("utf-8") if payload is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, headers=headers,
-                                     method="POST" if payload is not None else "GET")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read().decode("utf-8", errors="replace"))
-
     @staticmethod
     def _reason(exc: BaseException) -> str:
-        if isinstance(exc, urllib.error.HTTPError):
-            return f"HTTP {exc.code} {exc.reason}"
-        if isinstance(exc, urllib.error.URLError):
-            return f"{type(exc.reason).__name__}: {exc.reason}"
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return f"HTTP {exc.status_code}"
         return f"{type(exc).__name__}: {exc}"
 
     def check(self) -> None:
-        """Raise JudgeUnavailable unless the server answers (a 404 on /models still counts as up)."""
+        """Raise JudgeUnavailable unless the server answers (a 404 on /models still counts as up). No retries."""
+        import openai
+
         try:
-            self._request("/models", None)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise JudgeUnavailable(
-                    f"judge endpoint {self.base_url} refused authentication ({self._reason(exc)}); "
-                    f"check the API key in ${self.api_key_env}") from None
-            if exc.code >= 500:
+            self.client.with_options(max_retries=0).models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise JudgeUnavailable(
+                f"judge endpoint {self.base_url} refused authentication ({self._reason(exc)}); "
+                f"check the API key in ${self.api_key_env}") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
                 raise JudgeUnavailable(
                     f"judge endpoint {self.base_url} is failing: {self._scrub(self._reason(exc))}") from None
-        except _NETWORK_ERRORS as exc:
+        except openai.APIConnectionError as exc:  # time-outs included
             raise JudgeUnavailable(
                 f"judge endpoint {self.base_url} is unreachable: {self._scrub(self._reason(exc))}") from None
-        except ValueError:  # answered, but not JSON: still reachable
+        except (openai.APIError, ValueError):  # answered, but not a model list: still reachable
             pass
 
-    def _complete_one(self, prompt: str, max_tokens: int, temperature: float) -> str | None:
+    def _ask(self, prompt: str, max_tokens: int, temperature: float, logprobs: bool) -> tuple[str | None, Any]:
+        """``(reply text, logprobs content or None)``; ``(None, None)`` after the SDK's retries failed."""
+        import openai
+
         msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         msgs.append({"role": "user", "content": prompt})
-        payload = {"model": self.model, "messages": msgs, "max_tokens": max_tokens,
-                   "temperature": temperature}
-        last = ""
-        for attempt in range(self.max_retries + 1):
+        extra: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_logprobs} if logprobs else {}
+        create = self.client.chat.completions.create
+        try:
             try:
-                body = self._request("/chat/completions", payload)
-                content = body["choices"][0]["message"]["content"]
-                return "" if content is None else str(content)
-            except urllib.error.HTTPError as exc:
-                last = self._reason(exc)
-                if exc.code in (400, 401, 403, 404, 422):  # will not get better by retrying
-                    break
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                last = f"malformed response ({type(exc).__name__})"
-            except _NETWORK_ERRORS as exc:
-                last = self._reason(exc)
-            if attempt < self.max_retries and self.retry_backoff > 0:
-                time.sleep(self.retry_backoff * (2 ** attempt))
-        with self._lock:
-            self.errors += 1
-        logger.warning("judge request to %s failed after %d attempt(s): %s",
-                       self.base_url, self.max_retries + 1, self._scrub(last))
-        return None
+                reply = create(model=self.model, messages=msgs, max_tokens=max_tokens, temperature=temperature,
+                               **extra)
+            except (openai.BadRequestError, openai.UnprocessableEntityError):
+                if not extra:
+                    raise
+                # asked again without logprobs; only if that works were the logprobs what the server refused
+                reply = create(model=self.model, messages=msgs, max_tokens=max_tokens, temperature=temperature)
+                with self._lock:
+                    warn, self._logprobs_ok = self._logprobs_ok, False
+                if warn:
+                    logger.warning("judge endpoint %s refused logprobs; parsing Yes/No from the reply text from "
+                                   "now on", self.base_url)
+            choice = reply.choices[0]
+            content = choice.message.content
+            lp = getattr(getattr(choice, "logprobs", None), "content", None)
+            return ("" if content is None else str(content)), lp
+        except (openai.OpenAIError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            reason = self._reason(exc) if isinstance(exc, openai.OpenAIError) else \
+                f"malformed response ({type(exc).__name__})"
+            retried = isinstance(exc, openai.APIConnectionError) or (  # what the SDK retries
+                isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429) or exc.status_code >= 500))
+            with self._lock:
+                self.errors += 1
+            logger.warning("judge request to %s failed after %d attempt(s): %s",
+                           self.base_url, self.max_retries + 1 if retried else 1, self._scrub(reason))
+            return None, None
 
-    def complete(self, prompts: list[str], *, max_tokens: int = 16,
-                 temperature: float = 0.0) -> list[str | None]:
+    def _map(self, prompts: list[str], fn) -> list:
         prompts, changed = clean_texts(["" if p is None else str(p) for p in prompts],
                                        where=f"judge {self.base_url}", log=logger, what="prompt")
         self.cleaned += changed
         if not prompts:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prompts))) as pool:
-            return list(pool.map(lambda p: self._complete_one(p, max_tokens, temperature), prompts))
+            return list(pool.map(fn, prompts))
+
+    def complete(self, prompts: list[str], *, max_tokens: int = 16,
+                 temperature: float = 0.0) -> list[str | None]:
+        return self._map(prompts, lambda p: self._ask(p, max_tokens, temperature, logprobs=False)[0])
+
+    def _prob_yes_one(self, prompt: str) -> float | None:
+        reply, lp = self._ask(prompt, 16, 0.0, logprobs=self._logprobs_ok)
+        p = prob_yes_from_logprobs(lp)
+        if p is not None:
+            with self._lock:
+                self.from_logprobs += 1
+            return p
+        p = parse_yes_no(reply)
+        if p is None and reply is not None:
+            with self._lock:
+                self.unparseable += 1
+            logger.info("unparseable judge reply: %r", reply[:80])
+        return p
 
     def prob_yes(self, prompts: list[str]) -> list[float | None]:
-        out: list[float | None] = []
-        for reply in self.complete(prompts, max_tokens=16, temperature=0.0):
-            p = parse_yes_no(reply)
-            if p is None and reply is not None:
-                with self._lock:
-                    self.unparseable += 1
-                logger.info("unparseable judge reply: %r", reply[:80])
-            out.append(p)
-        return out
+        return self._map(prompts, self._prob_yes_one)

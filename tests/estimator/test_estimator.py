@@ -213,6 +213,78 @@ def test_evaluate_estimator_hand_computed():
     assert evaluate_estimator(VecModel(table), [])["accuracy"] is None
 
 
+def _old_accuracy(table, trips):
+    """The accuracy evaluate_estimator computed by hand before TripletEvaluator (issue 18)."""
+    def unit(t):
+        v = np.asarray(table[t], dtype=np.float64)
+        return v / max(np.linalg.norm(v), 1e-12)
+
+    return float(np.mean([unit(t["anchor"]) @ unit(t["positive"]) > unit(t["anchor"]) @ unit(t["negative"])
+                          for t in trips]))
+
+
+def test_evaluate_estimator_accuracy_is_triplet_evaluators_with_the_old_numbers():
+    # unnormalised vectors; a2's positive and negative are one degree apart; a3 has p3 == n3 (a tie: wrong)
+    deg = math.radians(1)
+    table = {"a1": [3, 0], "p1": [2, 0.5], "n1": [0, 4],
+             "a2": [1, 0], "p2": [math.cos(deg), math.sin(deg)], "n2": [math.cos(2 * deg), -math.sin(2 * deg)],
+             "a3": [1, 1], "p3": [0, 1], "n3": [0, 1],
+             "a4": [0, 1], "p4": [1, 0], "n4": [0.1, 1]}
+    trips = [{"anchor": f"a{i}", "positive": f"p{i}", "negative": f"n{i}"} for i in (1, 2, 3, 4)]
+    m = evaluate_estimator(VecModel(table), trips, per_triplet=True, with_loss=False)
+    assert m["correct"] == [True, True, False, False]
+    assert m["accuracy"] == 0.5 == _old_accuracy(table, trips)
+    cos = (2 / math.hypot(2, 0.5) + math.cos(deg) + 1 / math.sqrt(2) + 0) / 4
+    assert m["cos_pos"] == pytest.approx(cos, abs=1e-12)
+
+
+def test_evaluate_estimator_matches_triplet_evaluator_on_minilm(minilm):
+    try:
+        from sentence_transformers.sentence_transformer.evaluation import (
+            TripletEvaluator,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import TripletEvaluator
+
+    trips = _synthetic_triplets(8)
+    ours = evaluate_estimator(minilm, trips, per_triplet=True)
+    direct = TripletEvaluator([t["anchor"] for t in trips], [t["positive"] for t in trips],
+                              [t["negative"] for t in trips], main_similarity_function="cosine",
+                              write_csv=False)(minilm)
+    assert set(direct) == {"cosine_accuracy"}  # the key this sentence-transformers version reports
+    assert ours["accuracy"] == pytest.approx(direct["cosine_accuracy"], abs=1e-6)
+    assert ours["accuracy"] == pytest.approx(np.mean(ours["correct"]), abs=1e-12)
+
+
+@pytest.mark.parametrize("wins,losses,p", [
+    (0, 0, 1.0), (1, 1, 1.0), (0, 1, 1.0), (5, 5, 1.0),
+    (4, 0, 2 / 16),  # 2 * (1/2)^4
+    (4, 1, 2 * (1 + 5) / 32),
+    (3, 7, 2 * (1 + 10 + 45 + 120) / 1024),
+    (10, 2, 2 * (1 + 12 + 66) / 4096),
+    (0, 20, 2 / 2 ** 20),
+])
+def test_sign_test_hand_computed(wins, losses, p):
+    from opgrpo.estimator.evaluate import _sign_test
+
+    assert _sign_test(wins, losses) == pytest.approx(p, rel=1e-9)
+    assert _sign_test(losses, wins) == pytest.approx(p, rel=1e-9)
+
+
+def test_sign_test_equals_the_old_exact_sum():
+    from math import comb
+
+    from opgrpo.estimator.evaluate import _sign_test
+
+    def old(w, l):
+        n, k = w + l, min(w, l)
+        return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+    for w in range(0, 31, 3):
+        for l in range(0, 31, 4):
+            assert _sign_test(w, l) == pytest.approx(old(w, l), rel=1e-9, abs=1e-300)
+
+
 def _synthetic_triplets(n=16):
     # the hard negative shares the anchor's wording; the positive shares only its meaning
     topics = [("honesty", "telling the truth"), ("family", "parents and children"), ("safety", "avoiding harm"),

@@ -183,8 +183,62 @@ def test_sequence_classification_matches_unbatched_forward(tmp_path, minilm_path
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got[0] == got[2]
     assert np.ptp(got) > 0.01  # the pairs really get different scores
-    scorer.chunk_pairs = 2  # several tokenisation chunks: same result
+
+
+def old_loop_probs(path, pairs, index, batch_size=2, max_length=512):
+    """The hand-written scoring loop SequenceClassificationNLI had before CrossEncoder.predict (issue 18):
+    token-length-sorted batches padded by the tokenizer, softmax of the logits, the entailment column."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    unique = list(dict.fromkeys(pairs))
+    enc = tok([p for p, _ in unique], [h for _, h in unique], truncation="longest_first", max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    order = sorted(range(len(unique)), key=lambda j: len(enc["input_ids"][j]), reverse=True)
+    out = np.empty(len(unique))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tok.pad([{k: enc[k][j] for k in keys} for j in rows], return_tensors="pt")
+            out[rows] = torch.softmax(model(**batch).logits.float(), dim=-1)[:, index].numpy()
+    return out[[unique.index(p) for p in pairs]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 32])
+def test_cross_encoder_scores_equal_the_old_loop_and_softmax_of_logits(tmp_path, minilm_path, batch_size):
+    """Issue 18: CrossEncoder.predict gives the old loop's numbers (within 1e-6) with entailment at index 1."""
+    id2label = {0: "neutral", 1: "entailment", 2: "contradiction"}
+    path = tiny_classifier(tmp_path, minilm_path, id2label)
+    scorer = SequenceClassificationNLI(path, batch_size=batch_size, device="cpu", dtype="float32", progress=False)
+    assert scorer.entail_idx == 1
+    got = scorer.entailment(PAIRS)
+    np.testing.assert_allclose(got, old_loop_probs(path, PAIRS, 1, batch_size=batch_size), atol=1e-6)
+    # by hand for the first pair: softmax of the model's logits, column 1
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        logits = model(**tok(*PAIRS[1], return_tensors="pt")).logits[0].double()
+    assert got[1] == pytest.approx((logits.exp() / logits.exp().sum())[1].item(), abs=1e-6)
+
+
+def test_sequence_classification_takes_a_cross_encoder_or_a_loaded_model(tmp_path, minilm_path):
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = tiny_classifier(tmp_path, minilm_path, NLI3)
+    want = reference_probs(path, PAIRS, 2)
+    # a saved CrossEncoder activation (Sigmoid) must not change the probabilities: softmax of the raw logits
+    ce = CrossEncoder(str(path), device="cpu", activation_fn=torch.nn.Sigmoid())
+    scorer = SequenceClassificationNLI(ce, batch_size=4, device="cpu", progress=False)
     np.testing.assert_allclose(scorer.entailment(PAIRS), want, atol=1e-5)
+    model, tok = AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    loaded = SequenceClassificationNLI(model, tok, batch_size=4, device="cpu", dtype="float32", progress=False)
+    np.testing.assert_allclose(loaded.entailment(PAIRS), want, atol=1e-5)
+    assert loaded.model.config.id2label[loaded.entail_idx] == "ENTAILMENT"
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        SequenceClassificationNLI(model, device="cpu")
 
 
 def test_sequence_classification_truncates_long_hypothesis(tmp_path, minilm_path):

@@ -1,11 +1,13 @@
-"""Judges: a tiny random Llama through YesNoLM, ChatEndpoint against a local stub server, and the one
-builder (opgrpo.judges.build_judge) for every kind and purpose."""
+"""Judges: a tiny random Llama through YesNoLM, ChatEndpoint (the openai SDK) against a local OpenAI-compatible
+stub server with and without logprobs, and the one builder (opgrpo.judges.build_judge) for every kind and purpose."""
 import json
 import logging
+import math
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -20,6 +22,7 @@ from opgrpo.judges import (
     YesNoLM,
     build_judge,
     parse_yes_no,
+    prob_yes_from_logprobs,
 )
 
 
@@ -157,21 +160,43 @@ def test_parse_yes_no(reply, expected):
     assert parse_yes_no(reply) == expected
 
 
-# --- HTTP stub -------------------------------------------------------------------------------------
+# --- HTTP stub: a local OpenAI-compatible server, talked to through the real openai SDK ---------------
+
+
+def _lp(token, p, alts=()):
+    """One ``logprobs.content`` entry: the sampled token with probability p and (token, prob) alternatives."""
+    top = [{"token": t, "logprob": math.log(q), "bytes": None} for t, q in [(token, p), *alts]]
+    return {"token": token, "logprob": math.log(p), "bytes": None, "top_logprobs": top}
+
+
+# replies per prompt keyword: text, and the logprobs.content a logprobs-giving server adds
+REPLIES = {
+    "YES": ("Yes, same perspective.", [_lp("Yes", 0.7, [("No", 0.2), (" yes", 0.05), ("Maybe", 0.05)]),
+                                       _lp(",", 0.9)]),
+    "BOLD": ("**No**", [_lp("**", 0.8, [("Yes", 0.1)]), _lp("No", 0.6, [("Yes", 0.3), ("Maybe", 0.1)]),
+                        _lp("**", 0.99)]),
+    "NO": ("No.", [_lp("No", 0.9, [("Yes", 0.1)]), _lp(".", 0.9)]),
+    "GARBAGE": ("Perhaps, hard to say.", [_lp("Perhaps", 0.9, [("Maybe", 0.1)])]),
+}
 
 
 class _Stub(BaseHTTPRequestHandler):
+    mode: ClassVar[str] = "text"  # "text" (never logprobs), "logprobs", "reject_logprobs" (400 when asked)
     calls: ClassVar[list] = []
+    payloads: ClassVar[list] = []
     auth: ClassVar[list] = []
+    times: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
 
-    def _send(self, code, obj):
+    def _send(self, code, obj, headers=()):
         body = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
         try:
             self.end_headers()
             self.wfile.write(body)
@@ -180,7 +205,8 @@ class _Stub(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.endswith("/models"):
-            self._send(200, {"data": [{"id": "stub"}]})
+            self._send(200, {"object": "list", "data": [{"id": "stub", "object": "model", "created": 0,
+                                                         "owned_by": "test"}]})
         else:
             self._send(404, {})
 
@@ -188,20 +214,33 @@ class _Stub(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length", 0))
         payload = json.loads(self.rfile.read(n))
         prompt = payload["messages"][-1]["content"]
-        type(self).calls.append(prompt)
-        type(self).auth.append(self.headers.get("Authorization"))
-        if "FAIL" in prompt:
-            return self._send(500, {"error": "boom"})
+        cls = type(self)
+        cls.calls.append(prompt)
+        cls.payloads.append(payload)
+        cls.auth.append(self.headers.get("Authorization"))
+        cls.times.append(time.monotonic())
+        if "FAIL" in prompt:  # a short Retry-After-Ms keeps the SDK's retries quick
+            return self._send(500, {"error": {"message": "boom"}}, [("Retry-After-Ms", "10")])
+        if "RATE" in prompt and cls.calls.count(prompt) == 1:
+            return self._send(429, {"error": {"message": "slow down"}}, [("Retry-After", "1")])
         if "SLOW" in prompt:
             time.sleep(1.0)
-        reply = {"YES": "Yes, same perspective.", "NO": "No.", "GARBAGE": "Perhaps, hard to say."}
-        key = next((k for k in reply if k in prompt), "GARBAGE")
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply[key]}}]})
+        if "BAD" in prompt:  # a request the server rejects whatever is asked
+            return self._send(400, {"error": {"message": "prompt too long"}})
+        if payload.get("logprobs") and cls.mode == "reject_logprobs":
+            return self._send(400, {"error": {"message": "logprobs are not supported"}})
+        key = next((k for k in REPLIES if k in prompt), "GARBAGE")
+        text, content = REPLIES[key]
+        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+        if payload.get("logprobs") and cls.mode == "logprobs":
+            choice["logprobs"] = {"content": content}
+        self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": payload["model"],
+                         "choices": [choice]})
 
 
 @pytest.fixture()
 def stub_server():
-    _Stub.calls, _Stub.auth = [], []
+    _Stub.mode, _Stub.calls, _Stub.payloads, _Stub.auth, _Stub.times = "text", [], [], [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -215,20 +254,68 @@ SECRET = "sk-test-secret-4711"
 
 def test_chat_endpoint_yes_no_garbage_error_timeout(stub_server, monkeypatch, caplog):
     monkeypatch.setenv("OPGRPO_TEST_KEY", SECRET)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)  # the SDK's and httpx's debug logs too: the key must not be in them
     ep = ChatEndpoint(stub_server, "stub", api_key_env="OPGRPO_TEST_KEY", timeout=0.3, max_retries=2,
-                      max_workers=4, retry_backoff=0.0)
+                      max_workers=4)
     ep.check()
     probs = ep.prob_yes(["YES please", "NO please", "GARBAGE please", "FAIL please", "SLOW please"])
-    assert probs == [1.0, 0.0, None, None, None]
+    assert probs == [1.0, 0.0, None, None, None]  # a text-only server: replies parsed
     assert ep.errors == 2  # FAIL and SLOW, after retries
-    assert ep.unparseable == 1  # GARBAGE
-    assert _Stub.calls.count("FAIL please") == 3  # 1 try + 2 retries
+    assert ep.unparseable == 1 and ep.from_logprobs == 0  # GARBAGE
+    assert _Stub.calls.count("FAIL please") == 3  # 1 try + 2 SDK retries
     assert _Stub.calls.count("SLOW please") == 3
     assert set(_Stub.auth) == {f"Bearer {SECRET}"}
+    assert _Stub.payloads[0]["logprobs"] is True and _Stub.payloads[0]["top_logprobs"] == 5
     assert SECRET not in caplog.text
     assert "failed after 3 attempt" in caplog.text
     assert ep.complete([]) == []
+
+
+def test_chat_endpoint_reads_p_yes_from_logprobs(stub_server):
+    _Stub.mode = "logprobs"
+    ep = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=0)
+    probs = ep.prob_yes(["YES please", "BOLD please", "NO please", "GARBAGE please"])
+    # YES: Yes variants 0.7 + 0.05 over Yes/No mass 0.95; BOLD: at the first Yes/No token ("No", after "**"),
+    # 0.3 / (0.6 + 0.3); NO: 0.1 / 1.0; GARBAGE: no Yes/No token, and the text says neither
+    assert probs == pytest.approx([0.75 / 0.95, 1 / 3, 0.1, None], abs=1e-9)
+    assert ep.from_logprobs == 3 and ep.unparseable == 1 and ep.errors == 0
+    # the chat purpose asks for no logprobs
+    assert ep.complete(["NO"]) == ["No."] and "logprobs" not in _Stub.payloads[-1]
+
+
+def test_chat_endpoint_falls_back_to_text_when_logprobs_are_refused(stub_server, caplog):
+    _Stub.mode = "reject_logprobs"
+    ep = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=0, max_workers=1)
+    with caplog.at_level(logging.WARNING, logger="opgrpo.judges"):
+        assert ep.prob_yes(["YES please", "NO please"]) == [1.0, 0.0]
+    # the first prompt was refused once and asked again without logprobs; the second was not asked for them
+    assert _Stub.calls == ["YES please", "YES please", "NO please"]
+    assert [("logprobs" in p) for p in _Stub.payloads] == [True, False, False]
+    assert ep.errors == 0 and ep.from_logprobs == 0 and "refused logprobs" in caplog.text
+    no_lp = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=0, top_logprobs=0)
+    assert no_lp.prob_yes(["YES"]) == [1.0] and "logprobs" not in _Stub.payloads[-1]
+
+
+def test_chat_endpoint_keeps_logprobs_after_a_bad_request(stub_server, caplog):
+    _Stub.mode = "logprobs"
+    ep = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=2, max_workers=1)
+    with caplog.at_level(logging.WARNING, logger="opgrpo.judges"):
+        probs = ep.prob_yes(["BAD YES", "NO please"])
+    # the 400 is not about logprobs (it fails without them too): an error, not retried, logprobs still used
+    assert probs == pytest.approx([None, 0.1]) and ep.errors == 1 and ep.from_logprobs == 1
+    assert _Stub.calls == ["BAD YES", "BAD YES", "NO please"] and _Stub.payloads[-1]["logprobs"] is True
+    assert "failed after 1 attempt(s): HTTP 400" in caplog.text and "refused logprobs" not in caplog.text
+
+
+def test_chat_endpoint_honours_retry_after_on_429(stub_server):
+    _Stub.mode = "logprobs"
+    ep = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=1)
+    assert ep.prob_yes(["RATE YES"]) == pytest.approx([0.75 / 0.95])
+    assert _Stub.calls == ["RATE YES", "RATE YES"] and ep.errors == 0
+    # the SDK waited the server's Retry-After: 1 s (its own first back-off would be at most 0.5 s)
+    assert _Stub.times[1] - _Stub.times[0] >= 0.95
+    ep0 = ChatEndpoint(stub_server, "stub", timeout=5.0, max_retries=0)
+    assert ep0.prob_yes(["RATE NO"]) == [None] and ep0.errors == 1  # no retries left: counted as an error
 
 
 def test_chat_endpoint_unreachable_raises_without_key(monkeypatch, caplog):
@@ -247,6 +334,36 @@ def test_chat_endpoint_unreachable_raises_without_key(monkeypatch, caplog):
     assert SECRET not in caplog.text
 
 
+def test_chat_endpoint_auth_refused(stub_server, monkeypatch):
+    class _Deny(_Stub):
+        def do_GET(self):
+            self._send(401, {"error": {"message": "bad key"}})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Deny)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPGRPO_TEST_KEY", SECRET)
+        ep = ChatEndpoint(f"http://127.0.0.1:{server.server_address[1]}/v1", "stub", api_key_env="OPGRPO_TEST_KEY")
+        with pytest.raises(JudgeUnavailable, match=r"refused authentication \(HTTP 401\).*\$OPGRPO_TEST_KEY") as info:
+            ep.check()
+        assert SECRET not in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("content,expected", [
+    ([], None), (None, None),
+    ([SimpleNamespace(token=" YES", logprob=math.log(0.5), top_logprobs=[])], 1.0),  # no No alternative
+    ([SimpleNamespace(token="no", logprob=math.log(0.4),
+                      top_logprobs=[SimpleNamespace(token="no", logprob=math.log(0.4)),
+                                    SimpleNamespace(token="Yes", logprob=math.log(0.4)),
+                                    SimpleNamespace(token="Nope", logprob=math.log(0.2))])], 0.5),
+])
+def test_prob_yes_from_logprobs(content, expected):
+    assert prob_yes_from_logprobs(content) == expected
+
+
 # --- bad text (issue 16): every judge cleans its prompts before the model ---------------------------
 
 
@@ -262,6 +379,6 @@ def test_local_judges_clean_lone_surrogates_and_controls(tiny_llama, caplog):
 
 
 def test_chat_endpoint_sends_clean_prompts(stub_server):
-    ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0, retry_backoff=0.0)
+    ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0)
     assert ep.prob_yes(["YES \ud800 please\x1b"]) == [1.0]
     assert _Stub.calls == ["YES \ufffd please "] and ep.cleaned == 1
