@@ -7,9 +7,9 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo test test-fast bench help
+.PHONY: env demo test test-fast bench bench-overhead gpu-check help
 help:
-	@echo "make demo | make test | make test-fast | make bench | make env"
+	@echo "make demo | make test | make test-fast | make bench | make bench-overhead | make gpu-check | make env"
 
 env:
 	@bash scripts/env.sh
@@ -27,3 +27,12 @@ test-fast: env
 bench: env
 	$(PY) benchmarks/reward_throughput.py
 	$(PY) benchmarks/nli_throughput.py
+
+# opgrpo's GRPO step vs a bare trl.GRPOTrainer on CPU: 1 process, then 2 DeepSpeed ZeRO-2 processes (~6.5 min)
+bench-overhead: env
+	OMP_NUM_THREADS=1 $(PY) benchmarks/grpo_overhead.py $(ARGS)
+
+# On a GPU node: ZeRO-2 and ZeRO-3 GRPO for a few steps (MODEL=<hub id or dir>, default Qwen/Qwen2.5-0.5B-Instruct).
+# The policy comes from the hub, so the offline switches exported above are turned off here.
+gpu-check:
+	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 HF_DATASETS_OFFLINE=0 bash scripts/gpu_check.sh $(MODEL)
