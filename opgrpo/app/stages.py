@@ -151,8 +151,17 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
     metrics = evaluate(ctx.test_splits(), ctx.run.stage_dir(name), responses=responses, source=source,
                        nli=ctx.section("eval.nli"), nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
                        reward=ctx.section("reward"), threshold=e.threshold, judge=ctx.section("eval.judge"),
-                       estimator=ctx.estimator_identity())
+                       estimator=ctx.estimator_identity(), prompt=e.generation.prompt,
+                       tokenizer=partial(_eval_tokenizer, policy, m))
     ctx.run.log(name, metrics)
+
+
+def _eval_tokenizer(policy: str, m) -> object:
+    """The evaluated policy's tokenizer (its chat template renders the prompts ``reward.masking=prompt`` masks with)."""
+    from opgrpo.models.generation import load_tokenizer
+
+    return load_tokenizer(policy, chat_template=m.chat_template, trust_remote_code=m.trust_remote_code,
+                          gguf_file=m.gguf_file if policy == m.name_or_path else "")
 
 
 def stage_eval_base(ctx: RunContext) -> None:

@@ -2,21 +2,30 @@
 :class:`DataError` / :class:`DataFormatError` that name the file, row and field of a bad input row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["DataError", "DataFormatError", "Item", "Perspective"]
 
 
 @dataclass
 class Perspective:
-    """One reference perspective: a value, right or duty and why it bears on the situation."""
+    """One reference perspective: a value, right or duty and why it bears on the situation.
+
+    ``raw`` is the reference line exactly as the data wrote it (set by the loader for answer lines); ``line``
+    returns it, so references, rewards and SFT targets never see a line rebuilt from a mis-parsed name.
+    """
 
     name: str
+    """The name as parsed from the line (or as given in a ``{name, text}`` record)."""
     text: str
+    """The explanation (the text after the name's comma)."""
+    raw: str | None = field(default=None, compare=False, repr=False)
+    """The reference line as written ("In the perspective of Good vs. Evil, ..."); None when built from parts."""
 
     @property
     def line(self) -> str:
-        return f"In the perspective of {self.name}, {self.text}"
+        """The reference line: ``raw`` when known, else "In the perspective of {name}, {text}"."""
+        return self.raw if self.raw is not None else f"In the perspective of {self.name}, {self.text}"
 
 
 @dataclass

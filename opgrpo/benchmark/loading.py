@@ -56,7 +56,6 @@ MAX_FIELD_CHARS = 100_000
 longer one is bad. Real situations and answers are a few thousand characters at most."""
 _HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _STARTS_WITH_PHRASE = re.compile(r"\s*(?:From|In) the perspective of ", re.IGNORECASE)
-_NAME_STOP = re.compile(r"[,.\n]")
 _HUB_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
 
 
@@ -104,7 +103,7 @@ def _parse_answer(answer: str) -> list[Perspective]:
             raise _RowError("answer", f"line {k} of {len(pieces)} has an empty perspective name: {short!r}")
         if not text:
             raise _RowError("answer", f"line {k} of {len(pieces)} ({name!r}) has no explanation")
-        out.append(Perspective(name, text))
+        out.append(Perspective(name, text, raw=piece))
     if not out:
         raise _RowError("answer", "no perspective found")
     return out
@@ -136,10 +135,11 @@ def _parse_perspective_list(value: Any) -> list[Perspective]:
             if got is None:
                 raise _RowError(f"perspectives[{k}].{key}", "missing or empty")
             _check_utf8(f"perspectives[{k}].{key}", got)
-        # the reference line must read back as this one perspective (the reward re-parses it)
-        if _NAME_STOP.search(name):
-            raise _RowError(f"perspectives[{k}].name", f"{name!r} contains ',', '.' or a line break")
+        # the reference line must read back as this one perspective (a name may hold "." or "(e.g., ...)")
         perspective = Perspective(name, text.replace("\r\n", "\n"))
+        if "\n" in name or parse_reference(perspective.line)[0] != name:
+            raise _RowError(f"perspectives[{k}].name",
+                            f"{name!r} contains a ',' outside parentheses or a line break")
         if len(split_perspective_sentences(perspective.line)) != 1:
             raise _RowError(f"perspectives[{k}].text", "contains a line starting with the perspective phrase")
         out.append(perspective)

@@ -67,13 +67,15 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
     return [o[0] if o else "" for o in outs]
 
 
-def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any,
-                 reward: RewardConfig) -> dict[str, float]:
-    """Mean over the responses of the OP reward total, components and rates (NaN without responses)."""
-    from opgrpo.reward import SUMMARY_KEYS, score_completions
+def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any, reward: RewardConfig, *,
+                 prompt: str = "implicit", tokenizer: Any = None) -> dict[str, float]:
+    """Mean over the responses of the OP reward total, components and rates (NaN without responses).
+    Under ``reward.masking == "prompt"`` the keywords come from each item's ``prompt``-kind chat prompt, rendered
+    with ``tokenizer``'s chat template when given (opgrpo.reward.score_responses)."""
+    from opgrpo.reward import SUMMARY_KEYS, score_responses
 
-    scores = score_completions([it.situation for it in items], list(responses), [it.references for it in items],
-                               encoder, reward)
+    scores = score_responses([it.situation for it in items], list(responses), [it.references for it in items],
+                             encoder, reward, prompt=prompt, tokenizer=tokenizer)
     return {k: float(np.mean([s[k] for s in scores])) if scores else float("nan") for k in SUMMARY_KEYS}
 
 
@@ -81,7 +83,8 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
              responses: Callable[[list[Item]], Sequence[str]], source: str, nli: NLIConfig,
              nli_scorer: Callable[[], EntailmentScorer], encoder: Callable[[], Any], reward: RewardConfig,
              threshold: float, judge: JudgeEvalConfig | None = None,
-             estimator: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             estimator: Mapping[str, Any] | None = None, prompt: str = "implicit",
+             tokenizer: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Score the responses to the items of ``splits`` ({split name: items}) and write the outputs to ``out_dir``.
 
     ``responses(items)`` gives one response per item, in order (e.g. ``generate_for_items`` or
@@ -91,6 +94,7 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     strictly above ``threshold``. With ``judge`` (kind other than "none") the 1-5 judge also scores them.
     ``estimator``: the identity of the reward's estimator (opgrpo.estimator.identity), written with every reward
     number. Items ``responses`` gives ``None`` for (a responses file without them) are left out and counted per split.
+    ``prompt``/``tokenizer()``: the prompt kind and the policy's tokenizer, for ``reward.masking == "prompt"``.
     """
     from opgrpo.evaluation.metrics import (
         format_table,
@@ -121,7 +125,8 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
     metrics = split_metrics(item_scores, split_of, threshold=threshold)
     write_eval_outputs(out_dir, metrics, item_scores, split_of)
-    reward_mean = reward_means(items, texts, encoder(), reward)
+    reward_mean = reward_means(items, texts, encoder(), reward, prompt=prompt,
+                               tokenizer=tokenizer() if tokenizer is not None and reward.masking == "prompt" else None)
     identity = dict(estimator or {})
     (out_dir / "reward.json").write_text(json.dumps({**reward_mean, "estimator": identity}, indent=2))
     print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")

@@ -8,6 +8,7 @@ schema and the validation use them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from opgrpo.text.perspectives import MASKINGS
 from opgrpo.utils.checks import Problems
@@ -79,6 +80,11 @@ class RewardConfig:
     weighted sum, TRL ``normalize_then_sum``). The scored ``total`` is the clipped weighted sum either way."""
     max_completion_chars: int = 20000
     """Longer completions are truncated to this many characters before scoring (and counted)."""
+    gdpo_weights: Optional[RewardWeights] = None
+    """Weights of the group-normalised components under ``aggregation="gdpo"`` (None: ``weights``). The paper's
+    weights were set for raw component ranges (coverage spans 5, the tag 0.2); on z-scores they make the tag
+    penalty the main objective, so ``reward=gdpo`` sets these to paper weight x raw span (1.5/0.3/0.2/0.2) and
+    leaves ``weights`` (and so the scored total) as the paper's."""
 
     @classmethod
     def paper(cls) -> RewardConfig:
@@ -90,6 +96,26 @@ class RewardConfig:
         """Paper preset with unbucketed coverage (5 * rate) and uniqueness (rate)."""
         return cls(mode="continuous")
 
+    def trained_weights(self) -> list[float]:
+        """The weights GRPO's advantage uses: ``gdpo_weights`` under gdpo when set, else ``weights``."""
+        if self.aggregation == "gdpo" and self.gdpo_weights is not None:
+            return self.gdpo_weights.as_list()
+        return self.weights.as_list()
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not meant, as ``key: message`` (logged at start-up)."""
+        if self.aggregation != "gdpo":
+            return []
+        w = dict(zip(COMPONENTS, self.trained_weights()))
+        if w["tag"] <= max(w["coverage"], w["uniqueness"]):
+            return []
+        key = "gdpo_weights" if self.gdpo_weights is not None else "weights"
+        return [f"{key}: aggregation=gdpo with weights {'/'.join(f'{v:g}' for v in w.values())} (coverage/uniqueness/"
+                f"format/tag): GDPO z-scores each component before weighting, so the tag penalty (weight "
+                f"{w['tag']:g}, raw span {abs(self.tag_penalty):g}) outweighs coverage (weight {w['coverage']:g}, raw "
+                "span 5) and dominates the advantage; a broken tag can outrank far better coverage, reversing the "
+                "order the total gives. Use reward=gdpo (gdpo_weights 1.5/0.3/0.2/0.2 = paper weight x raw span)"]
+
     def problems(self) -> list[str]:
         """Every invalid setting, as ``key: message`` with keys relative to the reward section."""
         p = Problems()
@@ -99,6 +125,13 @@ class RewardConfig:
                 p.add(f"weights.{name}", f"must be a finite number >= 0 (got {value})")
         if all(v == 0 for v in w):
             p.add("weights", "all weights are zero, the reward would be constant")
+        if self.gdpo_weights is not None:
+            gw = self.gdpo_weights.as_list()
+            for name, value in zip(COMPONENTS, gw):
+                if p.finite(f"gdpo_weights.{name}", value) and value < 0:
+                    p.add(f"gdpo_weights.{name}", f"must be a finite number >= 0 (got {value})")
+            if all(v == 0 for v in gw):
+                p.add("gdpo_weights", "all weights are zero, the advantage would be constant")
         p.unit("tau_cov", self.tau_cov)
         p.unit("tau_uniq", self.tau_uniq)
         p.choice("mode", self.mode, MODES)

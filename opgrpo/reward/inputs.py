@@ -154,6 +154,8 @@ def _reference_line(ref: Any) -> str | None:
         return bytes(ref).decode("utf-8", errors="replace")
     if isinstance(ref, Mapping):
         name, text = ref.get("name"), ref.get("text")
+    elif isinstance(getattr(ref, "raw", None), str) and ref.raw.strip():
+        return ref.raw  # opgrpo.benchmark.Perspective read from a reference line: the line as written
     elif isinstance(getattr(ref, "name", None), str) and isinstance(getattr(ref, "text", None), str):
         name, text = ref.name, ref.text  # e.g. opgrpo.benchmark.Perspective
     else:

@@ -77,7 +77,10 @@ def _log_batch(log_metric: Callable[[str, float], Any], results: list[dict]) -> 
         log_metric(f"op/bad_{flag}", float(sum(bool(r[flag]) for r in results)))
 
 
-def _scorer(encoder: Any, config: RewardConfig | None, batch_size: int | None, tokenizer: Any) -> OPRewardScorer:
+def make_scorer(encoder: Any, config: RewardConfig | None = None, *, batch_size: int | None = None,
+                tokenizer: Any = None) -> OPRewardScorer:
+    """An ``OPRewardScorer`` (``encoder`` itself when it is one); with ``tokenizer``, a ``masking="prompt"``
+    keyword source is the prompt rendered with its chat template (the authors' decoded prompt)."""
     if isinstance(encoder, OPRewardScorer):
         return encoder
     prompt_to_text = None
@@ -97,14 +100,14 @@ def make_reward_functions(encoder: Any, config: RewardConfig | None = None, *, b
     ignored). ``tokenizer`` (optional) renders conversational prompts with its chat template for
     ``masking="prompt"``. The weighted sum TRL forms from these is not clipped at ``clip_min``.
     """
-    scorer = _scorer(encoder, config, batch_size, tokenizer)
+    scorer = make_scorer(encoder, config, batch_size=batch_size, tokenizer=tokenizer)
     return [OPRewardFunction(scorer, c) for c in COMPONENTS]
 
 
 def make_total_reward(encoder: Any, config: RewardConfig | None = None, *, batch_size: int | None = None,
                       tokenizer: Any = None) -> OPRewardFunction:
     """The clipped weighted total as one TRL callable named ``op_total`` (use TRL weight 1.0)."""
-    return OPRewardFunction(_scorer(encoder, config, batch_size, tokenizer), "total", name="op_total")
+    return OPRewardFunction(make_scorer(encoder, config, batch_size=batch_size, tokenizer=tokenizer), "total", name="op_total")
 
 
 def reward_weights(config: RewardConfig | None = None) -> list[float]:
@@ -131,13 +134,16 @@ def grpo_reward_setup(encoder: Any, config: RewardConfig | None = None, *, batch
     ``total`` (paper, exact SPEC reward): the clipped weighted total ``op_total`` is the one trained reward; the
     four components ride along at weight 0 so TRL logs each (nothing is scored twice: one memoised scorer).
     ``components``: TRL weights the four components itself (its sum is not clipped at ``clip_min``).
-    ``gdpo``: the four components with their weights, each normalised within its group first (TRL
-    ``normalize_then_sum``); the total is still logged as ``op/total``.
+    ``gdpo``: the four components with ``config.gdpo_weights`` (else ``weights``), each normalised within its group
+    first (TRL ``normalize_then_sum``); the total is still logged as ``op/total``. Weights that let the tag penalty
+    dominate the z-scores (the paper's) are logged as a WARNING here (``RewardConfig.warnings``).
     """
     config = config or RewardConfig()
+    for warning in config.warnings():
+        logger.warning("reward.%s", warning)
     components = make_reward_functions(encoder, config, batch_size=batch_size, tokenizer=tokenizer)
     if config.aggregation == "total":
         total = make_total_reward(components[0].scorer)
         return GRPORewardSetup([total, *components], [1.0] + [0.0] * len(components), "sum_then_normalize")
     aggregation = "normalize_then_sum" if config.aggregation == "gdpo" else "sum_then_normalize"
-    return GRPORewardSetup(components, reward_weights(config), aggregation)
+    return GRPORewardSetup(components, config.trained_weights(), aggregation)

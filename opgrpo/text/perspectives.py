@@ -78,16 +78,45 @@ def perspective_name(sentence: str) -> str | None:
     return m.group(1).strip().lower() if m else None
 
 
+_PHRASE_START_RE = re.compile(r"(?:^|\s)(?:From|In) the perspective of ", re.IGNORECASE)
+
+
+def _name_comma(line: str, start: int) -> int:
+    """Index of the comma ending the name that starts at ``start``: the first comma on that line outside
+    parentheses (a name may read "Duty to protect the vulnerable (e.g., the child)"); -1 if there is none."""
+    depth = 0
+    for i in range(start, len(line)):
+        ch = line[i]
+        if ch == "\n":
+            return -1
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            return i
+    return -1
+
+
 def parse_reference(line: str) -> tuple[str | None, str]:
     """Split a reference line "In the perspective of <Name>, <explanation>" into (Name, explanation).
 
-    The name keeps its case (stripped); the explanation is the text after the first comma that
-    follows the phrase, stripped. Without a comma it is the text after the name, minus leading
-    punctuation. A line without the phrase gives ``(None, line.strip())``.
+    The name is everything from the phrase to the first comma on that line outside parentheses, kept as
+    written (stripped): "Good vs. Evil" and "Duty to protect the vulnerable (e.g., the child)" are whole
+    names. The explanation is the text after that comma, stripped. Without such a comma the name ends at
+    the first ",", "." or line break (the reward's phrase rule) and the explanation is the rest minus
+    leading punctuation. A line without the phrase gives ``(None, line.strip())``. The reference line
+    itself is never rewritten from these parts (:class:`opgrpo.benchmark.items.Perspective` keeps it raw).
     """
-    m = PHRASE_RE.search(line)
-    if m is None:
+    start = _PHRASE_START_RE.search(line)
+    if start is None:
         return None, line.strip()
+    comma = _name_comma(line, start.end())
+    if comma >= 0 and line[start.end():comma].strip():
+        return line[start.end():comma].strip(), line[comma + 1:].strip()
+    m = PHRASE_RE.search(line)
+    if m is None:  # phrase with an empty name ("In the perspective of , x")
+        return "", line[start.end():].lstrip(" ,.:;-").strip()
     name = m.group(1).strip()
     comma = line.find(",", m.end(1))
     rest = line[comma + 1:] if comma >= 0 else line[m.end(1):].lstrip(" .:;-")

@@ -9,13 +9,17 @@ from __future__ import annotations
 from opgrpo.text.clean import clean_text
 
 IMPLICIT_TEMPLATE = "Provide a structured comprehensive analysis and your opinions on this topic: {situation}\n\n"
+"""The implicit prompt (SPEC.md "Prompts"): SFT, RL and evaluation; it never asks for perspectives."""
 
 EXPLICIT_TEMPLATE = (
-    "Analyse the following situation from multiple perspectives, in at most 450 words. "
-    "Write each perspective as one sentence of the form "
-    '"In the perspective of <Name>, <explanation>", where <Name> is a value, right or duty.\n\n'
-    "Situation: {situation}\n\n"
+    "Provide a structured multi-perspectives analysis within 450 words on this topic: {situation}\n"
+    "Make sure each sentence you write can represent one perspective from your analysis.\n"
+    "   Output Format Example:\n"
+    "   You may have many sentences for different perspectives. Make sure each of sentence follow this format: "
+    "In the perspective of <Perspective name>, <your explanation to this aspect>\n"
 )
+"""The explicit baseline prompt, verbatim from the authors' ``data_preprocess/valueprism_ex.py`` (``wrap_prompt``;
+their spelling and spacing kept): baseline numbers are only comparable with the same prompt."""
 
 TEMPLATES = {"implicit": IMPLICIT_TEMPLATE, "explicit": EXPLICIT_TEMPLATE}
 PROMPT_KINDS = tuple(TEMPLATES)

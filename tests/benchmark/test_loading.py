@@ -222,7 +222,7 @@ def test_jsonl_both_shapes_and_bad_lines(tmp_path):
         ["a", "list"],                                                                   # line 7
         {"prompt": "S5"},                                                                # line 8
         {"prompt": [{"role": "user", "content": "S6"}], "answer": "In the perspective of A, a."},  # line 9
-        {"situation": "S7", "perspectives": [{"name": "St. Paul", "text": "t."}]},       # line 10
+        {"situation": "S7", "perspectives": [{"name": "St. Paul, apostle", "text": "t."}]},  # 10: bare ',
         {"situation": "S8", "perspectives": [{"name": "A", "text": "a.\nIn the perspective of B, b."}]},  # 11
     ]
     p = write_jsonl(tmp_path / "bench.jsonl", records)

@@ -17,7 +17,8 @@ def test_implicit_prompt_is_the_spec_text_and_asks_for_no_perspectives():
 
 def test_explicit_prompt_asks_for_the_perspective_form():
     text = prompt_text("Eating meat", "explicit")
-    assert "450 words" in text and '"In the perspective of <Name>, <explanation>"' in text and "Eating meat" in text
+    assert text.startswith("Provide a structured multi-perspectives analysis within 450 words on this topic: Eating meat\n")
+    assert "In the perspective of <Perspective name>, <your explanation to this aspect>\n" in text
 
 
 def test_chat_prompt_messages():

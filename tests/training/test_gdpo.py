@@ -133,3 +133,77 @@ def test_the_old_knobs_are_gone_and_bad_values_name_the_key(compose):
     with pytest.raises(ConfigError, match="reward.aggregation"):
         validate(compose(["experiment=cpu_demo", "reward.aggregation=sum"]))
     validate(compose(["experiment=cpu_demo", "reward.aggregation=gdpo"]))
+
+
+# ---------------------------------------------------------------- GDPO weights (issue 17.6)
+
+# A realistic group of 10 (the paper's group size): (coverage, uniqueness, format, tag) per completion.
+GROUP = np.array([
+    [5, 1.0, 2.0, -0.2],   # A: all five references covered, but a broken tag (e.g. no </summary>)
+    [1, 1.0, 2.0, 0.0],    # B: one reference covered, correct tags
+    [3, 1.0, 2.0, 0.0],
+    [2, 0.75, 2.0, 0.0],
+    [4, 1.0, 1.5, 0.0],
+    [2, 1.0, 2.0, 0.0],
+    [3, 0.75, 2.0, 0.0],
+    [1, 0.4, 1.0, -0.2],
+    [3, 1.0, 1.5, 0.0],
+    [0, 0.0, 0.5, 0.0],
+])
+# paper totals 0.3 c + 0.3 u + 0.1 f + 1.0 t, by hand: A = 1.5 + 0.3 + 0.2 - 0.2 = 1.8 > B = 0.3 + 0.3 + 0.2 = 0.8
+PAPER_TOTALS = [1.8, 0.8, 1.4, 1.025, 1.65, 1.1, 1.325, 0.32, 1.35, 0.05]
+
+
+def test_paper_weights_under_gdpo_invert_the_total_and_the_preset_keeps_its_order(compose, caplog):
+    from opgrpo.app.stages import grpo_rewards
+
+    paper = [0.3, 0.3, 0.1, 1.0]
+    assert GROUP @ np.array(paper) == pytest.approx(PAPER_TOTALS)
+    # coverage z: mean 2.4, Bessel std sqrt(20.4 / 9) = 1.5055 -> A - B = (5 - 1) / 1.5055 = 2.657;
+    # tag z: mean -0.04, std sqrt(0.064 / 9) = 0.08433 -> A - B = -0.2 / 0.08433 = -2.372;
+    # uniqueness and format are equal for A and B. Before the batch normalisation (a positive affine map):
+    # paper weights: 0.3 x 2.657 - 1.0 x 2.372 = -1.575 < 0 -> B above A; preset: 1.5 x 2.657 - 0.2 x 2.372 = 3.511
+    # (TRL adds eps 1e-4 to each std)
+    cov, tag = 4 / (math.sqrt(20.4 / 9) + 1e-4), 0.2 / (math.sqrt(0.064 / 9) + 1e-4)
+    raw = gdpo_advantages(GROUP, paper, 10, batch_normalize=False)
+    assert raw[0] - raw[1] == pytest.approx(0.3 * cov - 1.0 * tag, abs=1e-6) and 0.3 * cov - tag < -1.5
+    raw = gdpo_advantages(GROUP, [1.5, 0.3, 0.2, 0.2], 10, batch_normalize=False)
+    assert raw[0] - raw[1] == pytest.approx(1.5 * cov - 0.2 * tag, abs=1e-6) and 1.5 * cov - 0.2 * tag > 3.5
+
+    with caplog.at_level("WARNING", logger="opgrpo.reward.trl"):
+        setup = grpo_rewards(_context(compose(["experiment=cpu_demo", "reward.aggregation=gdpo"])))
+    assert setup.weights == paper and setup.trl_aggregation == "normalize_then_sum"
+    assert any("tag penalty" in r.getMessage() and "reward=gdpo" in r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING")
+    adv = gdpo_advantages(GROUP, setup.weights, 10)
+    assert adv[0] < adv[1]  # the coverage-5 completion now gets a *lower* advantage than the coverage-1 one
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="opgrpo.reward.trl"):
+        preset = grpo_rewards(_context(compose(["experiment=cpu_demo", "reward=gdpo"])))
+    assert preset.weights == [1.5, 0.3, 0.2, 0.2] and preset.trl_aggregation == "normalize_then_sum"
+    assert not [r for r in caplog.records if "tag penalty" in r.getMessage()]
+    adv = gdpo_advantages(GROUP, preset.weights, 10)
+    assert adv[0] > adv[1]
+    # the whole group keeps the paper total's order (all totals distinct)
+    assert list(np.argsort(-adv)) == list(np.argsort(-np.array(PAPER_TOTALS)))
+    # ... which the paper weights do not
+    assert list(np.argsort(-gdpo_advantages(GROUP, paper, 10))) != list(np.argsort(-np.array(PAPER_TOTALS)))
+
+
+def test_gdpo_preset_keeps_the_paper_total_and_checks_its_weights(compose):
+    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.reward import RewardConfig, RewardWeights
+
+    cfg = compose(["experiment=cpu_demo", "reward=gdpo"])
+    validate(cfg)
+    assert [cfg.reward.weights[c] for c in ("coverage", "uniqueness", "format", "tag")] == [0.3, 0.3, 0.1, 1.0]
+    with pytest.raises(ConfigError, match="reward.gdpo_weights.tag"):
+        validate(compose(["experiment=cpu_demo", "reward=gdpo", "reward.gdpo_weights.tag=-1"]))
+    # gdpo_weights only matter under gdpo; the warning names the key that holds the weights in use
+    assert RewardConfig(gdpo_weights=RewardWeights(1.5, 0.3, 0.2, 0.2)).trained_weights() == [0.3, 0.3, 0.1, 1.0]
+    assert RewardConfig(aggregation="gdpo").warnings()[0].startswith("weights: aggregation=gdpo with weights "
+                                                                      "0.3/0.3/0.1/1 ")
+    assert RewardConfig(aggregation="gdpo", gdpo_weights=RewardWeights(0.3, 0.3, 0.1, 2.0)).warnings()[0].startswith(
+        "gdpo_weights:")
+    assert RewardConfig(aggregation="total").warnings() == []
