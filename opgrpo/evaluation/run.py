@@ -7,7 +7,9 @@ and the encoder come as zero-argument builders, called when first needed, so tha
 one model across runs and the generating policy is freed before the NLI model loads.
 
 Outputs in ``out_dir``: responses.jsonl, the NLI metrics (nli_metrics.json/.csv), per-item scores
-(nli_items.jsonl, each row with its item's split), reward.json, judge.json (with a judge); the printed table.
+(nli_items.jsonl, each row with its item's split), reward.json (means and the estimator's identity),
+reward_items.jsonl (each response's reward with the estimator's fingerprint), judge.json (with a judge); the
+printed table.
 Returns the metrics dict logged to the run summary.
 """
 from __future__ import annotations
@@ -68,14 +70,17 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
 
 
 def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any, reward: RewardConfig, *,
-                 prompt: str = "implicit", tokenizer: Any = None) -> dict[str, float]:
+                 prompt: str = "implicit", tokenizer: Any = None, per_item: list | None = None) -> dict[str, float]:
     """Mean over the responses of the OP reward total, components and rates (NaN without responses).
     Under ``reward.masking == "prompt"`` the keywords come from each item's ``prompt``-kind chat prompt, rendered
-    with ``tokenizer``'s chat template when given (opgrpo.reward.score_responses)."""
+    with ``tokenizer``'s chat template when given (opgrpo.reward.score_responses). ``per_item``: a list that
+    receives each response's {key: value} in item order."""
     from opgrpo.reward import SUMMARY_KEYS, score_responses
 
     scores = score_responses([it.situation for it in items], list(responses), [it.references for it in items],
                              encoder, reward, prompt=prompt, tokenizer=tokenizer)
+    if per_item is not None:
+        per_item.extend({k: float(s[k]) for k in SUMMARY_KEYS} for s in scores)
     return {k: float(np.mean([s[k] for s in scores])) if scores else float("nan") for k in SUMMARY_KEYS}
 
 
@@ -125,10 +130,16 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
     metrics = split_metrics(item_scores, split_of, threshold=threshold)
     write_eval_outputs(out_dir, metrics, item_scores, split_of)
-    reward_mean = reward_means(items, texts, encoder(), reward, prompt=prompt,
+    per_item: list[dict[str, float]] = []
+    reward_mean = reward_means(items, texts, encoder(), reward, prompt=prompt, per_item=per_item,
                                tokenizer=tokenizer() if tokenizer is not None and reward.masking == "prompt" else None)
     identity = dict(estimator or {})
     (out_dir / "reward.json").write_text(json.dumps({**reward_mean, "estimator": identity}, indent=2))
+    with open(out_dir / "reward_items.jsonl", "w") as fh:  # each response's reward, with the estimator behind it
+        for it, scores in zip(items, per_item):
+            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], **scores,
+                                 "estimator": identity.get("fingerprint", ""),
+                                 "estimator_tuned": identity.get("tuned")}) + "\n")
     print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
     scored_with = f" (estimator {label(identity)})" if identity else ""
     print(f"OP reward of these responses{scored_with}: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))

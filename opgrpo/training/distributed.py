@@ -95,13 +95,23 @@ def _single_process_env() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
+_OURS = {"deepspeed": None}
+"""Whether this module created accelerate's shared state (and for DeepSpeed or not): only then do the trainers
+reuse it. A state some earlier single-process trainer left in this process is not ours; transformers resets it."""
+
+
 def setup_process_group(deepspeed: bool = False, timeout_min: int = 0) -> DistInfo:
     """Create the run's process group (accelerate ``PartialState``) when there are several processes or DeepSpeed
     is on; nothing for a plain single-process run. Idempotent. ``timeout_min``: how long a collective (a barrier while
     rank 0 runs a single-process stage) may wait (0 = torch's default, 30 minutes)."""
     info = dist_info()
-    if not (info.distributed or deepspeed) or is_configured():
+    if not (info.distributed or deepspeed):
+        if _OURS["deepspeed"] is not None and not info.distributed:  # an in-process DeepSpeed run came before
+            _reset_state()
         return info
+    if _OURS["deepspeed"] == deepspeed and is_configured():
+        return info
+    _reset_state()  # whatever an earlier trainer in this process left (its precision, its backend)
     import torch
     from accelerate import PartialState
 
@@ -115,6 +125,7 @@ def setup_process_group(deepspeed: bool = False, timeout_min: int = 0) -> DistIn
         state = PartialState(**({} if on_gpu else {"backend": "gloo"}), **kwargs)
     else:
         state = PartialState(cpu=not on_gpu, **kwargs)
+    _OURS["deepspeed"] = deepspeed
     info = dist_info()
     if state.num_processes != info.world_size:
         raise RuntimeError(f"process group has {state.num_processes} process(es) but WORLD_SIZE={info.world_size} "
@@ -133,9 +144,19 @@ def is_configured() -> bool:
     return PartialState._shared_state != {}
 
 
+def _reset_state() -> None:
+    """Forget accelerate's shared state of this process (never the torch process group itself)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    _OURS["deepspeed"] = None
+
+
 def trainer_state_kwargs() -> dict[str, Any]:
-    """``TrainingArguments`` fields that make a trainer reuse the process group of ``setup_process_group``."""
-    return {"accelerator_config": {"use_configured_state": True}} if is_configured() else {}
+    """``TrainingArguments`` fields that make a trainer reuse the process group of ``setup_process_group`` (only a
+    state this module created: one left by an earlier single-process trainer is reset by transformers as usual)."""
+    ours = _OURS["deepspeed"] is not None and is_configured()
+    return {"accelerator_config": {"use_configured_state": True}} if ours else {}
 
 
 def _group_ready() -> bool:

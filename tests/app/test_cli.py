@@ -117,4 +117,7 @@ def test_responses_for_some_test_items_are_scored_and_the_rest_reported(tmp_path
     assert len([json.loads(line) for line in (run / "eval" / "responses.jsonl").read_text().splitlines()]) == 3
     assert s["eval/reward_estimator/tuned"] is False and len(s["eval/reward_estimator/fingerprint"]) == 12
     assert json.loads((run / "eval" / "reward.json").read_text())["estimator"]["tuned"] is False
+    items = [json.loads(line) for line in (run / "eval" / "reward_items.jsonl").read_text().splitlines()]
+    assert len(items) == 3 and {r["estimator"] for r in items} == {s["eval/reward_estimator/fingerprint"]}
+    assert sum(r["coverage_rate"] for r in items) / 3 == pytest.approx(s["eval/reward/coverage_rate"])
     assert "(untuned estimator)" in res.stdout
