@@ -119,19 +119,16 @@ class RewardConfig:
     def problems(self) -> list[str]:
         """Every invalid setting, as ``key: message`` with keys relative to the reward section."""
         p = Problems()
-        w = self.weights.as_list()
-        for name, value in zip(COMPONENTS, w):
-            if p.finite(f"weights.{name}", value) and value < 0:
-                p.add(f"weights.{name}", f"must be a finite number >= 0 (got {value})")
-        if all(v == 0 for v in w):
-            p.add("weights", "all weights are zero, the reward would be constant")
-        if self.gdpo_weights is not None:
-            gw = self.gdpo_weights.as_list()
-            for name, value in zip(COMPONENTS, gw):
-                if p.finite(f"gdpo_weights.{name}", value) and value < 0:
-                    p.add(f"gdpo_weights.{name}", f"must be a finite number >= 0 (got {value})")
-            if all(v == 0 for v in gw):
-                p.add("gdpo_weights", "all weights are zero, the advantage would be constant")
+        for key, weights, what in (("weights", self.weights, "reward"),
+                                   ("gdpo_weights", self.gdpo_weights, "advantage")):
+            if weights is None:
+                continue
+            w = weights.as_list()
+            for name, value in zip(COMPONENTS, w):
+                if p.finite(f"{key}.{name}", value) and value < 0:
+                    p.add(f"{key}.{name}", f"must be a finite number >= 0 (got {value})")
+            if all(v == 0 for v in w):
+                p.add(key, f"all weights are zero, the {what} would be constant")
         p.unit("tau_cov", self.tau_cov)
         p.unit("tau_uniq", self.tau_uniq)
         p.choice("mode", self.mode, MODES)
