@@ -13,12 +13,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from opgrpo.training.distributed import dist_info
 from opgrpo.utils.jsonio import append_jsonl, flatten
 from opgrpo.utils.runfiles import (
     CONFIG_YAML,
@@ -38,7 +38,7 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         # under `accelerate launch` every rank runs the app; only rank 0 writes the run's own files
-        self.main = int(os.environ.get("RANK", "0")) == 0
+        self.main = dist_info().is_main
         # resumed runs keep what earlier attempts recorded (a corrupt summary.json raises RunFileError)
         self.summary: dict[str, Any] = read_summary(self.path) or {}
 

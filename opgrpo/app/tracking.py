@@ -34,6 +34,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.app.rundir import RunDir
+from opgrpo.training.distributed import dist_info
 
 log = logging.getLogger("opgrpo.app.tracking")
 
@@ -107,7 +108,7 @@ report_to_wandb = wandb_enabled  # the former name
 
 def is_main_process() -> bool:
     """Rank 0 of a multi-process run (``RANK``; a single process is rank 0)."""
-    return os.environ.get("RANK", "0").strip() in ("", "0")
+    return dist_info().is_main
 
 
 # ---- the W&B run's settings ----------------------------------------------------------------------------------

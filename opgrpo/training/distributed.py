@@ -48,8 +48,8 @@ class DistInfo:
 def dist_info() -> DistInfo:
     """Rank, local rank and world size from ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` (1 process when unset)."""
     env = os.environ
-    return DistInfo(rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")),
-                    world_size=max(1, int(env.get("WORLD_SIZE", "1"))))
+    return DistInfo(rank=int(env.get("RANK", "").strip() or 0), local_rank=int(env.get("LOCAL_RANK", "").strip() or 0),
+                    world_size=max(1, int(env.get("WORLD_SIZE", "").strip() or 1)))
 
 
 def launcher_rank() -> int:
