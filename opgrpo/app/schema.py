@@ -334,7 +334,11 @@ class OPGRPOConfig:
     pipeline: List[str] = field(default_factory=lambda: ["estimator", "sft", "grpo", "eval"])
     """The stages of stage=pipeline, in order."""
     seed: int = 42
-    """Seed of python, numpy and torch at the start of the run."""
+    """Seed of python, numpy and torch at the start of the run; the presets also pass it on to
+    ``trainer.sft.seed``, ``trainer.grpo.seed`` and ``eval.generation.seed``, so ``-m seed=1,2,3`` gives replicates."""
+    init_from: str = ""
+    """A finished run directory (e.g. of ``experiment=cpu_demo``) a preset starts from: ``experiment=cpu_learning``
+    takes its estimator (``<init_from>/estimator/model``) and SFT policy (``<init_from>/sft/final``)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     resume: bool = False

@@ -134,7 +134,8 @@ def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str], needs: di
         for name, ref in cfg.benchmark.test_files.items():
             _check_data_ref(p, f"benchmark.test_files.{name}", ref)
         _check_data_ref(p, "eval.responses_file", cfg.eval.responses_file)
-        _check_model_ref(p, "eval.nli.model", cfg.eval.nli.model)
+        if cfg.eval.nli.backend != "none":
+            _check_model_ref(p, "eval.nli.model", cfg.eval.nli.model)
     if needs["pope"]:
         if not cfg.pope.responses_file:
             p.add("pope.responses_file", "required by stage=pope")
@@ -179,9 +180,31 @@ def _check_deepspeed(p: Problems, cfg: DictConfig) -> None:
                            "without CUDA there is nothing to offload: use deepspeed=zero2 or zero3 on CPU")
 
 
+def _check_init_from(p: Problems, cfg: DictConfig) -> None:
+    """``init_from`` (a finished run a preset starts from) must be given when some key interpolates it."""
+    if cfg.init_from:
+        if not Path(cfg.init_from).expanduser().is_dir():
+            p.add("init_from", f"no such run directory {cfg.init_from!r}")
+        return
+
+    def users(node, prefix=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k != "hydra":
+                    yield from users(v, f"{prefix}{k}.")
+        elif isinstance(node, str) and "${init_from}" in node:
+            yield prefix[:-1]
+
+    found = list(users(OmegaConf.to_container(cfg, resolve=False)))
+    if found:
+        p.add("init_from", f"missing value: {', '.join(found)} start from it; set init_from=<a finished run directory, "
+                           "e.g. of experiment=cpu_demo>")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every invalid key of `cfg` (resolving interpolations as it goes)."""
     p = Problems()
+    _check_init_from(p, cfg)
     stages = _stages(p, cfg)
     needs = _needs(stages, cfg)
     for key in _missing(cfg, needs):

@@ -41,7 +41,7 @@ from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("sequence_classification", "causal_lm")
+BACKENDS = ("sequence_classification", "causal_lm", "none")
 SPLITTERS = ("sentence_splitter", "newline")
 
 CAUSAL_LM_TEMPLATE = (
@@ -56,7 +56,8 @@ class NLIConfig:
     """How the NLI benchmark scores responses (defaults: the paper preset)."""
 
     backend: str = "sequence_classification"
-    """``sequence_classification`` (MNLI classifier, the paper) or ``causal_lm`` (Yes/No LLM judge)."""
+    """``sequence_classification`` (MNLI classifier, the paper), ``causal_lm`` (Yes/No LLM judge) or ``none`` (no NLI:
+    the evaluation scores the OP reward of the responses only, e.g. for CPU learning runs and cheap sweeps)."""
     model: str = "microsoft/deberta-v2-xlarge-mnli"
     """Hub id or local path of the NLI model (or of the judge LM for ``causal_lm``)."""
     batch_size: int = 32

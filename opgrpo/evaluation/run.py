@@ -127,9 +127,11 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
         for it, r in zip(items, texts):
             fh.write(json.dumps({"id": it.id, "split": split_of[it.id], "situation": it.situation, "response": r}) + "\n")
 
-    item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
-    metrics = split_metrics(item_scores, split_of, threshold=threshold)
-    write_eval_outputs(out_dir, metrics, item_scores, split_of)
+    metrics: dict[str, Any] = {}
+    if nli.backend != "none":
+        item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
+        metrics = split_metrics(item_scores, split_of, threshold=threshold)
+        write_eval_outputs(out_dir, metrics, item_scores, split_of)
     per_item: list[dict[str, float]] = []
     reward_mean = reward_means(items, texts, encoder(), reward, prompt=prompt, per_item=per_item,
                                tokenizer=tokenizer() if tokenizer is not None and reward.masking == "prompt" else None)
@@ -140,7 +142,10 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
             fh.write(json.dumps({"id": it.id, "split": split_of[it.id], **scores,
                                  "estimator": identity.get("fingerprint", ""),
                                  "estimator_tuned": identity.get("tuned")}) + "\n")
-    print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
+    if metrics:
+        print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
+    else:
+        print(f"\nNLI skipped (eval.nli.backend=none); responses of {source}")
     scored_with = f" (estimator {label(identity)})" if identity else ""
     print(f"OP reward of these responses{scored_with}: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
     out: dict[str, Any] = {**metrics, "reward": reward_mean, "nli_backend": nli.backend,
