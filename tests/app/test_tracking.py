@@ -81,12 +81,21 @@ def read_offline_run(path: Path) -> dict:
     return run
 
 
-def offline_runs(root: Path) -> list[dict]:
-    """Every offline run under ``root`` (oldest first), with its folder."""
-    runs = []
-    for path in sorted(root.rglob("offline-run-*/run-*.wandb")):
-        runs.append({**read_offline_run(path), "folder": path.parent})
-    return runs
+def offline_runs(root: Path, wait_s: float = 30.0) -> list[dict]:
+    """Every offline run under ``root`` (oldest first), with its folder.
+
+    W&B's service process writes the ``.wandb`` file on its own after ``run.finish()`` returns; a run is read
+    once its exit record is there (or after ``wait_s``), so a read never races the writer (a test once saw an empty
+    history)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = [{**read_offline_run(path), "folder": path.parent}
+                for path in sorted(root.rglob("offline-run-*/run-*.wandb"))]
+        if all(run["exit_code"] is not None for run in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
 
 
 @pytest.fixture
