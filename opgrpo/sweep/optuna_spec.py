@@ -1,25 +1,34 @@
 """The search space of an Optuna study, read from a spec file laid out as ``sweeps/optuna.yaml``.
 
-``load_spec(path)`` reads ``hydra.sweeper.{direction, study_name, n_trials, sampler, params,
-max_failure_rate}``, the top-level ``objective`` (optional: without it each trial is scored by its own
+``load_spec(path)`` reads ``hydra.sweeper.{direction, objectives, study_name, n_trials, n_jobs, storage, sampler,
+params, max_failure_rate}``, the top-level ``objective`` (optional: without it each trial is scored by its own
 config's ``objective``, e.g. ``experiment=cpu_demo``'s reward-based one) and every other setting of the file into a
 :class:`StudySpec`: ``params`` in Hydra's sweep syntax become Optuna distributions (:func:`distribution`),
-the rest become overrides that every trial gets. ``opgrpo.sweep.optuna_driver`` runs the study.
+the rest become overrides that every trial gets. ``hydra.sweeper.objectives`` (a list of ``summary.json`` keys)
+with ``direction`` as one entry per objective makes it a multi-objective study (e.g. coverage rate and
+uniqueness rate, both maximised). ``opgrpo.sweep.optuna_driver`` runs the study.
+
+:class:`NotAHydraSweeper` is the Hydra callback the preset registers: ``opgrpo -m sweep=optuna`` stops at
+start-up with the ``opgrpo-optuna`` command to run instead (hydra-optuna-sweeper does not support Optuna >= 4).
+It is duck-typed (Hydra calls its ``on_multirun_start``), so this module imports no Hydra callback class.
 """
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opgrpo.utils.jsonio import flatten
 
-__all__ = ["DEFAULT_OBJECTIVE", "StudySpec", "default_spec_path", "distribution", "format_value", "load_spec",
-           "resolve_spec"]
+__all__ = ["DEFAULT_OBJECTIVE", "DIRECTIONS", "NotAHydraSweeper", "StudySpec", "default_spec_path", "distribution",
+           "format_value", "load_spec", "not_a_sweeper_message", "resolve_spec"]
 
 DEFAULT_OBJECTIVE = ""
 """No objective in the spec: each trial's own ``objective`` setting (read from its resolved config.yaml)."""
+DIRECTIONS = ("maximize", "minimize")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./\-:+@]+$")
 
 
@@ -29,12 +38,39 @@ class StudySpec:
 
     space: dict[str, Any]  # name -> optuna distribution
     fixed: list[str] = field(default_factory=list)  # overrides every trial gets (the spec's own settings)
-    objective: str = DEFAULT_OBJECTIVE  # "" = each trial's own config ``objective``
+    objective: str = DEFAULT_OBJECTIVE  # one objective; "" = each trial's own config ``objective``
     direction: str = "maximize"
+    objectives: list[str] = field(default_factory=list)  # 2+ summary.json keys: a multi-objective study
+    directions: list[str] = field(default_factory=list)  # one per entry of ``objectives``
     study_name: str = "opgrpo"
     n_trials: int = 20
+    n_jobs: int = 1  # trials this driver runs at once (threads; more drivers on one study add more)
+    storage: str = ""  # an Optuna storage URL; "" = the journal file <study-dir>/study.journal
     max_failure_rate: float = 1.0
     sampler: dict[str, Any] = field(default_factory=dict)  # {"_target_": "optuna.samplers.X", **kwargs}
+
+    def set_objectives(self, objectives: list[str], directions: list[str] | None = None) -> None:
+        """One objective (``objective``/``direction``) or several (``objectives``/``directions``), checked:
+        directions default to maximize, one direction applies to every objective."""
+        objectives = [str(o) for o in objectives if str(o)]
+        directions = [str(d).lower() for d in (directions or [])] or [self.direction]
+        bad = [d for d in directions if d not in DIRECTIONS]
+        if bad:
+            raise ValueError(f"direction must be maximize or minimize, got {bad[0]!r}")
+        if len(directions) == 1:
+            directions = directions * max(1, len(objectives))
+        if objectives and len(directions) != len(objectives):
+            raise ValueError(f"direction: {len(directions)} directions for {len(objectives)} objectives "
+                             f"({', '.join(objectives)}); give one, or one per objective")
+        if len(set(objectives)) != len(objectives):
+            raise ValueError(f"objectives: {objectives} names an objective twice")
+        if len(objectives) >= 2:
+            self.objectives, self.directions = objectives, directions
+        else:
+            self.objectives, self.directions = [], []
+            if objectives:
+                self.objective = objectives[0]
+            self.direction = directions[0]
 
 
 def format_value(value: Any) -> str:
@@ -123,19 +159,30 @@ def load_spec(path: str | Path) -> StudySpec:
                     fixed.insert(0, f"{group}={format_value(v)}")
     settings = {key: value for key, value in data.items() if key not in ("hydra", "defaults")}
     fixed += [f"{key}={format_value(value)}" for key, value in flatten(settings, sep=".").items()]
-    direction = str(sweeper.get("direction", "maximize")).lower()
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"{path}: hydra.sweeper.direction must be maximize or minimize, got {direction!r}")
     sampler = sweeper.get("sampler") or {}
     if sampler and not str(sampler.get("_target_", "")).startswith("optuna.samplers."):
         raise ValueError(f"{path}: hydra.sweeper.sampler._target_ must name an optuna.samplers class")
     n_trials = int(sweeper.get("n_trials", 20))
     if n_trials < 1:
         raise ValueError(f"{path}: hydra.sweeper.n_trials must be >= 1, got {n_trials}")
-    return StudySpec(space=space, fixed=fixed, objective=str(data.get("objective") or DEFAULT_OBJECTIVE),
-                     direction=direction, study_name=str(sweeper.get("study_name") or path.stem),
-                     n_trials=n_trials, max_failure_rate=float(sweeper.get("max_failure_rate", 1.0)),
-                     sampler=dict(sampler))
+    n_jobs = int(sweeper.get("n_jobs") or 1)
+    if n_jobs < 1:
+        raise ValueError(f"{path}: hydra.sweeper.n_jobs must be >= 1, got {n_jobs}")
+    spec = StudySpec(space=space, fixed=fixed, objective=str(data.get("objective") or DEFAULT_OBJECTIVE),
+                     study_name=str(sweeper.get("study_name") or path.stem), n_trials=n_trials, n_jobs=n_jobs,
+                     storage=str(sweeper.get("storage") or ""),
+                     max_failure_rate=float(sweeper.get("max_failure_rate", 1.0)), sampler=dict(sampler))
+    objectives = sweeper.get("objectives") or []
+    objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+    if objectives and spec.objective:
+        raise ValueError(f"{path}: give either the top-level objective ({spec.objective}) or "
+                         f"hydra.sweeper.objectives ({', '.join(map(str, objectives))}), not both")
+    direction = sweeper.get("direction") or "maximize"
+    try:
+        spec.set_objectives(objectives, [direction] if isinstance(direction, str) else list(direction))
+    except ValueError as exc:
+        raise ValueError(f"{path}: hydra.sweeper.{exc}") from None
+    return spec
 
 
 def default_spec_path() -> Path:
@@ -155,3 +202,41 @@ def resolve_spec(name: str | None) -> Path:
     if preset.is_file():
         return preset
     raise FileNotFoundError(f"spec {name!r} is neither a file nor a preset in {preset.parent}")
+
+
+class NotAHydraSweeper:
+    """Hydra callback of ``sweeps/optuna.yaml``: a multirun of the preset (``opgrpo -m sweep=optuna``) stops at
+    start-up, before Hydra looks for the hydra-optuna-sweeper plugin, with the ``opgrpo-optuna`` command that
+    runs the study. A single run (``opgrpo sweep=optuna``) is unaffected."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        print(not_a_sweeper_message(_task_overrides(config)), file=sys.stderr)
+        raise SystemExit(2)  # SystemExit passes Hydra's callback guard (it turns exceptions into warnings)
+
+
+def _task_overrides(config: Any) -> list[str]:
+    try:
+        return [str(o) for o in config.hydra.overrides.task]
+    except Exception:  # noqa: BLE001 - a config without Hydra's node: no overrides to carry over
+        return []
+
+
+def not_a_sweeper_message(overrides: list[str]) -> str:
+    """What ``opgrpo -m sweep=optuna <overrides>`` prints: why not, and the equivalent ``opgrpo-optuna`` command."""
+    args, spec = [], ""
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        if key.lstrip("+~") == "sweep":
+            spec = "" if value == "optuna" else value
+        elif key == "launcher" and value not in ("local", "basic"):
+            args[:0] = ["--launcher", value]
+        elif key.startswith("hydra.sweeper."):
+            continue
+        else:
+            args.append(ov)
+    cmd = ["opgrpo-optuna", *(["--spec", spec] if spec else []), *args]
+    return ("invalid configuration:\n  hydra.sweeper: sweep=optuna is the search space of `opgrpo-optuna`, not a "
+            "Hydra sweeper; Hydra's Optuna sweeper plugin (hydra-optuna-sweeper) does not support Optuna >= 4 and "
+            "is not installed, so `opgrpo -m sweep=optuna` cannot run. Run the study with\n    "
+            + shlex.join(cmd) + "\n  (add --n-jobs N or start more copies on the same --study-dir for parallel "
+            "trials; `opgrpo-optuna --help`, sweeps/README.md)")

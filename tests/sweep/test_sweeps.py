@@ -277,7 +277,7 @@ def test_run_study_resumes_and_retries_interrupted(tmp_path):
     assert len(calls) == 3 and calls[-1][-1].endswith("trial_2")
 
     # a trial left running by a stopped driver is marked failed (interrupted) and its values are retried
-    study = optuna.load_study(study_name="t", storage=f"sqlite:///{study_dir.resolve() / 'study.db'}")
+    study = optuna.load_study(study_name="t", storage=osw.open_storage(study_dir.resolve()))  # study.journal
     orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     orphan_dir = study_dir / f"trial_{orphan.number}"
     orphan.set_user_attr("run_dir", str(orphan_dir))
@@ -379,7 +379,8 @@ def test_help_and_dry_run():
                          capture_output=True, text=True, env=env, check=False)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["objective"] == "each trial's config objective" and out["n_trials"] == 20
+    assert out["objectives"] == ["each trial's config objective"] and out["n_trials"] == 20
+    assert out["directions"] == ["maximize"] and out["storage"].endswith("study.journal")
     assert not any(c.startswith("objective=") for c in out["command"])
     assert "reward.weights.coverage=<sampled>" in out["command"] and "experiment=cpu_demo" in out["command"]
 
