@@ -10,14 +10,20 @@ report goes: ``report.out_dir``, else ``<sweep_dir>/report``):
                  own weights) and the total at the reference weights (``reward/total_at_reference``, the
                  same weights for every run: the paper's by default), NLI accuracy per split, training
                  cost, the last GRPO step's reward components, whether it is on the Pareto front, the error
-    runs.md      the same table in Markdown (completed runs), then the failed, unfinished and skipped runs
-    pareto.png   coverage rate vs uniqueness rate of the completed runs, the Pareto front (both
-                 maximised) as a step line, each point labelled by the overrides that vary, coloured
-                 by NLI overall accuracy (by the reference total when the accuracy is the same everywhere)
+    groups.csv   one row per group of completed runs that differ only by their seed (``table.group_table``,
+                 ``opgrpo.sweep.seeds``): n_seeds, the runs and seeds, every number's mean and its 95%
+                 Student-t half-width (``<column>_ci95``), whether the group is on the front of the means
+    runs.md      the same table in Markdown (completed runs), the seed groups when a group has several
+                 seeds, then the failed, unfinished and skipped runs
+    pareto.png   coverage rate vs uniqueness rate, one point per seed group (95% error bars), the Pareto
+                 front (both maximised) as a step line, each point labelled by the overrides that vary,
+                 coloured by NLI overall accuracy on a fixed 0..1 scale
     curves.png   reward-component curves over GRPO steps and the total at the reference weights, one
-                 line per run (``grpo/metrics.jsonl``); a run's own total is not drawn
-    index.html   the table and both images (embedded), failed, unfinished and skipped runs in their own
-                 section, and the report's warnings
+                 line per run (``grpo/metrics.jsonl``); a run's own total is not drawn, nor a panel twice
+    index.html   one self-contained page (plotly.js and the images embedded, opens offline): the
+                 interactive scatter (hover: a group's runs, overrides and NLI numbers), the grouped table
+                 (pandas, click a column to sort), the curves, every run's row, the failed, unfinished and
+                 skipped runs, the warnings and notes
 
 A run whose directory is incomplete or unreadable (no status, no summary, corrupt JSON, a failed run)
 never stops the report: it is listed as failed or unfinished with the reason; a completed run without
@@ -26,8 +32,10 @@ reason. When the completed runs' ``objective`` has the same value in all of them
 functions, no Hydra; matplotlib runs on the Agg backend. Runs can also be pulled from a W&B project
 (``wandb_project=``) when wandb is installed and online; offline that part is skipped and noted.
 
-The parts: ``opgrpo.sweep.records`` reads the runs, ``opgrpo.sweep.table`` builds the table and the Pareto
-front, ``opgrpo.sweep.plots`` draws the figures; this module writes the files (``python -m opgrpo.sweep.report``).
+The parts: ``opgrpo.sweep.records`` reads the runs, ``opgrpo.sweep.table`` builds the tables and the Pareto
+front, ``opgrpo.sweep.seeds`` groups seed replicates, ``opgrpo.sweep.plots`` draws the figures; this module
+writes the files (``python -m opgrpo.sweep.report``). The page is a short template around what plotly
+(``Figure.to_html``) and pandas (``DataFrame.to_html``) write, plus a few lines of JavaScript for sorting.
 """
 from __future__ import annotations
 
@@ -51,8 +59,13 @@ from opgrpo.sweep.records import (
     runs_from_dirs,
     wandb_runs,
 )
+from opgrpo.sweep.seeds import CI_SUFFIX, is_seed_key
 from opgrpo.sweep.table import (
+    COVERAGE_RATE,
+    NLI_OVERALL,
     REFERENCE_TOTAL,
+    UNIQUENESS_RATE,
+    group_table,
     objective_warning,
     reference_weights,
     runs_table,
@@ -93,7 +106,8 @@ def _common_line(df) -> str:
 
 
 def cell_text(value: Any) -> str:
-    if isinstance(value, bool):
+    """A table cell: yes/"" for booleans, 4 significant digits for floats, "" for NaN and None."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
         return "yes" if value else ""
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}"
@@ -159,7 +173,7 @@ def _failed_rows(records: Sequence[RunRecord]) -> list[list[str]]:
 
 
 def _write_markdown(df, records, path: Path, source: str, front: Sequence[str], notes: Sequence[str],
-                    warnings: Sequence[str]) -> None:
+                    warnings: Sequence[str], groups=None) -> None:
     done = df[df["status"] == COMPLETED]
     cols = _display_columns(df)
     parts = [f"# Sweep report: {source}", "",
@@ -170,19 +184,14 @@ def _write_markdown(df, records, path: Path, source: str, front: Sequence[str], 
              "Pareto front (coverage rate vs uniqueness rate, both maximised): " + (", ".join(front) or "none"), "",
              "## Completed runs", "",
              markdown_table(cols, done[cols].values.tolist()) if len(done) else "(none)", ""]
+    if groups is not None and len(groups) and int(groups["n_seeds"].max()) > 1:
+        shown = _group_display(groups, df)
+        parts += ["## Seed replicates grouped (mean ± 95% t-interval half-width)", "",
+                  markdown_table(list(shown.columns), shown.values.tolist()), ""]
     failed = _failed_rows(records)
     parts += ["## Failed, unfinished and skipped runs", "",
               markdown_table(["run", "status", "error", "overrides", "path"], failed) if failed else "(none)", ""]
     path.write_text("\n".join(parts), encoding="utf-8")
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], highlight: Sequence[bool] = ()) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"]
-    for i, row in enumerate(rows):
-        cls = ' class="front"' if i < len(highlight) and highlight[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in row) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -192,36 +201,120 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _write_html(df, records, path: Path, source: str, front: Sequence[str], images: Mapping[str, Path | None],
+MAIN_COLUMNS = (COVERAGE_RATE, UNIQUENESS_RATE, f"reward/{REFERENCE_TOTAL}", "reward/total", NLI_OVERALL,
+                "cost/train_runtime_s")
+"""The numbers of the grouped table on the page (mean ± 95% half-width); runs.csv and groups.csv have them all."""
+
+
+def _mean_text(value: Any, half: Any) -> str:
+    text = cell_text(value)
+    return text + (f" ± {half:.2g}" if text and isinstance(half, float) and not math.isnan(half) else "")
+
+
+def _group_display(g, df):
+    """The grouped table as shown: group, n_seeds, the overrides and facts that vary, the main numbers as
+    "mean ± half-width", pareto, the runs (a DataFrame of strings)."""
+    import pandas as pd
+
+    shown = [c for c in _display_columns(df) if c in g.columns and not is_seed_key(c)
+             and c not in ("run", "status") and c not in MAIN_COLUMNS and g[c].dtype.kind == "O"]
+    out = pd.DataFrame({"group": g["group"], "n_seeds": g["n_seeds"].astype(str)})
+    for c in shown:
+        out[c] = g[c].astype(str)
+    for c in MAIN_COLUMNS:
+        if c in g.columns and g[c].notna().any():
+            out[c] = [_mean_text(v, h) for v, h in zip(g[c], g[c + CI_SUFFIX])]
+    out["pareto"] = ["yes" if p else "" for p in g["pareto"]]
+    out["runs"] = g["runs"]
+    return out
+
+
+def _html_table(frame, table_id: str) -> str:
+    """A pandas table as sortable HTML (values escaped; empty cells for NaN)."""
+    return frame.to_html(index=False, escape=True, na_rep="", border=0, table_id=table_id,
+                         classes="sortable", formatters={c: cell_text for c in frame.columns})
+
+
+def _scatter_html(g, fallback: Path | None) -> str:
+    """The interactive scatter with plotly.js embedded (the page works offline); the PNG when plotly is missing."""
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        return "<p>(plotly is not installed: the static plot instead)</p>" + _img(fallback, "Pareto plot")
+    from opgrpo.sweep.plots import SCATTER_DIV, scatter_figure
+
+    return scatter_figure(g).to_html(full_html=False, include_plotlyjs=True, div_id=SCATTER_DIV,
+                                     config={"displaylogo": False, "responsive": True})
+
+
+_STYLE = ("body{font-family:sans-serif;margin:1.5em 2em;color:#222}table{border-collapse:collapse;font-size:13px}"
+          "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f4f4f4;cursor:pointer}"
+          "th[data-order=asc]::after{content:' \\25B2'}th[data-order=desc]::after{content:' \\25BC'}"
+          "tr.front{background:#fff3c4}img{max-width:100%}p.warning{background:#fde2e1;padding:4px 8px}"
+          "p.note{color:#555;font-size:13px}")
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var heads = Array.from(table.tHead.rows[0].cells), front = heads.findIndex(function (h) {
+    return h.textContent.trim() === 'pareto'; });
+  Array.from(table.tBodies[0].rows).forEach(function (r) {
+    if (front >= 0 && r.cells[front].textContent.trim() === 'yes') r.classList.add('front'); });
+  heads.forEach(function (th, col) {
+    th.title = 'click to sort';
+    th.addEventListener('click', function () {
+      var asc = th.dataset.order !== 'asc', body = table.tBodies[0];
+      heads.forEach(function (h) { delete h.dataset.order; });
+      th.dataset.order = asc ? 'asc' : 'desc';
+      function key(r) { var t = r.cells[col].textContent.trim(); return [t === '' ? 1 : 0, parseFloat(t), t]; }
+      Array.from(body.rows).sort(function (a, b) {  /* numbers as numbers ("0.2 ± 0.05" by 0.2), empty last */
+        var x = key(a), y = key(b), c;
+        if (x[0] !== y[0]) return x[0] - y[0];
+        c = (!isNaN(x[1]) && !isNaN(y[1])) ? x[1] - y[1] : x[2].localeCompare(y[2], undefined, {numeric: true});
+        return asc ? c : -c;
+      }).forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Path | None],
                 notes: Sequence[str], warnings: Sequence[str]) -> None:
+    """One self-contained page: the interactive scatter, the grouped table (sortable), the curves, every run,
+    the failed, unfinished and skipped runs, the notes."""
+    import pandas as pd
+
+    esc = html.escape
     done = df[df["status"] == COMPLETED]
-    cols = _display_columns(df)
-    failed = _failed_rows(records)
-    counts = _counts_line(df)
+    failed = pd.DataFrame(_failed_rows(records), columns=["run", "status", "error", "overrides", "path"])
+    front = g.attrs.get("front_order", [])
+    replicated = bool(len(g)) and int(g["n_seeds"].max()) > 1
     body = [
-        f"<h1>Sweep report</h1><p><code>{html.escape(source)}</code></p><p>{html.escape(counts)}</p>",
-        f"<p>{html.escape(_common_line(df))}</p>",
-        *(f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in warnings),
-        *(f"<p><em>{html.escape(n)}</em></p>" for n in notes),
+        f"<h1>Sweep report</h1><p><code>{esc(source)}</code></p><p>{esc(_counts_line(df))}</p>",
+        f"<p>{esc(_common_line(df))}</p>",
+        *(f'<p class="warning"><strong>Warning:</strong> {esc(w)}</p>' for w in warnings),
         "<h2>Coverage vs uniqueness</h2>",
-        f"<p>Pareto front (both maximised): {html.escape(', '.join(front) or 'none')}</p>",
-        _img(images.get("pareto"), "Pareto plot"),
-        "<h2>Completed runs</h2>",
-        _html_table(cols, done[cols].values.tolist(), list(done["pareto"])) if len(done) else "<p>(none)</p>",
-        ("<p>Rows on the Pareto front are highlighted. Metrics are from the final evaluation "
-         f"(<code>{EVAL_STAGE}/...</code>); <code>grpo_last/*</code> are the last GRPO step's reward components, "
-         f"the total at the reference weights and <code>grpo_last/reward</code>, the run's own trained total.</p>"),
+        _scatter_html(g, images.get("pareto")),
+        (f"<p>Pareto front (both maximised): {esc(', '.join(front) or 'none')}. Hover over a point for its runs, "
+         "overrides and NLI numbers; drag to zoom, double-click to reset.</p>"),
+        f"<h2>Runs{' (seed replicates grouped)' if replicated else ''}</h2>",
+        _html_table(_group_display(g, df), "groups") if len(g) else "<p>(no completed run)</p>",
+        ('<p class="note">One row per group of runs that differ only by their seed: each number is the mean over '
+         "the seeds ± the half-width of its 95% Student-t interval (none for one seed). Rows on the Pareto front "
+         "are highlighted; click a column to sort. Every number of every group: <code>groups.csv</code>; of every "
+         f"run: <code>runs.csv</code>. Metrics are from the final evaluation (<code>{EVAL_STAGE}/...</code>).</p>"),
         "<h2>Reward components over GRPO steps</h2>",
         _img(images.get("curves"), "reward curves"),
+        f"<details><summary>Every completed run, every column ({len(done)})</summary>",
+        _html_table(done[_display_columns(df)], "runs") if len(done) else "<p>(none)</p>",
+        ('<p class="note"><code>grpo_last/*</code> are the last GRPO step\'s reward components, the total at the '
+         "reference weights and <code>grpo_last/reward</code>, the run's own trained total.</p></details>"),
         "<h2>Failed, unfinished and skipped runs</h2>",
-        _html_table(["run", "status", "error", "overrides", "path"], failed) if failed else "<p>(none)</p>",
+        _html_table(failed, "failed") if len(failed) else "<p>(none)</p>",
+        "<h2>Notes</h2>", *(f'<p class="note">{esc(n)}</p>' for n in notes),
     ]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}tr.front{background:#fff3c4}"
-             "img{max-width:100%}p.warning{background:#fde2e1;padding:4px 8px}")
-    path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sweep report</title>"
-                    f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n",
-                    encoding="utf-8")
+    path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sweep report</title>"
+                    f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body)
+                    + f"\n<script>{_SORT_JS}</script>\n</body></html>\n", encoding="utf-8")
 
 
 # ---- entry point --------------------------------------------------------------------------------------------
@@ -238,7 +331,8 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
                  labels: Sequence[str] = (), reference_weights: Mapping[str, float] | None = None,
                  wandb_project: str = "", exclude: Iterable[str | Path] = (),
                  allow_mixed_estimators: bool = False) -> dict[str, Any]:
-    """Write runs.csv, runs.md, pareto.png, curves.png (when any run has GRPO metrics) and index.html to ``out_dir``.
+    """Write runs.csv, groups.csv, runs.md, pareto.png, curves.png (when any run has GRPO metrics) and index.html
+    to ``out_dir``.
 
     The runs: exactly ``run_dirs`` when given (named by ``labels``, else by their paths), else every run
     directory under ``sweep_dir`` except ``out_dir`` and ``exclude`` (e.g. the report's own run).
@@ -246,7 +340,8 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
     Runs scored by different estimators raise ``MixedEstimatorsError`` unless ``allow_mixed_estimators`` (then a
     warning; the table's estimator column tells them apart).
     Returns ``{"runs", "completed", "failed", "unfinished", "skipped", "pareto" (run names along the front),
-    "pareto_front" (the same, comma-joined), "csv", "markdown", "pareto_plot", "curves_plot" ("" if none),
+    "pareto_front" (the same, comma-joined), "groups" (seed groups), "pareto_groups" (the groups along the front
+    of their means), "csv", "groups_csv", "markdown", "pareto_plot", "curves_plot" ("" if none),
     "html", "out_dir", "warnings" (list), "warning" (the same, joined; "" if none)}`` (paths as strings).
     """
     out_dir = Path(out_dir)
@@ -275,15 +370,17 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
     for w in warnings:
         log.warning("report: %s", w)
     front = list(df.attrs.get("front_order", []))
-    paths = {"csv": out_dir / "runs.csv", "markdown": out_dir / "runs.md", "pareto_plot": out_dir / "pareto.png",
-             "curves_plot": out_dir / "curves.png", "html": out_dir / "index.html"}
+    groups = group_table(records, df)
+    paths = {"csv": out_dir / "runs.csv", "groups_csv": out_dir / "groups.csv", "markdown": out_dir / "runs.md",
+             "pareto_plot": out_dir / "pareto.png", "curves_plot": out_dir / "curves.png", "html": out_dir / "index.html"}
     df.to_csv(paths["csv"], index=False)
-    _write_markdown(df, records, paths["markdown"], source, front, notes, warnings)
+    groups.to_csv(paths["groups_csv"], index=False)
+    _write_markdown(df, records, paths["markdown"], source, front, notes, warnings, groups)
     plot_pareto(records, df, paths["pareto_plot"])
     if plot_curves(records, paths["curves_plot"], weights) is None:
         paths["curves_plot"].unlink(missing_ok=True)  # a stale one from an earlier report would mislead
         paths["curves_plot"] = None
-    _write_html(df, records, paths["html"], source, front,
+    _write_html(df, groups, records, paths["html"], source,
                 {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings)
     status = list(df["status"]) if len(df) else []
     return {
@@ -294,6 +391,8 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
         "skipped": status.count(SKIPPED),
         "pareto": front,
         "pareto_front": ", ".join(front),
+        "groups": len(groups),
+        "pareto_groups": list(groups.attrs.get("front_order", [])),
         **{k: "" if v is None else str(v) for k, v in paths.items()},
         "out_dir": str(out_dir),
         "warnings": warnings,

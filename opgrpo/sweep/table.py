@@ -5,8 +5,10 @@ the NLI backend behind its NLI numbers, its overrides (one column per overridden
 rates and reward components, its own total (``reward/total``, at the run's own weights) and the total at
 common weights (``reward/total_at_reference``, :func:`reference_total`), NLI accuracy per split, training cost
 and the last GRPO step's reward components, and marks the runs on the Pareto front (:func:`pareto_front`,
-coverage rate and uniqueness rate both maximised). The helpers that label runs by the overrides that vary and
-read reward curves are shared with the plots.
+coverage rate and uniqueness rate both maximised). ``group_table(records, df)`` is the same table with the
+completed runs that differ only by their seed (:mod:`opgrpo.sweep.seeds`) as one row each: every number as
+the mean over the seeds with its 95% interval, the front taken over the means. The helpers that label runs by
+the overrides that vary and read reward curves are shared with the plots.
 
 Totals at common weights: every run's own ``total`` uses its own ``reward.weights``, so a weight sweep's totals
 differ even for identical responses. ``total_at_reference`` = sum over the components of reference weight x
@@ -25,8 +27,9 @@ from opgrpo.sweep.records import EVAL_STAGE, RunRecord
 from opgrpo.utils.runfiles import COMPLETED
 
 __all__ = ["COVERAGE_RATE", "NLI_OVERALL", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
-           "curve_components", "curve_key", "number", "objective_warning", "pareto_front", "reference_curve",
-           "reference_total", "reference_weights", "run_label", "runs_table", "varying_keys", "weights_text"]
+           "curve_components", "curve_key", "group_table", "number", "objective_warning", "pareto_front",
+           "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table", "varying_keys",
+           "weights_text"]
 
 COVERAGE_RATE = "coverage_rate"
 UNIQUENESS_RATE = "uniqueness_rate"
@@ -256,6 +259,65 @@ def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | No
     df.attrs["reference_weights"] = weights
     df.attrs["facts"] = facts
     return df
+
+
+_RUN_ONLY = ("run", "status", "pareto", "error", "path")
+
+
+def group_table(records: Sequence[RunRecord], df):
+    """One row per group of seed replicates among the completed runs (``df`` = ``runs_table(records)``).
+
+    Columns: ``group`` (the overrides that vary between the groups, seeds left out; the run names when none
+    vary), ``n_seeds``, ``runs`` and ``seeds`` (comma-joined), the text columns of ``df`` (values that differ
+    inside a group joined by " / "; seed overrides left out), ``overrides`` (the group's overrides that not
+    every run shares, without the seed), every numeric column of ``df`` as its mean over the group with the
+    95% half-width next to it (``<column>_ci95``, :func:`opgrpo.sweep.seeds.t_interval`; NaN for one run),
+    and ``pareto`` (on the front of the means). ``attrs["front_order"]``: the groups on the front, along it.
+    """
+    import pandas as pd
+
+    from opgrpo.sweep.seeds import (
+        grouped_numbers,
+        is_seed_key,
+        seed_groups,
+        seed_of,
+        without_seed,
+    )
+
+    ok = [i for i, r in enumerate(records) if r.status == COMPLETED]
+    done = [records[i] for i in ok]
+    groups = [[ok[j] for j in g] for g in seed_groups(done)]
+    numeric = [c for c in df.columns if c not in _RUN_ONLY and df[c].dtype.kind in "fi"]
+    texts = [c for c in df.columns if c not in _RUN_ONLY and c not in numeric and not is_seed_key(c)]
+    varying = varying_keys(done)
+    keys = [k for k in varying if not is_seed_key(k)]
+    shared = set(_override_keys(done)) - set(varying)
+    rows = []
+    for members in groups:
+        first = records[members[0]]
+        names = [records[i].name for i in members]
+        own = without_seed(first.overrides)
+        seeds = [seed_of(records[i]) for i in members]
+        row: dict[str, Any] = {"group": run_label(first, keys) if keys else ", ".join(names),
+                               "runs": ", ".join(names), "seeds": ", ".join(seeds) if any(seeds) else ""}
+        for c in texts:
+            values = list(dict.fromkeys(str(df.loc[i, c]) for i in members))
+            row[c] = " / ".join(values)
+        row["overrides"] = " ".join(f"{k}={v}" for k, v in own.items() if k not in shared) or \
+            " ".join(f"{k}={v}" for k, v in own.items())
+        rows.append(row)
+    labels = [r["group"] for r in rows]
+    for r in rows:  # two groups with one label (they differ outside the overrides): tell them apart
+        if labels.count(r["group"]) > 1:
+            r["group"] += f" ({r['runs']})"
+    text_df = pd.DataFrame(rows, columns=["group", "runs", "seeds", *texts, "overrides"])
+    nums = grouped_numbers(df, groups, numeric)
+    out = pd.concat([text_df[["group"]], nums[["n_seeds"]], text_df.drop(columns="group"),
+                     nums.drop(columns="n_seeds")], axis=1)
+    front = pareto_front(list(zip(out[COVERAGE_RATE], out[UNIQUENESS_RATE]))) if len(out) else []
+    out["pareto"] = [i in set(front) for i in range(len(out))]
+    out.attrs["front_order"] = [out.loc[i, "group"] for i in front]
+    return out
 
 
 def objective_warning(records: Sequence[RunRecord]) -> str:

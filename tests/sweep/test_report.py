@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 import types
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,40 @@ def sweep(tmp_path):
     return root
 
 
+class _Tables(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.current: list[list[str]] | None = None
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.current = self.tables.setdefault(dict(attrs).get("id") or str(len(self.tables)), [])
+        elif tag == "tr" and self.current is not None:
+            self.current.append([])
+        elif tag in ("td", "th") and self.current is not None:
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None and self.current is not None:
+            self.current[-1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "table":
+            self.current = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def html_tables(page: str) -> dict[str, list[list[str]]]:
+    """The page's tables by id: header row, then one list of cell texts per row (entities decoded)."""
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="") as f:
         return {row["run"]: row for row in csv.DictReader(f)}
@@ -195,11 +231,14 @@ def test_build_report(sweep, tmp_path):
         assert text in line, (name, line)
 
     page = (out_dir / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page) == ["reward curves"]  # scatter: plotly
     assert "Failed, unfinished and skipped runs" in page and "CUDA out of memory" in page
-    for name in rows:
-        assert f"<td>{name}</td>" in page, name
-    assert '<tr class="front"><td>1</td>' in page and '<tr class="front"><td>2</td>' not in page
+    tables = html_tables(page)
+    listed = [r[0] for r in tables["runs"][1:]] + [r[0] for r in tables["failed"][1:]]
+    assert sorted(listed) == sorted(rows)  # every run once: completed in one table, the others in the other
+    groups = {r[-1]: r for r in tables["groups"][1:]}  # no seed replicates: one group per completed run
+    front_col = tables["groups"][0].index("pareto")
+    assert {run: groups[run][front_col] for run in groups} == {"0": "yes", "1": "yes", "2": "", "3": "yes", "10": ""}
 
 
 def test_report_without_curves_or_completed_runs(tmp_path):
