@@ -3,16 +3,21 @@
 Hydra composes the config from ``conf/`` (found by path, see opgrpo.app.paths), this module validates it
 before anything heavy is imported, sets up the run directory and hands over to opgrpo.app.stages. The
 return value of the task function is the metric named by ``objective``, which Hydra sweepers optimise.
+Every start-up failure (a check of opgrpo.app.validate, a ``???`` or an interpolation that does not resolve)
+is one ``ConfigError`` naming its key(s), logged and written to ``status.json`` (failed), exit status 2. The
+``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry (``help_stages``).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from opgrpo.app.paths import PRIMARY, config_dir
 from opgrpo.app.schema import register
@@ -33,14 +38,16 @@ def run(cfg: DictConfig) -> float | None:
         _check_launcher()
         _check_shared_run_dir()
         validate(cfg)
-    except ConfigError as exc:
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # the resolved config.yaml; fails like a check would
+    except (ConfigError, OmegaConfBaseException) as exc:
+        exc = _startup_error(exc, cfg)
         run_dir.fail(exc)
         log.error("%s", exc)
         if HydraConfig.get().mode.name == "MULTIRUN":
             return None  # one bad run of a sweep must not stop the others; status.json says why
         raise SystemExit(2) from None
     setup_process_group(deepspeed=cfg.deepspeed.enabled, timeout_min=cfg.dist_timeout_min)
-    run_dir.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    run_dir.write_config(config_yaml)
     run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
     from opgrpo.app.stages import run_stages
 
@@ -58,6 +65,31 @@ def run(cfg: DictConfig) -> float | None:
     if value is not None:
         log.info("objective %s = %.4f", cfg.objective, value)
     return value
+
+
+NO_EXPERIMENT_HINT = (
+    "  experiment: none chosen, so these are the bare defaults: the paper's method settings (Qwen2.5-3B-Instruct, "
+    "1,024 prompts per GRPO step, SFT batches of 256) on the small sample data. Pick a preset: experiment=cpu_demo "
+    "(CPU, sample data, minutes) or experiment=paper benchmark.train_file=... benchmark.test_file=... (GPUs); "
+    "see opgrpo --help")
+
+
+def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
+    """The start-up failure as a ConfigError naming its key: an OmegaConf error no check foresaw (a ``???`` value or
+    an interpolation that fails to resolve) becomes one; a run that would train without an ``experiment=`` preset
+    gets the hint to pick one (the bare defaults are the paper's settings on the sample data)."""
+    from opgrpo.app.validate import ConfigError
+
+    if not isinstance(exc, ConfigError):
+        exc = ConfigError(f"invalid configuration:\n  {getattr(exc, 'full_key', '') or 'config'}: "
+                          f"{str(exc).splitlines()[0]}")
+    try:
+        stages = set(cfg.pipeline) if cfg.stage == "pipeline" else {cfg.stage}
+    except OmegaConfBaseException:
+        stages = set()
+    if HydraConfig.get().runtime.choices.get("experiment") in (None, "null") and {"estimator", "sft", "grpo"} & stages:
+        exc = ConfigError(f"{exc}\n{NO_EXPERIMENT_HINT}")
+    return exc
 
 
 def _check_launcher() -> None:
@@ -90,11 +122,43 @@ def _check_shared_run_dir() -> None:
                       "launch command")
 
 
+def first_clause(doc: str | None, width: int = 96) -> str:
+    """What ``--help`` says of a stage: its docstring's first paragraph up to the first ". ", "; " or ": " outside
+    brackets after at least 40 characters, on one line, without reST markup; longer than ``width``, without its
+    parentheses, then cut at a word."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("``", "")
+    depth, cut = 0, len(text)
+    for i, ch in enumerate(text):
+        depth += (ch in "([") - (ch in ")]")
+        if depth == 0 and i >= 40 and ch in ".;:" and (i + 1 == len(text) or text[i + 1] == " "):
+            cut = i
+            break
+    clause = text[:cut].rstrip(".")
+    while len(clause) > width and re.search(r" ?\([^()]*\)", clause):
+        clause = re.sub(r" ?\([^()]*\)", "", clause, count=1)
+    return clause if len(clause) <= width else clause[:width].rsplit(" ", 1)[0] + " ..."
+
+
+def help_stages() -> str:
+    """The ``Stages`` block of ``opgrpo --help``, one line per stage of the registry (opgrpo.app.stages.STAGES) with
+    the first clause of its docstring, so a new stage shows up without editing the help text (the
+    ``opgrpo_help_stages`` resolver in ``hydra.help.header``)."""
+    try:
+        from opgrpo.app.stages import PIPELINE_STAGES, STAGES
+    except Exception as exc:  # noqa: BLE001 - --help must print even when a stage module cannot be imported
+        return f"  (the stage registry opgrpo/app/stages.py could not be imported: {type(exc).__name__}: {exc})"
+    lines = [f"  {name:<34}  {first_clause(func.__doc__)}" for name, func in STAGES.items()]
+    lines.append(f"  {'pipeline':<34}  the stages listed in pipeline, in order (any of {', '.join(PIPELINE_STAGES)})")
+    return "\n".join(lines).replace("$", "$$")  # Hydra fills the help template with string.Template
+
+
 def main() -> None:
     """Run the app; a multirun with failed or unfinished jobs exits with status 1 (see opgrpo.app.callbacks)."""
     from opgrpo.app.callbacks import LAST_MULTIRUN
 
     register()
+    if not OmegaConf.has_resolver("opgrpo_help_stages"):
+        OmegaConf.register_new_resolver("opgrpo_help_stages", help_stages)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = hydra.main(config_path=str(config_dir()), config_name=PRIMARY.removesuffix(".yaml"), version_base="1.3")(run)
     app()

@@ -47,28 +47,44 @@ class RunContext:
     # ---- data ----------------------------------------------------------------------------------
     def items(self, ref: str, limit: int = -1) -> list:
         """Items of one data file (read once per run; its bad rows go to ``data_errors.jsonl``)."""
-        from opgrpo.benchmark import load_items
+        return self._load(ref, limit)[0]
 
-        key = (ref, limit)
+    def _load(self, ref: str, limit: int = -1, max_rows: int = -1, kind: str = "items") -> tuple[list, list[int], int]:
+        """(records, each one's row position, rows read) of one file: benchmark items, or the SFT file's examples
+        (``kind="sft"``); read once per (file, limits), bad rows logged and written to ``data_errors.jsonl`` once."""
+        key = (kind, ref, limit, max_rows)
         if key not in self._items:
+            from opgrpo.benchmark import load_items
+            from opgrpo.benchmark.sft_file import load_sft_examples
+
             b = self.cfg.benchmark
-            items, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
-                                       limit=None if limit < 0 else limit)
-            if errors:
-                kept = sum(e.kept for e in errors)
+            positions: list[int] = []
+            if kind == "sft":
+                records, errors = load_sft_examples(ref, format=b.format, on_error=b.on_error,
+                                                    split=b.hf_split or None, positions=positions)
+            else:
+                records, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
+                                             limit=None if limit < 0 else limit,
+                                             max_rows=None if max_rows < 0 else max_rows, positions=positions)
+            bad = sum(not e.kept for e in errors)
+            written = self._items.setdefault("errors_written", set())  # a row read twice is reported once
+            new = [e for e in errors if (e.source, e.row, e.field, e.message) not in written]
+            if new:
+                written.update((e.source, e.row, e.field, e.message) for e in new)
                 log.warning("%s: %d bad row(s) skipped, %d kept with a warning (see data_errors.jsonl)",
-                            ref, len(errors) - kept, kept)
+                            ref, bad, len(errors) - bad)
                 if self.run.main:
                     with open(self.run.path / "data_errors.jsonl", "a") as fh:
-                        for e in errors:
+                        for e in new:
                             fh.write(json.dumps(e.__dict__) + "\n")
-            self.run.log("data", {Path(ref).name: {"items": len(items),
-                                                    "bad_rows": sum(not e.kept for e in errors)}})
-            self._items[key] = items
+            name = Path(ref).name + (f"[:{max_rows}]" if max_rows >= 0 else "")
+            self.run.log("data", {name: {"items": len(records), "bad_rows": bad}})
+            self._items[key] = (records, positions, len(records) + bad)  # rows read: the records and the bad rows
         return self._items[key]
 
     def train_val(self) -> tuple[list, list]:
-        """(training items, validation items): the seeded split of ``benchmark.train_file``."""
+        """(training items, validation items): the seeded split of ``benchmark.train_file`` (the estimator's items;
+        ``opgrpo.benchmark.train_val_split``)."""
         if "train_val" not in self._items:
             from opgrpo.benchmark import train_val_split
 
@@ -76,6 +92,45 @@ class RunContext:
             items = self.items(b.train_file, b.max_train_items)
             self._items["train_val"] = train_val_split(items, val_fraction=b.val_fraction, seed=b.split_seed)
         return self._items["train_val"]
+
+    def grpo_train_val(self) -> tuple[list, list]:
+        """(training items, validation items) of GRPO, as the authors built them: the first
+        ``benchmark.grpo_max_items`` rows of ``benchmark.train_file`` (-1: all), in pandas'
+        ``sample(frac=1.0, random_state=benchmark.split_seed)`` order, the first ``int(rows x (1 - val_fraction))``
+        for training (``opgrpo.benchmark.splits.shuffled_split``)."""
+        if "grpo_train_val" not in self._items:
+            from opgrpo.benchmark.splits import shuffled_split
+
+            b = self.cfg.benchmark
+            items, positions, rows = self._load(b.train_file, b.max_train_items, b.grpo_max_items)
+            train, val = shuffled_split(items, b.val_fraction, b.split_seed, positions=positions, n_rows=rows)
+            self.run.log("data", {"grpo": {"rows": rows, "train": len(train), "val": len(val)}})
+            self._items["grpo_train_val"] = (train, val)
+        return self._items["grpo_train_val"]
+
+    def sft_train_val(self) -> tuple[list, list]:
+        """(training examples, validation examples) of SFT: the examples of ``benchmark.sft_file`` (full target
+        responses, opgrpo.benchmark.sft_file) split 95/5 in the same pandas order as GRPO's items; without an SFT
+        file, ``train_val()``'s items, whose targets the SFT stage builds with a template summary. The run's summary
+        says which (``sft/targets``: ``file`` or ``template``)."""
+        if "sft_train_val" not in self._items:
+            b = self.cfg.benchmark
+            if b.sft_file:
+                from opgrpo.benchmark.splits import shuffled_split
+
+                examples, positions, rows = self._load(b.sft_file, kind="sft")
+                if not examples:
+                    raise ValueError(f"benchmark.sft_file: no usable row in {b.sft_file} (see data_errors.jsonl)")
+                split = shuffled_split(examples, b.sft_val_fraction, b.split_seed, positions=positions, n_rows=rows)
+                self.run.log("sft", {"targets": "file", "file": str(b.sft_file), "rows": rows,
+                                     "train_examples": len(split[0]), "val_examples": len(split[1])})
+            else:
+                split = self.train_val()
+                log.warning("SFT targets are built from the training items with a template summary (no "
+                            "benchmark.sft_file with LLM-written summaries, as the paper used)")
+                self.run.log("sft", {"targets": "template", "train_examples": len(split[0])})
+            self._items["sft_train_val"] = split
+        return self._items["sft_train_val"]
 
     def all_test_items(self) -> list:
         """Every item of the test file(s), without ``benchmark.max_test_items``."""

@@ -20,10 +20,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from opgrpo.benchmark.loading import FORMATS, ON_ERROR
 from opgrpo.estimator.config import EstimatorConfig
+from opgrpo.evaluation.generate import GenerateConfig
 from opgrpo.evaluation.judge_eval import JudgeEvalConfig
+from opgrpo.evaluation.modular import BaselineConfig
 from opgrpo.evaluation.nli import NLIConfig
+from opgrpo.evaluation.opbench import OPBenchConfig
 from opgrpo.evaluation.pope import POPEConfig
 from opgrpo.models.generation import BACKENDS as GENERATION_BACKENDS
+from opgrpo.models.hub import HubSettings
 from opgrpo.reward.config import RewardConfig
 from opgrpo.text.prompts import PROMPT_KINDS
 from opgrpo.training.common import LoraSettings
@@ -90,13 +94,28 @@ class BenchmarkConfig:
     """Use at most this many training items (-1 = all)."""
     max_test_items: int = -1
     """Use at most this many test items per split (-1 = all)."""
+    grpo_max_items: int = -1
+    """GRPO trains on the first this many rows of ``train_file`` (-1 = all), in pandas' ``sample(frac=1.0,
+    random_state=split_seed)`` order, the first ``int(rows x (1 - val_fraction))`` for training (the authors'
+    ``valueprism_sum_rl.py``: 12,000 rows, 90/10)."""
+    sft_file: str = ""
+    """SFT from this file of full target responses (columns ``prompt`` and ``answer``, as the authors'
+    ``train_summary_sft_full_cleaned.csv``; opgrpo.benchmark.sft_file); "" = targets built from the training items
+    with a template summary (labelled ``sft/targets: template`` in the run's summary)."""
+    sft_val_fraction: float = 0.05
+    """Share of ``sft_file`` held out for validation (the authors' 95/5, same pandas order as ``grpo_max_items``)."""
 
     def problems(self) -> list[str]:
+        from pathlib import Path
+
         p = Problems()
         p.choice("format", self.format, FORMATS)
         p.choice("on_error", self.on_error, ON_ERROR)
         p.unit("val_fraction", self.val_fraction, open_high=True)
-        for name in ("max_train_items", "max_test_items"):
+        p.unit("sft_val_fraction", self.sft_val_fraction, open_high=True)
+        if self.sft_file and not Path(self.sft_file).expanduser().exists():
+            p.add("sft_file", f"file not found: {self.sft_file}")
+        for name in ("max_train_items", "max_test_items", "grpo_max_items"):
             value = getattr(self, name)
             if value == 0 or value < -1:
                 p.add(name, f"must be -1 (all) or a positive count, got {value} (0 items would train or test nothing)")
@@ -127,10 +146,14 @@ class GenerationConfig:
     """vLLM backend: GPUs the evaluation engine shards the model over (``LLM(tensor_parallel_size=...)``)."""
     vllm_gpu_memory_utilization: float = 0.9
     """vLLM backend: GPU memory share the engine may take (``LLM(gpu_memory_utilization=...)``)."""
+    max_attempts: int = 1
+    """Sample an item's response up to this many times until the authors' regex finds a non-empty core and
+    summary (``benchmark_new/extract/extract.py``: 4); only the items that failed are sampled again, batched."""
 
     def problems(self) -> list[str]:
         p = Problems()
         p.choice("prompt", self.prompt, PROMPT_KINDS)
+        p.positive("max_attempts", self.max_attempts)
         p.positive("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
         p.unit("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization)
         p.choice("backend", self.backend, GENERATION_BACKENDS)
@@ -365,6 +388,14 @@ class OPGRPOConfig:
     """Soft Preference Learning (algorithm=spl sets spl.enabled)."""
     pope: POPEConfig = field(default_factory=POPEConfig)
     """stage=pope: off-policy evaluation of logged responses."""
+    hub: HubSettings = field(default_factory=HubSettings)
+    """Hugging Face Hub: push the run's final model at its end (``hub.push=true hub.model_id=ORG/NAME``)."""
+    opbench: OPBenchConfig = field(default_factory=OPBenchConfig)
+    """stage=opbench: OP-Bench (OvertonBench) scores of one response per question, rated by a judge per user."""
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    """stage=generate: where the responses file of a policy or baseline goes."""
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    """stage=generate: who answers (baseline=none: the policy; baseline=modular: Modular Pluralism, Overton mode)."""
 
 
 def _offline(name: str) -> str:

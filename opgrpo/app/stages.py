@@ -16,6 +16,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.app.context import RunContext
+from opgrpo.app.publish import card_evaluation, prefetch_models, push_final, write_card
 from opgrpo.app.rundir import RunDir
 from opgrpo.app.tracking import report_to, reward_used, tracked_job
 
@@ -42,9 +43,10 @@ def stage_sft(ctx: RunContext) -> None:
     """SFT warm start on the response layout (TRL SFTTrainer); the policy goes to sft/final."""
     from opgrpo.training.sft import run_sft
 
-    train, _ = ctx.train_val()
+    train, _ = ctx.sft_train_val()  # benchmark.sft_file (95/5), else the training items with template summaries
     out_dir = ctx.run.stage_dir("sft")
     metrics = run_sft(ctx.current_policy(), train, ctx.section("trainer.sft"), out_dir, **_trainer_kwargs(ctx, "sft"))
+    write_card(ctx, "sft", ctx.current_policy(), metrics=metrics)  # sft/final/README.md: base model, data, settings
     ctx.policy_path = str(out_dir / "final")
     ctx.run.log("sft", metrics)
 
@@ -53,8 +55,8 @@ def stage_grpo(ctx: RunContext) -> None:
     """GRPO on the OP reward (TRL GRPOTrainer), top to bottom; the policy goes to grpo/final."""
     from opgrpo.training.grpo import run_grpo
 
-    # 1. data: the training items (the seeded validation share stays out)
-    train, _ = ctx.train_val()
+    # 1. data: the first benchmark.grpo_max_items rows in pandas' seed-42 order, 90% (the authors' split)
+    train, _ = ctx.grpo_train_val()
     # 2. policy: this run's latest trained one (SFT), else model.name_or_path; TRL loads it by path
     policy = ctx.current_policy()
     # 3. reward functions: the OP reward on the run's estimator, combined as reward.aggregation says
@@ -67,6 +69,7 @@ def stage_grpo(ctx: RunContext) -> None:
                                                        rewards.trl_aggregation)})
     metrics = run_grpo(policy, train, rewards.funcs, rewards.weights, settings, out_dir,
                        reward_aggregation=rewards.trl_aggregation, **_trainer_kwargs(ctx, "grpo"))
+    write_card(ctx, "grpo", policy, settings, metrics, rewards)  # grpo/final/README.md, with the reward
     ctx.policy_path = str(out_dir / "final")
     ctx.run.log("grpo", {**metrics, "reward_estimator": ctx.estimator_identity()})
 
@@ -154,6 +157,7 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
                        estimator=ctx.estimator_identity(), prompt=e.generation.prompt,
                        tokenizer=partial(_eval_tokenizer, policy, m))
     ctx.run.log(name, metrics)
+    card_evaluation(ctx, policy, metrics)  # this run's trained policy: its model card gets these numbers
 
 
 def _eval_tokenizer(policy: str, m) -> object:
@@ -201,6 +205,34 @@ def stage_pope(ctx: RunContext) -> None:
     ctx.run.log("pope", {k: v for k, v in out.items() if isinstance(v, (int, float))})
 
 
+def stage_opbench(ctx: RunContext) -> None:
+    """OP-Bench (opgrpo.evaluation.opbench): ``opbench.judge`` rates ``opbench.responses_file`` for every user of
+    ``opbench.users_file``; cluster coverage at ``opbench.tau``, Prism / ModelSlant / Full scores in opbench/."""
+    from opgrpo.evaluation.opbench import run_opbench
+
+    out = run_opbench(ctx.section("opbench"), ctx.run.stage_dir("opbench"))
+    ctx.run.log("opbench", out)
+
+
+def stage_generate(ctx: RunContext) -> None:
+    """Responses of a policy or baseline to the test items, as a file stage=eval scores (eval.responses_file=FILE):
+    the policy's (``eval.model_path``, else this run's trained one or ``model.name_or_path``) with ``eval.generation``
+    (prompt kind implicit or explicit), or Modular Pluralism's around it (``baseline=modular``); in
+    ``generate.out_file``, else generate/responses.jsonl (opgrpo.evaluation.generate)."""
+    from dataclasses import asdict
+
+    from opgrpo.evaluation.generate import generate_responses_file
+
+    e, m = ctx.cfg.eval, ctx.cfg.model
+    policy = e.model_path or ctx.current_policy()
+    out_file = ctx.cfg.generate.out_file or ctx.run.stage_dir("generate") / "responses.jsonl"
+    out = generate_responses_file(ctx.test_splits(), out_file, policy=policy,
+                                  generation=asdict(ctx.section("eval.generation")), baseline=ctx.section("baseline"),
+                                  chat_template=m.chat_template, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                                  gguf_file=m.gguf_file if policy == m.name_or_path else "", device=ctx.cfg.device)
+    ctx.run.log("generate", out)
+
+
 # ---- runs side by side -------------------------------------------------------------------------------
 def stage_report(ctx: RunContext) -> None:
     """Sweep report of exactly ``report.run_dirs`` (else every run under ``report.sweep_dir``): runs table,
@@ -234,6 +266,13 @@ def stage_compare(ctx: RunContext) -> None:
     ctx.run.log("compare", out)
 
 
+def stage_prefetch(ctx: RunContext) -> None:
+    """Download every model the config names (policy, estimator base, NLI, local judges, reward.estimator_path) into
+    the HF cache (opgrpo.app.publish.prefetch_models), local paths skipped: run it where the Hub is reachable, then
+    the compute nodes run with HF_HUB_OFFLINE=1. With HF_HUB_OFFLINE=1 it checks that the cache holds them all."""
+    prefetch_models(ctx)
+
+
 def stage_describe(ctx: RunContext) -> None:
     """Print the settings of ``describe`` (a section; "" = reward, trainer.grpo, estimator) with their meaning."""
     from opgrpo.app.describe import describe
@@ -243,8 +282,8 @@ def stage_describe(ctx: RunContext) -> None:
 
 ALL_RANKS = ("sft", "grpo")
 """Stages every rank of a multi-process run takes part in (the trainers shard the batch); every other stage runs on
-rank 0 while the other ranks wait (estimator, eval, report, compare, pope: single-process work whose files one
-process writes), then the other ranks take over what it produced (the estimator's path)."""
+rank 0 while the other ranks wait (estimator, eval, generate, report, compare, pope, opbench: single-process work
+whose files one process writes), then the other ranks take over what it produced (the estimator's path)."""
 
 
 STAGES: dict[str, Callable[[RunContext], None]] = {
@@ -256,7 +295,10 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
     "report": stage_report,
     "compare": stage_compare,
     "pope": stage_pope,
+    "opbench": stage_opbench,
+    "generate": stage_generate,
     "describe": stage_describe,
+    "prefetch": stage_prefetch,
 }
 """Every stage by name: ``stage=NAME`` runs one, ``stage=pipeline`` the ``pipeline`` list in order."""
 PIPELINE_STAGES = ("estimator", "eval_base", "sft", "grpo", "eval")
@@ -306,6 +348,7 @@ def run_stages(cfg: DictConfig, run: RunDir) -> RunContext:
             log.info("=== stage %s ===", name)
             run_on_ranks(name, ctx)
             tracker.log_summary(run.summary)  # each stage's final numbers (eval/NLI, ...) into the W&B summary
+        push_final(ctx)  # hub.push=true: the last trained final/ (weights, tokenizer, card) to hub.model_id, rank 0
     if cfg.stage == "pipeline" and run.main:
         print(before_after_table(run.summary, threshold=cfg.eval.threshold, nli_backend=cfg.eval.nli.backend)
               + f"\nrun directory: {run.path}")

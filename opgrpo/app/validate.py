@@ -2,16 +2,21 @@
 
 Each config section checks itself (``problems()`` on its dataclass: reward, trainer.sft, trainer.grpo,
 estimator, eval, ...); this module gathers those under their full keys and adds only what spans
-sections: which stages run, which models and files those stages will load, and the world size.
-``validate(cfg)`` raises one ``ConfigError`` listing every problem as ``key: problem``.
+sections: which stages run, which models and files those stages will load, the world size, missing values
+(``???``, also where another key interpolates one) and the batch arithmetic against the training data (counted
+with the loader the run uses). ``validate(cfg)`` raises one ``ConfigError`` listing every problem as
+``key: problem``.
 """
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue, OmegaConfBaseException
 
 from opgrpo.app.schema import DEVICES
 from opgrpo.app.stages import PIPELINE_STAGES, STAGES
@@ -76,7 +81,10 @@ def _section(p: Problems, cfg: DictConfig, key: str, *args) -> None:
     if OmegaConf.missing_keys(node):
         node = node.copy()
         for k in OmegaConf.missing_keys(node):  # full keys ("benchmark.train_file")
-            OmegaConf.update(node, k.removeprefix(f"{key}."), "")
+            try:
+                OmegaConf.update(node, k.removeprefix(f"{key}."), "")
+            except OmegaConfBaseException:  # a missing number or flag: the section's checks wait until it is set
+                return
     try:
         obj = OmegaConf.to_object(node)
     except (MissingMandatoryValue, ValueError):
@@ -158,6 +166,145 @@ def _missing(cfg: DictConfig, needs: dict[str, bool]) -> list[str]:
     return sorted(k for k in keys if owner.get(k, True))
 
 
+MISSING_HINT = "missing value (set it on the command line, e.g. key=value, or in an experiment preset)"
+_REF = re.compile(r"\$\{([A-Za-z_][\w.\[\]-]*)\}")  # ${key} and ${a.b[0]}, also inside ${resolver:${key}}
+
+
+def _interpolated_missing(cfg: DictConfig) -> dict[str, list[str]]:
+    """Keys that interpolate a missing value (``trainer.sft.seed: ${seed}`` with ``seed=???``), under the missing
+    key(s) they lead to (the key itself when none can be named). Whatever the stage, such a key fails wherever it
+    is read, the resolved ``config.yaml`` included."""
+
+    def state(key: str) -> str:
+        try:
+            OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            return "missing"
+        except InterpolationToMissingValueError:
+            return "broken"
+        except Exception:  # noqa: BLE001 - another kind of failure (an unknown resolver): other checks report it
+            return "ok"
+        return "ok"
+
+    def sources(key: str, raw: str, seen: set[str]) -> list[str]:
+        out = []
+        for ref in _REF.findall(raw):
+            if ref in seen:
+                continue
+            seen.add(ref)
+            kind = state(ref)
+            if kind == "missing":
+                out.append(ref)
+            elif kind == "broken":
+                node = _leaf(cfg, ref)
+                out.extend(sources(ref, str(node._value()) if node is not None else "", seen))
+        return out
+
+    found: dict[str, list[str]] = {}
+
+    def walk(node, prefix: str) -> None:
+        names = node.keys() if OmegaConf.is_dict(node) else range(len(node))
+        for name in names:
+            if not prefix and name == "hydra":  # Hydra's own node (when composed with it)
+                continue
+            key = f"{prefix}[{name}]" if OmegaConf.is_list(node) else f"{prefix}.{name}" if prefix else str(name)
+            child = node._get_node(name)
+            if OmegaConf.is_interpolation(node, name):
+                if state(key) == "broken":
+                    for src in sources(key, str(child._value()), {key}) or [key]:
+                        found.setdefault(src, []).append(key)
+            elif OmegaConf.is_config(child) and not OmegaConf.is_missing(node, name):
+                walk(child, key)
+
+    walk(cfg, "")
+    return found
+
+
+def _leaf(cfg: DictConfig, key: str):
+    """The node at ``key`` (unresolved), None when there is none."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    if "[" in name:
+        name, _, rest = name.partition("[")
+        node = node._get_node(name) if OmegaConf.is_config(node) else None
+        name = int(rest.rstrip("]"))
+    return node._get_node(name) if OmegaConf.is_config(node) else None
+
+
+def _guarded(p: Problems, reported: set[str], check: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+    """Run one check; a missing value it reads (``???``, or an interpolation leading to one) or another value
+    OmegaConf refuses is a problem of its key, listed once (``reported``: the keys already listed), never a
+    traceback."""
+    try:
+        return check(*args)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or "config"
+        if key not in reported:
+            reported.add(key)
+            p.add(key, MISSING_HINT if isinstance(exc, MissingMandatoryValue)
+                  else str(exc).splitlines()[0])
+        return default
+
+
+class _NoRunDir:
+    """What ``RunContext``'s data methods write to, during the start-up count: nothing."""
+
+    main = False
+    path = Path(".")
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+DATA_SETS = {"sft": ("sft_train_val", "trainer.sft.global_batch_size"),
+             "grpo": ("grpo_train_val", "trainer.grpo.prompts_per_step")}
+"""Per training stage: the ``RunContext`` method that gives its (train, validation) records and the batch key that
+must fit them (``train_val`` where a context has no stage-specific method)."""
+
+
+def _check_data_size(p: Problems, cfg: DictConfig, stages: list[str]) -> None:
+    """The batch arithmetic against the data: one SFT batch (``trainer.sft.global_batch_size``) and one GRPO
+    generation batch (``trainer.grpo.prompts_per_step``) must fit the training records the stage will use, counted
+    with the run's own loading and splitting (``RunContext``, after ``benchmark.max_train_items``, the validation
+    share, ``benchmark.sft_file``). Only for the stages that run, once the data keys and that trainer are valid."""
+    import logging
+
+    from opgrpo.app.context import RunContext
+
+    wanted = [s for s in DATA_SETS if s in stages and not any(x.startswith(f"trainer.{s}.") for x in p)]
+    if not wanted or any(x.startswith("benchmark.") for x in p) or not _get(cfg, "benchmark.train_file"):
+        return
+    ctx = RunContext(cfg, _NoRunDir())  # type: ignore[arg-type]
+    quiet = [logging.getLogger(name) for name in ("opgrpo.app.context", "opgrpo.benchmark")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # the run itself logs the data's warnings (bad rows, template SFT targets) when it reads it
+        q.setLevel(logging.ERROR)
+    try:
+        for stage in wanted:
+            method, key = DATA_SETS[stage]
+            try:
+                train, val = getattr(ctx, method, ctx.train_val)()
+            except Exception as exc:  # noqa: BLE001 - data the run could not read is a problem of its key
+                p.add("benchmark.sft_file" if stage == "sft" and _get(cfg, "benchmark.sft_file")
+                      else "benchmark.train_file", f"cannot be read: {type(exc).__name__}: {exc}")
+                return
+            # SFT from the training items skips those without reference perspectives (build_sft_dataset)
+            n = sum(1 for r in train if not hasattr(r, "references") or any(str(x).strip() for x in r.references))
+            batch = OmegaConf.select(cfg, key)
+            if batch > n:
+                src = "benchmark.sft_file" if stage == "sft" and _get(cfg, "benchmark.sft_file") else \
+                    "benchmark.train_file"
+                cap = cfg.benchmark.max_train_items
+                what = "prompts per generation batch" if stage == "grpo" else "examples per optimizer step"
+                p.add(key, f"{batch} {what}, but stage {stage} has {n} training records ({src}"
+                           + (f" capped by benchmark.max_train_items={cap}" if cap >= 0 and src.endswith("train_file")
+                              else "") + f", {len(val)} held out for validation): no full batch can be drawn. Lower "
+                           "it or use more data (experiment=cpu_demo fits the sample data)")
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
 def _check_deepspeed(p: Problems, cfg: DictConfig) -> None:
     """DeepSpeed runs on GPUs and on CPU (its CPU accelerator, gloo); refuse only what cannot work here."""
     import importlib.util
@@ -204,11 +351,41 @@ def _check_init_from(p: Problems, cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming every invalid key of `cfg` (resolving interpolations as it goes)."""
     p = Problems()
-    _check_init_from(p, cfg)
-    stages = _stages(p, cfg)
-    needs = _needs(stages, cfg)
-    for key in _missing(cfg, needs):
-        p.add(key, "missing value (set it on the command line, e.g. key=value, or in an experiment preset)")
+    broken = _interpolated_missing(cfg)  # before any check reads one of them
+    reported: set[str] = set(broken) | {k for users in broken.values() for k in users}
+    stages = _guarded(p, reported, _stages, p, cfg, default=[])
+    needs = _guarded(p, reported, _needs, stages, cfg, default=dict.fromkeys(("policy", "train", "test", "pope"), False))
+    missing = _guarded(p, reported, _missing, cfg, needs, default=[])
+    reported |= set(missing)
+    for key in sorted(set(missing) | set(broken)):
+        users = ", ".join(k for k in broken.get(key, []) if k != key)
+        p.add(key, MISSING_HINT + (f"; {users} interpolate{'s' if ',' not in users else ''} it" if users else ""))
+    _guarded(p, reported, _check_init_from, p, cfg)
+    _guarded(p, reported, _check_device, p, cfg)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for key in ("model", "benchmark", "reward", "estimator", "eval", "logger"):
+        _guarded(p, reported, _section, p, cfg, key)
+    if "sft" in stages:
+        _guarded(p, reported, _section, p, cfg, "trainer.sft", world_size)
+    if "grpo" in stages:
+        _guarded(p, reported, _section, p, cfg, "trainer.grpo", world_size)
+    if _guarded(p, reported, lambda: cfg.spl.enabled):
+        _guarded(p, reported, _section, p, cfg, "spl")
+    if "pope" in stages:
+        _guarded(p, reported, _section, p, cfg, "pope")
+    # reference weights always (the multirun's report uses them); runs for report/compare
+    _guarded(p, reported, _section, p, cfg, "report", stages)
+    _guarded(p, reported, _section, p, cfg, "hub", stages)  # hub.push: model id, token, Hub reachable, a training stage
+    if _guarded(p, reported, lambda: cfg.deepspeed.enabled):
+        _guarded(p, reported, _check_deepspeed, p, cfg)
+    _guarded(p, reported, _models_and_files, p, cfg, stages, needs)
+    _guarded(p, reported, _check_data_size, p, cfg, stages)
+    if p:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(p)))
+
+
+def _check_device(p: Problems, cfg: DictConfig) -> None:
+    """``device``: auto, cpu, cuda or cuda:N, and CUDA present when a cuda device is asked for."""
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         p.add("device", f"expected auto, cpu, cuda or cuda:N (got {cfg.device!r})")
     if str(cfg.device).startswith("cuda"):
@@ -216,20 +393,3 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             p.add("device", f"{cfg.device!r} requested but CUDA is not available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    for key in ("model", "benchmark", "reward", "estimator", "eval", "logger"):
-        _section(p, cfg, key)
-    if "sft" in stages:
-        _section(p, cfg, "trainer.sft", world_size)
-    if "grpo" in stages:
-        _section(p, cfg, "trainer.grpo", world_size)
-    if cfg.spl.enabled:
-        _section(p, cfg, "spl")
-    if "pope" in stages:
-        _section(p, cfg, "pope")
-    _section(p, cfg, "report", stages)  # reference weights always (the multirun's report uses them); runs for report/compare
-    if cfg.deepspeed.enabled:
-        _check_deepspeed(p, cfg)
-    _models_and_files(p, cfg, stages, needs)
-    if p:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(dict.fromkeys(p)))

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +210,13 @@ def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str,
 
 
 def _collect(rows: Iterable[tuple[int, Mapping[str, Any] | _RowError]], source: str, stem: str,
-             on_error: str, limit: int | None) -> tuple[list[Item], list[DataError]]:
+             on_error: str, limit: int | None, max_rows: int | None = None, positions: list[int] | None = None,
+             convert: Callable[..., tuple[Any, DataError | None]] | None = None) -> tuple[list, list[DataError]]:
+    """Rows -> records (``convert``, default ``_row_to_item``), bad rows reported; ``positions`` receives each
+    record's 0-based row position; at most ``limit`` records from at most ``max_rows`` rows."""
+    convert = convert or _row_to_item
     strict = on_error == "fail"
-    items: list[Item] = []
+    items: list = []
     errors: list[DataError] = []
     seen: dict[str, int] = {}
 
@@ -222,13 +226,13 @@ def _collect(rows: Iterable[tuple[int, Mapping[str, Any] | _RowError]], source: 
         logger.warning("%s", error)
         errors.append(error)
 
-    for rownum, row in rows:
-        if limit is not None and len(items) >= limit:
+    for index, (rownum, row) in enumerate(rows):
+        if (limit is not None and len(items) >= limit) or (max_rows is not None and index >= max_rows):
             break
         try:
             if isinstance(row, _RowError):
                 raise row
-            item, note = _row_to_item(row, source, rownum, stem, strict)
+            item, note = convert(row, source, rownum, stem, strict)
             if item.id in seen:
                 raise _RowError("id", f"duplicate id {item.id!r} (first at row {seen[item.id]})")
         except _RowError as e:
@@ -238,6 +242,8 @@ def _collect(rows: Iterable[tuple[int, Mapping[str, Any] | _RowError]], source: 
             report(note)
         seen[item.id] = rownum
         items.append(item)
+        if positions is not None:
+            positions.append(index)
     skipped = sum(not e.kept for e in errors)
     logger.info("loaded %d items from %s (%d rows skipped, %d kept with a warning)", len(items), source,
                 skipped, len(errors) - skipped)
@@ -246,12 +252,18 @@ def _collect(rows: Iterable[tuple[int, Mapping[str, Any] | _RowError]], source: 
 
 # ------------------------------------------------------------------------------------------ formats
 
-def _csv_rows(path: Path, source: str, delimiter: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+_ITEM_COLUMNS = (("prompt", "situation"), ("answer", "perspectives"))
+"""Columns a table of items needs: one name of each group."""
+
+
+def _csv_rows(path: Path, source: str, delimiter: str,
+              required_columns: tuple[tuple[str, ...], ...] = _ITEM_COLUMNS,
+              ) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
     table = read_table(read_text(path, source), source, delimiter)
     if table.header is None:
         return
     columns = [h.strip().lower() for h in table.header]
-    for required in (("prompt", "situation"), ("answer", "perspectives")):
+    for required in required_columns:
         if not any(c in columns for c in required):
             tabs = "; tab-separated? read it with format='tsv'" if delimiter == "," and "\t" in "".join(columns) else ""
             raise DataFormatError(DataError(source, None, required[0],
@@ -267,9 +279,10 @@ def _csv_rows(path: Path, source: str, delimiter: str) -> Iterator[tuple[int, Ma
             yield rownum, dict(zip(columns, values))
 
 
-def _hf_rows(dataset: Any, source: str) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
+def _hf_rows(dataset: Any, source: str, required_columns: tuple[tuple[str, ...], ...] = _ITEM_COLUMNS,
+             ) -> Iterator[tuple[int, Mapping[str, Any] | _RowError]]:
     columns = set(dataset.column_names)
-    for required in (("prompt", "situation"), ("answer", "perspectives")):
+    for required in required_columns:
         if not columns.intersection(required):
             raise DataFormatError(DataError(source, None, required[0],
                                             f"no column {required[0]!r} in {sorted(columns)}"))
@@ -302,19 +315,31 @@ def _guess_format(path: Path, source: str) -> str:
 
 
 def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip", split: str | None = None,
-               limit: int | None = None) -> tuple[list[Item], list[DataError]]:
+               limit: int | None = None, max_rows: int | None = None,
+               positions: list[int] | None = None) -> tuple[list[Item], list[DataError]]:
     """Load benchmark items from a CSV/TSV, JSON Lines file or Hugging Face dataset (see the module docstring).
 
     ``split`` selects a split of a Hugging Face dataset (needed when it has several; ignored for files).
-    ``limit`` stops after that many good items. Returns the items and the row errors (skipped rows and
-    rows kept with a warning).
+    ``limit`` stops after that many good items, ``max_rows`` after that many data rows, good or bad (the authors'
+    "first 12,000 rows"); ``positions``, a list, receives each item's 0-based position among the rows read (the
+    rows read = the items plus the skipped rows, ``opgrpo.benchmark.splits.shuffled_split`` takes both). Returns
+    the items and the row errors (skipped rows and rows kept with a warning).
     """
+    return _load(path, format=format, on_error=on_error, split=split, limit=limit, max_rows=max_rows,
+                 positions=positions)
+
+
+def _load(path: str | Path, *, format: str, on_error: str, split: str | None, limit: int | None,
+          max_rows: int | None, positions: list[int] | None, convert: Callable | None = None,
+          columns: tuple[tuple[str, ...], ...] = ()) -> tuple[list, list[DataError]]:
+    """``load_items`` with the row converter and the required CSV columns as arguments (the SFT file uses them)."""
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    for name, value in (("limit", limit), ("max_rows", max_rows)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     p = Path(path).expanduser()
     source = str(path)
     looks_like_hub_id = not p.exists() and p.suffix.lower() not in SUFFIX_FORMATS \
@@ -329,7 +354,7 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
         logger.info("split=%r ignored for the %s file %s", split, fmt, source)
 
     if fmt in ("csv", "tsv"):
-        rows: Iterable = _csv_rows(p, source, "\t" if fmt == "tsv" else ",")
+        rows: Iterable = _csv_rows(p, source, "\t" if fmt == "tsv" else ",", columns or _ITEM_COLUMNS)
     elif fmt == "jsonl":
         rows = json_records(read_text(p, source), allow_array=p.suffix.lower() == ".json")
     else:
@@ -348,5 +373,5 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
                         f"data not found: {source} is not a local file and could not be loaded as a "
                         f"Hugging Face dataset ({type(e).__name__}: {e})") from e
                 raise
-        rows = _hf_rows(_pick_split(dataset, split, source), source)
-    return _collect(rows, source, stem, on_error, limit)
+        rows = _hf_rows(_pick_split(dataset, split, source), source, columns or _ITEM_COLUMNS)
+    return _collect(rows, source, stem, on_error, limit, max_rows, positions, convert)

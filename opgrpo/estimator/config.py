@@ -10,32 +10,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List  # noqa: UP035 (typing.List: OmegaConf-friendly schema)
 
-from opgrpo.judges import UNLABELLED_MODES, YES_NO_KINDS
+from opgrpo.judges import JUDGE_MODES, UNLABELLED_MODES, YES_NO_KINDS
 from opgrpo.text.perspectives import MASKINGS
 from opgrpo.utils.checks import Problems
+
+TRAIN_TEXTS = ("raw", "masked")
+"""What a triplet holds: the prefix-stripped explanations as written, or their keyword-masked form."""
+JUDGE_PROMPT_NAMES = ("authors", "situation")
+"""Built-in judge prompts: the authors' verbatim sentence-pair prompt, or the project's prompt with the situation."""
+BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
+"""sentence-transformers batch samplers: no repeated text within a batch, or plain shuffled batches."""
+
+
+def _cap_problem(p: Problems, key: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 1 and value != -1):
+        p.add(key, f"must be -1 (no cap) or a positive count (got {value!r})")
 
 
 @dataclass
 class MiningConfig:
-    """How triplets are mined from training items (paper preset)."""
+    """How triplets are mined from training items (paper preset: SPEC.md and the authors' create_dataset.py)."""
 
     pair_threshold: float = 0.75
-    """Cosine similarity a pair needs to be a candidate anchor/positive."""
+    """Cosine similarity (of the masked sentences) a pair needs to be a candidate anchor/positive."""
     judge_threshold: float = 0.5
     """P(yes) >= this means the judge says "same perspective"; below it, "different"."""
     max_triplets_per_item: int = 1
     """At most this many triplets per situation (each from a further confirmed, disjoint pair)."""
     batch_size: int = 64
-    """Items per batch: one encode call and one judge call per round for all of them."""
+    """Items per batch: one encode call, then judge rounds shared by all of them."""
     masking: str = "situation"
     """Keyword source for masking: "situation" (paper preset), "prompt" (the implicit prompt text, as the
-    authors' code took keywords from the prompt) or "none"."""
-    max_pairs_judged: int = 10
-    """Candidate pairs per item sent to the judge, most similar first."""
-    max_negatives_judged: int = 10
-    """Negative candidates per anchor sent to the judge, most similar to the anchor first."""
+    authors' reward took keywords from the prompt) or "none". Masking only finds the candidate pairs and orders
+    the negatives; what the triplets hold is ``train_text``."""
+    train_text: str = "raw"
+    """Text the triplets hold, i.e. what the estimator is trained on: "raw" = the prefix-stripped explanations as
+    written, punctuation kept (paper preset, as the authors' create_dataset.py saved them); "masked" = their
+    keyword-masked form, punctuation dropped (the form the reward encodes generated sentences in)."""
+    max_pairs_judged: int = -1
+    """Candidate pairs per item the judge may be asked about, most similar first; -1 = every candidate (paper).
+    An item whose first N candidates were all refused, with more left untried, is skipped as "pair_cap"."""
+    max_negatives_judged: int = -1
+    """Negative candidates per anchor the judge may be asked about, most similar to the anchor first; -1 = every
+    remaining sentence (paper). An anchor whose first N were all called "same", with more left, is "negative_cap"."""
+    judge_window: int = 4
+    """Candidates per item sent to the judge in one round; the verdicts are read in order and an item stops at its
+    first decision, so this changes the number of judge prompts and rounds, never the triplets."""
+    prompt: str = "authors"
+    """Built-in judge prompt: "authors" (SPEC.md's verbatim sentence-pair prompt, ``AUTHORS_JUDGE_PROMPT``) or
+    "situation" (the project's prompt that also shows the situation)."""
     prompt_template: str = ""
-    """Judge prompt with {situation}, {a}, {b}; "" = the built-in SAME_PERSPECTIVE_PROMPT."""
+    """Judge prompt with {a}, {b} (and optionally {situation}) replacing the built-in ``prompt``; "" = built-in."""
     encode_batch_size: int = 128
     """Batch size of the encoder's own forward passes."""
 
@@ -44,6 +69,20 @@ class MiningConfig:
         p.unit("pair_threshold", self.pair_threshold)
         p.unit("judge_threshold", self.judge_threshold)
         p.choice("masking", self.masking, MASKINGS)
+        p.choice("train_text", self.train_text, TRAIN_TEXTS)
+        _cap_problem(p, "max_pairs_judged", self.max_pairs_judged)
+        _cap_problem(p, "max_negatives_judged", self.max_negatives_judged)
+        p.positive("judge_window", self.judge_window)
+        p.choice("prompt", self.prompt, JUDGE_PROMPT_NAMES)
+        if self.prompt_template:
+            try:
+                self.prompt_template.format(a="", b="", situation="")
+                ok = "{a}" in self.prompt_template and "{b}" in self.prompt_template
+            except (IndexError, KeyError, ValueError):
+                ok = False
+            if not ok:
+                p.add("prompt_template", "must contain {a} and {b} and no other placeholder than {situation} "
+                      "(write a literal brace as {{ or }})")
         return list(p)
 
 
@@ -56,6 +95,15 @@ class JudgeConfig:
     from ``labels_file``, see opgrpo.estimator.pair_labels) or "none" (thresholds only)."""
     model: str = ""
     """Hub id or local path ("transformers"), or the served model name ("http")."""
+    mode: str = "generate"
+    """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when the first line
+    after "Answer:" starts with yes (any case), else No (``opgrpo.judges.answer_verdict``). "logprob": P(Yes)
+    from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
+    chat_template: bool = False
+    """Wrap the prompt in the model's chat template. False (paper): the prompt is plain text, as the authors
+    prompted their judge ("http": the /completions endpoint; a chat-only API needs true)."""
+    max_new_tokens: int = 10
+    """Tokens generated per verdict in mode "generate" (the authors: 10)."""
     base_url: str = ""
     """API root of the endpoint, e.g. http://127.0.0.1:8000/v1 ("http" only)."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -88,6 +136,11 @@ class JudgeConfig:
         if self.labels_file and not Path(self.labels_file).is_file():
             p.add("labels_file", f"no such file {self.labels_file!r}")
         p.choice("unlabelled", self.unlabelled, UNLABELLED_MODES)
+        p.choice("mode", self.mode, JUDGE_MODES)
+        p.positive("max_new_tokens", self.max_new_tokens)
+        if self.kind == "http" and self.mode == "logprob" and not self.chat_template:
+            p.add("chat_template", "mode 'logprob' over http reads chat-completion logprobs: set chat_template=true "
+                  "(or mode=generate, which works on the plain /completions endpoint)")
         return list(p)
 
 
@@ -105,10 +158,17 @@ class TrainConfig:
     """Share of the steps spent in linear warmup."""
     mnrl_scale: float = 60.0
     """Scale (inverse temperature) of MultipleNegativesRankingLoss."""
-    val_fraction: float = 0.1
-    """Share of the triplets held out for validation loss and the base-vs-fine-tuned evaluation."""
+    val_fraction: float = 0.0
+    """Share of the mined triplets held out from the final training for its validation loss and the
+    base-vs-fine-tuned comparison on mined triplets; 0 = train on all of them (paper: the authors'
+    trainer_tripetloss.py). The held-out test-item evaluation needs no share of them."""
     seed: int = 42
     """Seed of the triplet split and of training."""
+    batch_sampler: str = "batch_sampler"
+    """sentence-transformers batch sampler: "batch_sampler" (plain shuffled batches, the library default the
+    authors' final training used) or "no_duplicates" (no text twice in a batch, so no in-batch false negative)."""
+    fp16: bool = True
+    """fp16 mixed precision on a CUDA device, as the authors trained (ignored on CPU and other devices)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1 = run all epochs); for smoke tests."""
     eval_batch_size: int = 32
@@ -121,6 +181,8 @@ class TrainConfig:
         p.unit("val_fraction", self.val_fraction, open_high=True)
         p.positive("batch_size", self.batch_size)
         p.positive("eval_batch_size", self.eval_batch_size)
+        p.positive("mnrl_scale", self.mnrl_scale)
+        p.choice("batch_sampler", self.batch_sampler, BATCH_SAMPLERS)
         return list(p)
 
 
@@ -146,6 +208,26 @@ class SearchConfig:
     """Highest warmup ratio tried."""
     seed: int = 42
     """Seed of the TPE sampler."""
+    mnrl_scale: float = 20.0
+    """MNRL scale during the search: the library's default 20, as the authors' hpo.py (the final training uses
+    ``train.mnrl_scale``)."""
+    val_fraction: float = 0.1
+    """Share of the triplets held out for the objective, the validation MNRL loss (hpo.py: 90/10, split with
+    ``train.seed`` like ``datasets``' ``train_test_split(test_size, seed)``)."""
+    eval_batch_size: int = 8
+    """Batch size of the objective's validation loss (hpo.py left it at the trainer's default, 8)."""
+    batch_sampler: str = "no_duplicates"
+    """Batch sampler of the trials (hpo.py: no_duplicates)."""
+
+    def problems(self) -> list[str]:
+        p = Problems()
+        p.positive("n_trials", self.n_trials)
+        p.positive("mnrl_scale", self.mnrl_scale)
+        p.positive("eval_batch_size", self.eval_batch_size)
+        p.choice("batch_sampler", self.batch_sampler, BATCH_SAMPLERS)
+        if p.finite("val_fraction", self.val_fraction) and not 0.0 < self.val_fraction < 1.0:
+            p.add("val_fraction", f"must be in (0, 1): the objective is a validation loss (got {self.val_fraction})")
+        return list(p)
 
 
 @dataclass
@@ -187,6 +269,7 @@ class EstimatorConfig:
         p.extend_from("mining.", self.mining.problems())
         p.extend_from("judge.", self.judge.problems())
         p.extend_from("train.", self.train.problems())
+        p.extend_from("search.", self.search.problems())
         return list(p)
 
     def validate(self) -> EstimatorConfig:

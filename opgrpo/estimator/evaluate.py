@@ -143,11 +143,15 @@ def evaluate_heldout(base: Any, finetuned: Any, config: EstimatorConfig, item_se
     "labelled" (when ``config.judge.labels_file`` is set): every triplet the human pair labels define
     on the items, independent of any model, with the triplets fine-tuning fixed and broke and a sign
     test, also counted by labelled pair (triplets sharing a pair are not independent). This is the
-    headline check; the validation items serve as a dev set for preset choices.
+    headline check; the validation items serve as a dev set for preset choices. The same triplets in three
+    text forms (``labelled_triplets``): "labelled" all keyword-masked, "labelled_raw" all as written (the
+    paper's training text), "labelled_reward" a masked anchor against unmasked positive and negative (how the
+    reward compares a generated sentence with the references), so that estimators trained on either
+    ``mining.train_text`` are compared on every form.
 
     "mined" (set "test_items" only): triplets mined from them as training mines, with the *base* model's
-    similarities, written to ``mined_path``. A diagnostic, biased either way: without a judge the base
-    scores 1.0 by construction; with one, the hard negative is the base model's most confusable sentence,
+    similarities, written to ``mined_path``; their texts are ``mining.train_text``. A diagnostic, biased
+    either way: without a judge the base scores 1.0 by construction; with one, the hard negative is the base model's most confusable sentence,
     which favours any other model. An LLM judge (transformers/http) is not re-run here (cost): those runs
     mine thresholds-only.
     """
@@ -166,8 +170,9 @@ def evaluate_heldout(base: Any, finetuned: Any, config: EstimatorConfig, item_se
         if labels is not None:
             for problem in labels.check_against(items):
                 logger.warning("%s", problem)
-            triplet_sets["labelled"] = labelled_triplets(items, labels, config.mining.masking,
-                                                         config.judge.unlabelled)
+            for name, text in (("labelled", "masked"), ("labelled_raw", "raw"), ("labelled_reward", "reward")):
+                triplet_sets[name] = labelled_triplets(items, labels, config.mining.masking, config.judge.unlabelled,
+                                                       text=text)
         if set_name == "test_items":
             triplet_sets["mined"], stats = mine_triplets(items, base, judge, config.mining, out_path=Path(mined_path),
                                                          resume=False)
@@ -181,7 +186,7 @@ def evaluate_heldout(base: Any, finetuned: Any, config: EstimatorConfig, item_se
                                          with_loss=name == "mined") for k, m in models.items()}
             pairs = [(t.item_id, frozenset((t.raw_anchor, t.raw_positive))) for t in triplets]
             paired = paired_comparison(res["base"].pop("correct"), res["finetuned"].pop("correct"),
-                                       groups=pairs if name == "labelled" else None)
+                                       groups=pairs if name.startswith("labelled") else None)
             target.update(res)
             target.update(paired)
             logger.info("estimator on %d %s triplets of the %s: accuracy %.3f -> %.3f (fixed %d, broken %d, sign "
@@ -190,7 +195,7 @@ def evaluate_heldout(base: Any, finetuned: Any, config: EstimatorConfig, item_se
                         paired["fixed"], paired["broken"], paired["p_value"],
                         res["base"]["cos_pos"] - res["base"]["cos_neg"],
                         res["finetuned"]["cos_pos"] - res["finetuned"]["cos_neg"])
-            if "groups" in paired:
+            if "groups" in paired and name == "labelled":
                 logger.info("... by labelled pair: %d of %d improved, %d worsened (sign test p=%.3g)",
                             paired["groups_improved"], paired["groups"], paired["groups_worsened"],
                             paired["groups_p_value"])

@@ -1,19 +1,23 @@
-"""Triplet mining for the similarity estimator (SPEC.md, "Similarity estimator").
+"""Triplet mining for the similarity estimator (SPEC.md, "Similarity estimator"; the authors' create_dataset.py).
 
 Per training item: the reference explanations ("In the perspective of X," stripped) are keyword-masked
-with the situation's keywords and embedded (one ``encode`` call per batch of items). Among pairs with
-cosine >= ``pair_threshold``, most similar first, the first pair a Yes/No judge confirms as the *same*
-perspective is anchor/positive; the hard negative is the remaining sentence most similar to the anchor
-that the judge calls *different*. The judge is an LLM asked a Yes/No prompt, or human pair labels
-(``opgrpo.judges.LabelJudge`` over ``opgrpo.estimator.pair_labels.PairLabels``, which reads the
-perspective names instead of a prompt). Without a judge (kind "none") the thresholds decide alone: the
-most similar pair above the threshold, and the most similar remaining sentence below it.
+with the situation's keywords and embedded (one ``encode`` call per batch of items): masking only finds the
+candidate pairs. Every pair with cosine >= ``pair_threshold`` is tried, most similar first, until a Yes/No judge
+confirms one as the *same* perspective (anchor = the earlier sentence, positive); then every remaining sentence,
+most similar to the anchor first, until the judge calls one *different* (hard negative). ``max_pairs_judged`` /
+``max_negatives_judged`` cap those searches for cheap runs (-1 = no cap, the paper); an item the cap stops is
+skipped as "pair_cap" / "negative_cap". The judge is asked in rounds of ``judge_window`` candidates per item,
+all items of a batch together, and an item stops at its first decision: the triplets are those of a
+one-at-a-time search. The judge is an LLM asked ``AUTHORS_JUDGE_PROMPT`` (paper) or ``SITUATION_JUDGE_PROMPT``,
+or human pair labels (``opgrpo.judges.LabelJudge`` over ``opgrpo.estimator.pair_labels.PairLabels``, which reads
+the perspective names instead of a prompt). Without a judge (kind "none") the thresholds decide alone: the most
+similar pair above the threshold, and the most similar remaining sentence below it.
 
-Triplet texts are the masked sentences (the form the estimator sees at reward time); the raw
-explanations, similarities and judge probabilities are kept alongside. Every processed item gets one
-JSONL record in ``out_path`` (``status`` "ok" with the triplet, or the skip reason), written as mining
-goes, so a resumed run skips items already there (except those the judge failed on).
-``opgrpo.estimator.triplets.load_triplets`` reads the "ok" records back.
+Triplet texts are ``train_text``: "raw" (paper: the prefix-stripped sentences, punctuation kept) or "masked" (the
+form the reward encodes generated sentences in); the raw explanations, similarities and judge probabilities are
+kept alongside either way. Every processed item gets one JSONL record in ``out_path`` (``status`` "ok" with the
+triplet, or the skip reason), written as mining goes, so a resumed run skips items already there (except those
+the judge failed on). ``opgrpo.estimator.triplets.load_triplets`` reads the "ok" records back.
 """
 from __future__ import annotations
 
@@ -39,15 +43,25 @@ from opgrpo.text.clean import clean_texts
 logger = logging.getLogger(__name__)
 
 SKIP_REASONS = ("malformed", "duplicate_id", "too_few_perspectives", "no_pair_above_threshold", "no_confirmed_pair",
-                "no_negative", "judge_errors")
+                "pair_cap", "no_negative", "negative_cap", "judge_errors")
 
-SAME_PERSPECTIVE_PROMPT = (
+AUTHORS_JUDGE_PROMPT = (
+    "Determine if the following sentence pair expresses the *same* meaning or perspective. "
+    "Respond strictly with 'Yes' or 'No'.\n\n"
+    "Sentence A: {a}\nSentence B: {b}\nAnswer:"
+)
+"""The judge prompt of SPEC.md, verbatim (the authors' create_dataset.py), given without a chat template."""
+
+SITUATION_JUDGE_PROMPT = (
     "Situation: {situation}\n\n"
     "Sentence A: {a}\n"
     "Sentence B: {b}\n\n"
     "Do these two sentences express the same perspective on the situation, that is, the same value, "
     "right or duty for essentially the same reason? Answer Yes or No."
 )
+"""The project's judge prompt (``mining.prompt=situation``): shows the situation; meant for a chat template."""
+
+JUDGE_PROMPTS = {"authors": AUTHORS_JUDGE_PROMPT, "situation": SITUATION_JUDGE_PROMPT}
 
 
 def _normalise(vectors: Any) -> np.ndarray:
@@ -69,10 +83,41 @@ class _Work:
     chosen: list[tuple[int, int, float | None]] = field(default_factory=list)
 
 
+@dataclass
+class _Search:
+    """One judge search through ordered candidates, asked in windows until ``_Miner._rounds``' decide ends it."""
+
+    work: _Work
+    candidates: list[Any]
+    capped: int = 0
+    """Candidates left out by the cap (never asked)."""
+    pos: int = 0
+    asked: int = 0
+    answered: int = 0
+
+    def next_window(self, n: int, skip) -> list[Any]:
+        out = []
+        while self.pos < len(self.candidates) and len(out) < n:
+            c = self.candidates[self.pos]
+            self.pos += 1
+            if not skip(c):
+                out.append(c)
+        return out
+
+    def failed(self, judge) -> bool:
+        """Every question asked went unanswered, and unanswered means failure (not a label judge's abstention)."""
+        return self.asked > 0 and self.answered == 0 and not getattr(judge, "abstains", False)
+
+
+def _capped(candidates: list, cap: int) -> tuple[list, int]:
+    return (list(candidates), 0) if cap < 0 else (list(candidates[:cap]), max(0, len(candidates) - cap))
+
+
 class _Miner:
     def __init__(self, encoder, judge, config: MiningConfig, stats: dict[str, int]):
         self.encoder, self.judge, self.cfg, self.stats = encoder, judge, config, stats
-        self.template = config.prompt_template or SAME_PERSPECTIVE_PROMPT
+        self.template = config.prompt_template or JUDGE_PROMPTS[config.prompt]
+        self.window = max(1, int(config.judge_window))
 
     def _ask(self, pairs: list[tuple[_Work, int, int]]) -> list[float | None]:
         """P(same) for each (item, i, j): ``judge.prob_same`` on PairQuery objects when the judge has it
@@ -104,6 +149,7 @@ class _Miner:
         return out
 
     def _prompt(self, w: _Work, i: int, j: int) -> str:
+        """The judge sees the unmasked, prefix-stripped sentences (the authors' create_dataset.py)."""
         return self.template.format(situation=w.situation, a=w.raw[i], b=w.raw[j])
 
     @staticmethod
@@ -111,65 +157,98 @@ class _Miner:
         names = w.names or [None] * len(w.raw)
         return PairQuery(w.item_id, w.situation, names[i], w.raw[i], names[j], w.raw[j])
 
+    def _rounds(self, searches: list[_Search], pair_of, skip, decide) -> None:
+        """Ask the judge in rounds of ``judge_window`` candidates per open search, all searches together.
+
+        ``pair_of(search, candidate) -> (i, j)`` is the question; ``decide(search, candidate, p) -> bool`` takes
+        the verdicts in candidate order and returns True when the search is finished; ``skip(search, candidate)``
+        leaves a candidate out without asking.
+        """
+        open_ = list(searches)
+        while open_:
+            asked: list[tuple[_Search, Any]] = []
+            for s in open_:
+                asked.extend((s, c) for c in s.next_window(self.window, lambda c, s=s: skip(s, c)))
+            answers = self._ask([(s.work, *pair_of(s, c)) for s, c in asked])
+            finished: set[int] = set()
+            for (s, c), p in zip(asked, answers):
+                if id(s) in finished:
+                    continue  # decided earlier in this window: later verdicts are not read
+                s.asked += 1
+                s.answered += p is not None
+                if decide(s, c, p):
+                    finished.add(id(s))
+            open_ = [s for s in open_ if id(s) not in finished and s.pos < len(s.candidates)]
+
     def choose_pairs(self, works: list[_Work]) -> dict[str, str]:
         """Fill ``w.chosen`` with anchor/positive pairs; returns skip reasons by item id."""
         skips: dict[str, str] = {}
         k = max(1, self.cfg.max_triplets_per_item)
+
+        def used(w: _Work) -> set[int]:
+            return {x for c in w.chosen for x in c[:2]}
+
         if self.judge is None:
             for w in works:
                 for i, j in w.pairs:
-                    if len(w.chosen) < k and not ({i, j} & {x for c in w.chosen for x in c[:2]}):
+                    if len(w.chosen) < k and not ({i, j} & used(w)):
                         w.chosen.append((i, j, None))
             return skips
-        asked = [(w, i, j) for w in works for i, j in w.pairs[:self.cfg.max_pairs_judged]]
-        answers = self._ask(asked)
-        by_item: dict[str, list[tuple[int, int, float | None]]] = {}
-        for (w, i, j), p in zip(asked, answers):
-            by_item.setdefault(w.item_id, []).append((i, j, p))
-        for w in works:
-            decisions = by_item.get(w.item_id, [])
-            for i, j, p in decisions:  # already in similarity order
-                used = {x for c in w.chosen for x in c[:2]}
-                if p is not None and p >= self.cfg.judge_threshold and len(w.chosen) < k and not ({i, j} & used):
-                    w.chosen.append((i, j, p))
-            if not w.chosen:
-                all_failed = (decisions and all(p is None for _, _, p in decisions)
-                              and not getattr(self.judge, "abstains", False))
-                skips[w.item_id] = "judge_errors" if all_failed else "no_confirmed_pair"
+        searches = [_Search(w, *_capped(w.pairs, self.cfg.max_pairs_judged)) for w in works]
+
+        def decide(s: _Search, c: tuple[int, int], p: float | None) -> bool:
+            i, j = c
+            if p is not None and p >= self.cfg.judge_threshold and not ({i, j} & used(s.work)):
+                s.work.chosen.append((i, j, p))
+            return len(s.work.chosen) >= k
+
+        self._rounds(searches, lambda s, c: c, lambda s, c: bool(set(c) & used(s.work)), decide)
+        for s in searches:
+            if not s.work.chosen:
+                reason = "judge_errors" if s.failed(self.judge) else "pair_cap" if s.capped else "no_confirmed_pair"
+                skips[s.work.item_id] = reason
         return skips
 
     def choose_negatives(self, works: list[_Work]) -> tuple[list[tuple[_Work, Triplet]], dict[str, str]]:
         skips: dict[str, str] = {}
-        cands: list[tuple[_Work, int, int, float | None, list[int]]] = []
+        searches: list[tuple[_Search, int, int, float | None]] = []
         for w in works:
             for a, pos, p_pos in w.chosen:
                 rest = [x for x in np.argsort(-w.sims[a], kind="stable").tolist() if x not in (a, pos)]
                 if self.judge is None:
-                    rest = [x for x in rest if w.sims[a, x] < self.cfg.pair_threshold]
-                cands.append((w, a, pos, p_pos, rest[:1] if self.judge is None else
-                              rest[:self.cfg.max_negatives_judged]))
-        asked = [(c, x) for c in cands for x in c[4]] if self.judge is not None else []
-        answers = self._ask([(c[0], c[1], x) for c, x in asked])
-        verdict = {(id(c), x): p for (c, x), p in zip(asked, answers)}
+                    rest = [x for x in rest if w.sims[a, x] < self.cfg.pair_threshold][:1]
+                    searches.append((_Search(w, rest), a, pos, p_pos))
+                else:
+                    searches.append((_Search(w, *_capped(rest, self.cfg.max_negatives_judged)), a, pos, p_pos))
+        found: dict[int, tuple[int, float | None]] = {}
+        if self.judge is None:
+            found = {id(s): (s.candidates[0], None) for s, *_ in searches if s.candidates}
+        else:
+            anchor = {id(s): a for s, a, _, _ in searches}
+
+            def decide(s: _Search, x: int, p: float | None) -> bool:
+                if p is not None and p < self.cfg.judge_threshold:
+                    found[id(s)] = (x, p)
+                    return True
+                return False
+
+            self._rounds([s for s, *_ in searches], lambda s, x: (anchor[id(s)], x), lambda s, x: False, decide)
         out: list[tuple[_Work, Triplet]] = []
-        for c in cands:
-            w, a, pos, p_pos, rest = c
-            neg, p_neg = None, None
-            for x in rest:
-                p = verdict.get((id(c), x)) if self.judge is not None else None
-                if self.judge is None or (p is not None and p < self.cfg.judge_threshold):
-                    neg, p_neg = x, p
-                    break
-            if neg is None:
-                failed = (self.judge is not None and rest and not getattr(self.judge, "abstains", False)
-                          and all(verdict.get((id(c), x)) is None for x in rest))
-                skips.setdefault(w.item_id, "judge_errors" if failed else "no_negative")
+        text = self.cfg.train_text
+        for s, a, pos, p_pos in searches:
+            w = s.work
+            if id(s) not in found:
+                reason = ("judge_errors" if self.judge is not None and s.failed(self.judge)
+                          else "negative_cap" if s.capped else "no_negative")
+                skips.setdefault(w.item_id, reason)
                 continue
+            neg, p_neg = found[id(s)]
+            texts = w.raw if text == "raw" else w.masked
             out.append((w, Triplet(
-                item_id=w.item_id, anchor=w.masked[a], positive=w.masked[pos], negative=w.masked[neg],
+                item_id=w.item_id, anchor=texts[a], positive=texts[pos], negative=texts[neg],
                 raw_anchor=w.raw[a], raw_positive=w.raw[pos], raw_negative=w.raw[neg],
                 sim_pos=round(float(w.sims[a, pos]), 6), sim_neg=round(float(w.sims[a, neg]), 6),
-                judge_pos=p_pos, judge_neg=p_neg)))
+                judge_pos=p_pos, judge_neg=p_neg, text=text)))
         return out, skips
 
     def prepare(self, items: list[Any]) -> tuple[list[_Work], dict[str, str]]:

@@ -180,14 +180,24 @@ class PairLabels:
         return problems
 
 
+LABELLED_TEXTS = ("masked", "raw", "reward")
+"""Text forms of label-defined triplets: all masked, all as written, or the reward's comparison (masked anchor,
+unmasked positive and negative)."""
+
+
 def labelled_triplets(items: Iterable[Any], labels: PairLabels, masking: str = "situation",
-                      unlabelled: str = "different") -> list[Triplet]:
-    """Every (anchor, positive, negative) the labels define on ``items``, texts masked as mining masks them.
+                      unlabelled: str = "different", text: str = "masked") -> list[Triplet]:
+    """Every (anchor, positive, negative) the labels define on ``items``.
 
     For each same-labelled pair (a, b) of an item, both directions (a->b and b->a); the negatives are the
     item's other perspectives that are labelled the same as neither a nor b (``unlabelled="skip"``: only
-    those labelled *different* from both).
+    those labelled *different* from both). ``text``: "masked" (every text keyword-masked as mining masks
+    them), "raw" (the prefix-stripped explanations as written: the paper's training text) or "reward" (a
+    masked anchor against unmasked positive and negative, as the reward compares a masked generated sentence
+    with reference perspectives).
     """
+    if text not in LABELLED_TEXTS:
+        raise ValueError(f"text must be one of {LABELLED_TEXTS}; got {text!r}")
     out: list[Triplet] = []
     for item in items:
         names, raw, masked = masked_explanations(item, masking)
@@ -203,7 +213,8 @@ def labelled_triplets(items: Iterable[Any], labels: PairLabels, masking: str = "
                     verdicts = [labels.get(str(item.id), names[neg], names[x]) for x in (i, j)]
                     if neg in (i, j) or any(verdicts) or (unlabelled == "skip" and None in verdicts):
                         continue
-                    out.append(Triplet(item_id=str(item.id), anchor=masked[anchor], positive=masked[pos],
-                                       negative=masked[neg], raw_anchor=raw[anchor], raw_positive=raw[pos],
-                                       raw_negative=raw[neg]))
+                    first, rest = {"raw": (raw, raw), "reward": (masked, raw)}.get(text, (masked, masked))
+                    out.append(Triplet(item_id=str(item.id), anchor=first[anchor], positive=rest[pos],
+                                       negative=rest[neg], raw_anchor=raw[anchor], raw_positive=raw[pos],
+                                       raw_negative=raw[neg], text=text))
     return out

@@ -8,7 +8,8 @@
 and returns the metrics with the loaded base and fine-tuned models, so that a held-out evaluation
 (``opgrpo.estimator.evaluate.evaluate_heldout``) needs no second load. The base-vs-fine-tuned numbers
 here use the validation part of the mined triplets (``split_triplets`` with ``train.val_fraction`` and
-``train.seed``, the same split training uses), so with tiny data it is a handful of triplets.
+``train.seed``, the same split training uses), so with tiny data it is a handful of triplets, and none with
+``train.val_fraction=0`` (the paper preset trains on all triplets; the held-out items are evaluated apart).
 """
 from __future__ import annotations
 
@@ -60,13 +61,15 @@ def mining_judge(config: JudgeConfig, device: str = "auto"):
                        max_workers=config.max_workers, batch_size=config.batch_size,
                        max_length=config.max_length, device=device, dtype=config.dtype,
                        system_prompt=config.system_prompt, labels=labels, unlabelled=config.unlabelled,
+                       mode=config.mode, chat_template=config.chat_template, max_new_tokens=config.max_new_tokens,
                        section="estimator.judge")
 
 
 def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
     """Resume mining only if triplets.jsonl was mined with the same base model, mining and judge settings."""
     judge = {k: v for k, v in asdict(cfg.judge).items()
-             if k in ("kind", "model", "base_url", "system_prompt", "labels_file", "unlabelled")}
+             if k in ("kind", "model", "base_url", "system_prompt", "labels_file", "unlabelled", "mode", "chat_template",
+                      "max_new_tokens")}
     if cfg.judge.kind == "labels" and Path(cfg.judge.labels_file).is_file():  # edited labels: mine again
         import hashlib
 

@@ -79,7 +79,7 @@ def train_estimator(base_model: str, triplets: list[Any], config: TrainConfig | 
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         learning_rate=cfg.lr, seed=cfg.seed, data_seed=cfg.seed, **_warmup_kwargs(cfg.warmup_ratio),
-        batch_sampler="no_duplicates",  # in-batch negatives must not contain the anchor's own positive
+        batch_sampler=cfg.batch_sampler, fp16=bool(cfg.fp16) and dev.startswith("cuda"),
         eval_strategy="no", save_strategy="no", logging_steps=cfg.logging_steps,
         report_to="none", use_cpu=dev == "cpu", disable_tqdm=True,
     )
@@ -109,7 +109,9 @@ def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchC
                            device: str = "auto") -> dict[str, Any]:
     """Optuna TPE search (seeded) minimising the validation MNRL loss; writes best_params.json and trials.csv.
 
-    ``base`` supplies the fixed fields (val_fraction, seed, mnrl_scale, max_steps, eval_batch_size); the
+    As the authors' hpo.py: the trials train with MNRL at ``config.mnrl_scale`` (the library's default 20) on
+    ``1 - config.val_fraction`` of the triplets (split with ``base.seed``) and are scored by the loss on the rest
+    (``config.eval_batch_size`` per batch). ``base`` supplies the other fixed fields (seed, max_steps, fp16); the
     best parameters use TrainConfig field names (lr, batch_size, epochs, warmup_ratio).
     """
     import optuna
@@ -118,8 +120,11 @@ def search_hyperparameters(base_model: str, triplets: list[Any], config: SearchC
     base = base or TrainConfig()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if base.val_fraction <= 0:
-        raise ValueError("the search needs a validation split: train.val_fraction must be > 0")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"the search needs a validation split: search.val_fraction must be in (0, 1), "
+                         f"got {cfg.val_fraction}")
+    base = replace(base, val_fraction=cfg.val_fraction, mnrl_scale=cfg.mnrl_scale,
+                   eval_batch_size=cfg.eval_batch_size, batch_sampler=cfg.batch_sampler)
 
     def objective(trial) -> float:
         params = {

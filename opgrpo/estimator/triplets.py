@@ -1,7 +1,7 @@
 """Triplets of the similarity estimator: the record, the texts they are made of, the file, the split.
 
-``Triplet`` is one (anchor, positive, negative) of keyword-masked reference explanations with its raw
-texts and scores. ``masked_explanations`` gives an item's reference perspectives as mining and the pair
+``Triplet`` is one (anchor, positive, negative) of reference explanations (as written, or keyword-masked:
+``text`` says which) with its raw texts and scores. ``masked_explanations`` gives an item's reference perspectives as mining and the pair
 labels see them (names, raw explanations, masked explanations). Mining writes one JSON record per item
 (``status`` "ok" with the triplet, or a skip reason); ``read_mining_records`` reads them back for a
 resumed run and ``load_triplets`` the triplets. ``split_triplets`` is the deterministic train/validation
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Triplet:
-    """One mined triplet; ``anchor``/``positive``/``negative`` are the (masked) training texts."""
+    """One mined triplet; ``anchor``/``positive``/``negative`` are the training texts (see ``text``)."""
 
     item_id: str
     anchor: str
@@ -42,6 +42,10 @@ class Triplet:
     """Judge P(same) for anchor/positive (None without a judge)."""
     judge_neg: float | None = None
     """Judge P(same) for anchor/negative (None without a judge)."""
+    text: str = "masked"
+    """What anchor/positive/negative hold: "raw" (the prefix-stripped explanations, = raw_*), "masked" (their
+    keyword-masked form; also what records written before this field existed hold) or, for label-defined
+    evaluation triplets, "reward" (masked anchor, raw positive and negative)."""
 
 
 # ------------------------------------------------------------------------------------- item texts

@@ -1,13 +1,15 @@
 """NLI benchmark metrics per split of one run, and their files.
 
-- :func:`split_metrics`: per test split (and "overall") the mean NLI score, its sample standard
-  deviation (ddof=1) and standard error (std / sqrt(n)), and accuracy = share of items scoring
-  strictly above the threshold (0.33 in the paper), with its binomial standard error.
+- :func:`split_metrics`: per test split (and "overall") the mean NLI score, its standard deviation as the
+  authors computed it (``np.std``, ddof 0: the key is ``std_ddof0``) and standard error (that std / sqrt(n), as
+  theirs), and accuracy = share of items scoring strictly above the threshold (0.33 in the paper), with its
+  binomial standard error; and the counts of items without references (scored 0) and of responses without a
+  parsable core and summary (``unparsed``).
 - :func:`write_eval_outputs` / :func:`format_table`: ``nli_metrics.json``, ``nli_metrics.csv`` and a
   per-item ``nli_items.jsonl`` in a run directory; a printable table.
 
-Undefined statistics (std of one item, anything over an empty split) are NaN in memory and ``null``
-in JSON.
+Undefined statistics (anything over an empty split) are NaN in memory and ``null`` in JSON; the std of one
+item is 0 (ddof 0).
 """
 from __future__ import annotations
 
@@ -28,21 +30,23 @@ METRICS_JSON = "nli_metrics.json"
 METRICS_CSV = "nli_metrics.csv"
 ITEMS_JSONL = "nli_items.jsonl"
 OVERALL = "overall"
-METRIC_KEYS = ("count", "skipped", "mean", "std", "stderr", "accuracy", "accuracy_stderr")
+METRIC_KEYS = ("count", "skipped", "no_references", "unparsed", "mean", "std_ddof0", "stderr", "accuracy",
+               "accuracy_stderr")
+"""The columns of nli_metrics.csv, in order (``std_ddof0``: ``np.std`` with ddof 0, the authors' std)."""
 
 
-def _stats(scores: Sequence[float], threshold: float, skipped: int) -> dict[str, float]:
+def _stats(scores: Sequence[float], threshold: float, counted: Mapping[str, int]) -> dict[str, float]:
     n = len(scores)
     nan = float("nan")
+    counts = {k: int(counted.get(k, 0)) for k in ("skipped", "no_references", "unparsed")}
     if n == 0:
-        return {"count": 0, "skipped": skipped, "mean": nan, "std": nan, "stderr": nan, "accuracy": nan,
+        return {"count": 0, **counts, "mean": nan, "std_ddof0": nan, "stderr": nan, "accuracy": nan,
                 "accuracy_stderr": nan}
     x = np.asarray(scores, dtype=np.float64)
-    std = float(x.std(ddof=1)) if n > 1 else nan
+    std = float(np.std(x))  # ddof 0, as the authors' eva.py
     acc = float(np.mean(x > threshold))
-    return {"count": n, "skipped": skipped, "mean": float(x.mean()), "std": std,
-            "stderr": std / math.sqrt(n) if n > 1 else nan, "accuracy": acc,
-            "accuracy_stderr": math.sqrt(acc * (1.0 - acc) / n)}
+    return {"count": n, **counts, "mean": float(x.mean()), "std_ddof0": std, "stderr": std / math.sqrt(n),
+            "accuracy": acc, "accuracy_stderr": math.sqrt(acc * (1.0 - acc) / n)}
 
 
 def split_order(names) -> list[str]:
@@ -53,27 +57,33 @@ def split_order(names) -> list[str]:
 
 def split_metrics(item_scores: Sequence[ItemScore], split_of_item: Mapping[str, str] | Callable[[str], str],
                   threshold: float = 0.33) -> dict[str, dict[str, float]]:
-    """``{split: {count, skipped, mean, std, stderr, accuracy, accuracy_stderr}}`` plus ``"overall"``.
+    """``{split: {count, skipped, no_references, unparsed, mean, std_ddof0, stderr, accuracy, accuracy_stderr}}``
+    plus ``"overall"``.
 
     ``split_of_item`` maps an item id to its split name (a dict or a callable). Accuracy counts scores
-    strictly greater than ``threshold``. ``std`` is the sample standard deviation (ddof=1, NaN for one
-    item), ``stderr`` = std / sqrt(count) is the standard error of the mean score, and
-    ``accuracy_stderr`` = sqrt(acc (1 - acc) / count) that of the accuracy. Skipped items are counted
-    in ``skipped`` and left out of every statistic.
+    strictly greater than ``threshold``. ``std_ddof0`` is ``np.std`` of the scores (ddof 0, the authors' std;
+    0 for one item), ``stderr`` = std_ddof0 / sqrt(count) the standard error of the mean score as they computed
+    it, and ``accuracy_stderr`` = sqrt(acc (1 - acc) / count) that of the accuracy. ``no_references``: items
+    without a reference perspective (scored 0, in every statistic); ``unparsed``: items whose response has no
+    non-empty core and summary (``ItemScore.parsed`` False; scored 0 when NLI scores the core). Items with
+    ``skipped`` (or a NaN score) are counted in ``skipped`` and left out of every statistic.
     """
     lookup = split_of_item if callable(split_of_item) else split_of_item.__getitem__
     scores: dict[str, list[float]] = {}
-    skipped: dict[str, int] = {}
+    counted: dict[str, dict[str, int]] = {}
     for s in item_scores:
         split = str(lookup(s.id))
         scores.setdefault(split, [])
-        skipped.setdefault(split, 0)
+        c = counted.setdefault(split, {"skipped": 0, "no_references": 0, "unparsed": 0})
+        c["no_references"] += bool(s.no_references)
+        c["unparsed"] += s.parsed is False
         if s.skipped or s.score is None or math.isnan(s.score):
-            skipped[split] += 1
+            c["skipped"] += 1
         else:
             scores[split].append(float(s.score))
-    out = {split: _stats(scores[split], threshold, skipped[split]) for split in split_order(scores)}
-    out[OVERALL] = _stats([v for vs in scores.values() for v in vs], threshold, sum(skipped.values()))
+    out = {split: _stats(scores[split], threshold, counted[split]) for split in split_order(scores)}
+    total = {k: sum(c[k] for c in counted.values()) for k in ("skipped", "no_references", "unparsed")}
+    out[OVERALL] = _stats([v for vs in scores.values() for v in vs], threshold, total)
     return out
 
 
@@ -81,8 +91,8 @@ def write_eval_outputs(run_dir: str | Path, metrics: Mapping[str, Mapping[str, f
                        item_scores: Sequence[ItemScore],
                        split_of_item: Mapping[str, str] | Callable[[str], str] | None = None) -> dict[str, Path]:
     """Write ``nli_metrics.json`` (``{split: {metric: value}}``), ``nli_metrics.csv`` (one row per split)
-    and ``nli_items.jsonl`` (id, split, score, skipped, n_sentences, perspectives [{name, score}],
-    response) under ``run_dir``; returns their paths by kind (``metrics_json``, ``metrics_csv``,
+    and ``nli_items.jsonl`` (id, split, score, skipped, no_references, parsed, text (what was scored: core, full or
+    none), attempts, n_sentences, perspectives [{name, score}], response (whole)) under ``run_dir``; returns their paths by kind (``metrics_json``, ``metrics_csv``,
     ``items_jsonl``)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +114,10 @@ def write_eval_outputs(run_dir: str | Path, metrics: Mapping[str, Mapping[str, f
                 "split": lookup(s.id) if lookup else None,
                 "score": s.score,
                 "skipped": s.skipped,
+                "no_references": s.no_references,
+                "parsed": s.parsed,
+                "text": s.text,
+                "attempts": s.attempts,
                 "n_sentences": s.n_sentences,
                 "perspectives": [{"name": n, "score": v} for n, v in
                                  zip(s.perspective_names or [""] * len(s.perspective_scores), s.perspective_scores)],
@@ -123,10 +137,11 @@ def format_number(value: Any, digits: int = 4) -> str:
 
 
 def format_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    """A fixed-width table, one row per split: count, skipped, mean, std, stderr, accuracy (+- its stderr)."""
-    header = ["split", "count", "skipped", "mean", "std", "stderr", "accuracy", "acc_stderr"]
-    rows = [[str(split), format_number(m.get("count")), format_number(m.get("skipped", 0)),
-             *(format_number(m.get(k)) for k in ("mean", "std", "stderr", "accuracy", "accuracy_stderr"))]
+    """A fixed-width table, one row per split: count, items without references, unparsed responses, mean,
+    std (ddof 0), stderr, accuracy (+- its stderr)."""
+    header = ["split", "count", "no_refs", "unparsed", "mean", "std(ddof0)", "stderr", "accuracy", "acc_stderr"]
+    rows = [[str(split), *(format_number(m.get(k, 0)) for k in ("count", "no_references", "unparsed")),
+             *(format_number(m.get(k)) for k in ("mean", "std_ddof0", "stderr", "accuracy", "accuracy_stderr"))]
             for split, m in metrics.items()]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))

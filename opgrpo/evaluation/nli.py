@@ -3,7 +3,13 @@
 For every reference perspective of an item, premise = its explanation (the text after
 "In the perspective of X, "), hypothesis = each sentence of the response; the perspective's score is
 the maximum entailment probability over the sentences, the item's score the mean over perspectives
-(SPEC.md, "Evaluation: the NLI benchmark").
+(SPEC.md, "Evaluation: the NLI benchmark"); an item without any reference perspective scores 0, as in the authors'
+``benchmark_new/nli/eva.py``.
+
+Which text of a response is scored (``NLIConfig.text``, :func:`scored_text`): the ``core`` block found by the
+authors' extraction regex (opgrpo.evaluation.responses.extract_blocks; a response where it finds no non-empty core
+and summary is an empty answer and scores 0, counted as ``unparsed``), the ``full`` response (baselines without
+the tags), or ``auto``: the core block when the response parses, else the full response.
 
 One interface, :meth:`EntailmentScorer.entailment` over ``(premise, hypothesis)`` pairs, with two
 backends built by :func:`build_scorer`:
@@ -43,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("sequence_classification", "causal_lm", "none")
 SPLITTERS = ("sentence_splitter", "newline")
+TEXTS = ("auto", "core", "full")
+"""What of a response NLI scores: see the module docstring and :func:`scored_text`."""
 
 CAUSAL_LM_TEMPLATE = (
     "Premise: {premise}\n"
@@ -74,12 +82,17 @@ class NLIConfig:
     """Language code for ``sentence_splitter``."""
     progress: bool = True
     """Show a progress bar over batches."""
+    text: str = "auto"
+    """What of a response is scored: ``core`` (the block the authors' regex extracts; a response without a non-empty
+    core and summary scores 0 and is counted as ``unparsed``, as in the paper), ``full`` (the whole response:
+    baselines without the tags) or ``auto`` (core when the response parses, else the whole response)."""
 
     def problems(self) -> list[str]:
         """Every invalid setting as ``key: message`` (keys relative to ``eval.nli``)."""
         p = Problems()
         p.choice("backend", self.backend, BACKENDS)
         p.choice("splitter", self.splitter, SPLITTERS)
+        p.choice("text", self.text, TEXTS)
         p.positive("batch_size", self.batch_size)
         p.positive("max_length", self.max_length)
         return list(p)
@@ -316,8 +329,37 @@ class ItemScore:
     perspective_names: list[str] = field(default_factory=list)
     n_sentences: int = 0
     response: str = ""
+    """The whole response (cleaned), whatever part of it was scored."""
     skipped: bool = False
-    """True when the item had no parsable reference perspective (left out of the metrics)."""
+    """True when the item is to be left out of the metrics (its score is NaN); ``score_items`` never skips one."""
+    no_references: bool = False
+    """The item has no parsable reference perspective: it scores 0 (the authors' rule) and is counted."""
+    parsed: bool | None = None
+    """The authors' regex found a non-empty core and summary in the response (None: not checked)."""
+    text: str = "full"
+    """What was scored: ``core``, ``full``, or ``none`` (``text="core"`` and the response did not parse: an empty
+    answer, score 0)."""
+    attempts: int | None = None
+    """Samples drawn for this item's response (None: not known, e.g. responses read from a file)."""
+
+
+def scored_text(response: str | None, text: str = "full") -> tuple[str, bool, str]:
+    """(the text NLI scores, whether the response parses, which text that is: ``core``, ``full`` or ``none``).
+
+    ``text`` is ``core``, ``full`` or ``auto`` (see the module docstring); a response parses when the authors'
+    extraction regex finds a non-empty core and summary (opgrpo.evaluation.responses.extract_blocks).
+    """
+    from opgrpo.evaluation.responses import extract_blocks
+
+    if text not in TEXTS:
+        raise ValueError(f"unknown NLI text {text!r}; expected one of {TEXTS}")
+    response = "" if not response else str(response)
+    blocks = extract_blocks(response)
+    if blocks is not None and text != "full":
+        return blocks[0], True, "core"
+    if text == "core":
+        return "", False, "none"
+    return response, blocks is not None, "full"
 
 
 def _references_of(item: Any) -> list[str]:
@@ -331,14 +373,17 @@ def _references_of(item: Any) -> list[str]:
 
 def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scorer: EntailmentScorer, *,
                 splitter: str = "sentence_splitter", language: str = "en",
-                ids: Iterable[str] | None = None) -> list[ItemScore]:
+                ids: Iterable[str] | None = None, text: str = "full",
+                attempts: Sequence[int | None] | None = None) -> list[ItemScore]:
     """NLI scores of ``responses`` against their items' references, all pairs in one scorer call.
 
     ``items_refs[i]`` is an :class:`opgrpo.benchmark.loading.Item` (its ``.references`` lines and ``.id`` are used),
-    a list of reference lines or one answer string (split before each "In the perspective of" line). An empty response scores 0; an item with no
-    parsable perspective is returned with ``skipped=True`` and counted in the log. Responses and references
-    are cleaned first (``opgrpo.text.clean``, counted in one WARNING); ``ItemScore.response`` is the cleaned
-    text that was scored.
+    a list of reference lines or one answer string (split before each "In the perspective of" line). ``text``
+    says what of each response is scored (``full``, ``core`` or ``auto``: :func:`scored_text`). An empty response
+    (or, with ``core``, one that does not parse) scores 0; an item with no parsable perspective scores 0 with
+    ``no_references=True``; both are counted in the log. Responses and references are cleaned first
+    (``opgrpo.text.clean``, counted in one WARNING); ``ItemScore.response`` is the cleaned whole response.
+    ``attempts``: samples drawn per response, copied to ``ItemScore.attempts``.
     """
     from opgrpo.text.perspectives import parse_reference
 
@@ -346,8 +391,11 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
         raise ValueError(f"{len(items_refs)} items but {len(responses)} responses")
     ids = [str(i) for i in ids] if ids is not None else [str(getattr(it, "id", i)) for i, it in
                                                         enumerate(items_refs)]
+    if attempts is not None and len(attempts) != len(responses):
+        raise ValueError(f"{len(attempts)} attempts for {len(responses)} responses")
     responses, _ = clean_texts(["" if not r else str(r) for r in responses], where="NLI", log=logger,
                                what="response")
+    chosen = [scored_text(r, text) for r in responses]
     ref_lines = [_references_of(item) for item in items_refs]
     flat, _ = clean_texts([line for lines in ref_lines for line in lines], where="NLI", log=logger,
                           what="reference line")
@@ -363,16 +411,19 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
                 names.append(name or "")
         start += len(lines)
         plans.append((premises, names))
-    sentences = [split_sentences(r, splitter, language) for r in responses]
+    sentences = [split_sentences(scored, splitter, language) for scored, _, _ in chosen]
     for (premises, _), sents in zip(plans, sentences):
         pairs.extend((p, s) for p in premises for s in sents)
 
     probs = scorer.entailment(pairs)
-    results, pos, skipped, empty = [], 0, [], 0
-    for item_id, (premises, names), sents, response in zip(ids, plans, sentences, responses):
+    results, pos, no_refs, empty = [], 0, [], 0
+    for k, (item_id, (premises, names), sents, response, (_, parsed, kind)) in enumerate(
+            zip(ids, plans, sentences, responses, chosen)):
+        tried = None if attempts is None else attempts[k]
         if not premises:
-            skipped.append(item_id)
-            results.append(ItemScore(item_id, float("nan"), response=response, skipped=True))
+            no_refs.append(item_id)
+            results.append(ItemScore(item_id, 0.0, response=response, no_references=True, parsed=parsed, text=kind,
+                                     attempts=tried, n_sentences=len(sents)))
             continue
         if not sents:
             empty += 1
@@ -381,10 +432,12 @@ def score_items(items_refs: Sequence[Any], responses: Sequence[str | None], scor
             block = probs[pos:pos + len(premises) * len(sents)].reshape(len(premises), len(sents))
             pos += block.size
             per = block.max(axis=1).tolist()
-        results.append(ItemScore(item_id, float(np.mean(per)), per, names, len(sents), response))
-    if skipped:
-        logger.warning("skipped %d item(s) with no parsable reference perspective: %s", len(skipped),
-                       ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
+        results.append(ItemScore(item_id, float(np.mean(per)), per, names, len(sents), response, parsed=parsed,
+                                 text=kind, attempts=tried))
+    if no_refs:
+        logger.warning("%d item(s) with no parsable reference perspective scored 0: %s", len(no_refs),
+                       ", ".join(no_refs[:10]) + (" ..." if len(no_refs) > 10 else ""))
     if empty:
-        logger.warning("%d empty response(s) (no sentence to score) scored 0", empty)
+        logger.warning("%d empty response(s) (no sentence to score%s) scored 0", empty,
+                       ", or no core block to score" if text == "core" else "")
     return results

@@ -1,14 +1,15 @@
-"""POPE-style off-policy evaluation (Huang et al., arXiv 2509.19333) of logged responses under a target policy.
+"""Off-policy value of a target policy from logged responses: an IPS/SNIPS estimate of a utility plus an entropy
+term, with bootstrap intervals. This is *part* of POPE (Huang et al., arXiv 2509.19333), not POPE itself.
 
-Logged data: responses ``y_i`` sampled by a behaviour policy ``mu`` with their log-probs ``log mu(y_i|x_i)``, a
-utility ``u_i`` per response (e.g. the OP reward total). The target policy ``pi`` scores the same responses
-(``opgrpo.models.logprobs.sequence_logprobs``: sum of token log-probs under a causal LM, batched). The value
-estimated for ``pi`` is
+What exists: logged responses ``y_i`` sampled by a behaviour policy ``mu`` with their log-probs
+``log mu(y_i|x_i)`` and a utility ``u_i`` per response (a given column, or the OP reward total). The target
+policy ``pi`` scores the same responses (``opgrpo.models.logprobs.sequence_logprobs``: sum of token log-probs
+under a causal LM, batched). The value estimated for ``pi`` is
 
-    V(pi) = E_{y~pi}[u(y)] + coef * E_{y~pi}[-log pi(y|x)]  =  utility + coef * coverage
+    V(pi) = E_{y~pi}[u(y)] + coef * E_{y~pi}[-log pi(y|x)]  =  utility + coef * entropy
 
-where the coverage part is the target policy's sequence entropy ``H(pi)`` (nats per response): how much of the
-response space pi spreads over. Each part is estimated from the logged responses with importance weights
+where the second part is the target policy's own sequence entropy ``H(pi)`` (nats per response), reported under
+the key ``coverage``. Both parts are estimated from the logged responses with the same importance weights
 ``w_i = pi(y_i|x_i) / mu(y_i|x_i)`` (computed in log space):
 
 - ``weighting="snips"`` (default): self-normalised, ``sum_i w_i f_i / sum_i w_i`` (biased, bounded, low variance);
@@ -17,8 +18,14 @@ response space pi spreads over. Each part is estimated from the logged responses
   i.e. relative to the largest weight).
 
 A bootstrap over the logged responses (resampled with replacement, ``n_bootstrap`` times) gives percentile
-confidence intervals for the utility, the coverage and the value. ``stage=pope`` reads a responses JSONL with a
-``behaviour_logprob`` column, scores the responses under the configured policy and writes ``pope.json``.
+confidence intervals for the utility, the entropy term and the value. ``stage=pope`` reads a responses JSONL with
+a ``behaviour_logprob`` column, scores the responses under the configured policy and writes ``pope.json``.
+
+What POPE has and this module does not: its collaborative utility built from human preference signals (here the
+utility is whatever column is given, or the OP reward), its entropy-based *coverage* (diversity) component over
+the acceptable responses (here the entropy is the policy's own ``E_pi[-log pi(y|x)]``, which rewards spread over
+any responses, not coverage of perspectives), the decomposed estimators' variance analysis, and off-policy
+optimisation (alignment) with the estimated value.
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ WEIGHTINGS = ("snips", "ips")
 
 @dataclass
 class POPEConfig:
-    """Off-policy evaluation of logged responses (``stage=pope``)."""
+    """Off-policy value of logged responses (``stage=pope``): IPS/SNIPS estimate of a utility plus an entropy term
+    with bootstrap intervals (part of POPE; see opgrpo.evaluation.pope)."""
 
     responses_file: str = ""
     """JSONL: one logged response per row with ``response``, ``behaviour_logprob`` and ``prompt`` (string or chat
@@ -51,7 +59,8 @@ class POPEConfig:
     """Column holding each response's utility; when absent, the OP reward total is scored (needs ``situation`` and
     ``references`` columns)."""
     coverage_coef: float = 0.1
-    """Weight of the coverage (entropy) part: value = utility + coverage_coef * E_pi[-log pi(y)]."""
+    """Weight of the entropy term (reported as ``coverage``; the target policy's own sequence entropy, not POPE's
+    coverage of perspectives): value = utility + coverage_coef * E_pi[-log pi(y)]."""
     weighting: str = "snips"
     """``snips`` (self-normalised importance weights) or ``ips`` (plain inverse propensity scoring)."""
     clip: float = -1.0
@@ -108,10 +117,10 @@ def _estimate(w: np.ndarray, f: np.ndarray, weighting: str) -> float:
 def pope_estimate(utility: Sequence[float], target_logp: Sequence[float], behaviour_logp: Sequence[float], *,
                   coverage_coef: float = 0.1, weighting: str = "snips", clip: float = -1.0, n_bootstrap: int = 1000,
                   confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """POPE estimate of the target policy's value from logged responses (see the module docstring).
+    """IPS/SNIPS estimate of the target policy's value from logged responses (see the module docstring).
 
-    Returns ``utility``, ``coverage`` (E_pi[-log pi(y)]), ``value = utility + coverage_coef * coverage``, each with
-    ``<name>_ci`` [low, high] from a percentile bootstrap, plus ``n``, the effective sample size
+    Returns ``utility``, ``coverage`` (the entropy term E_pi[-log pi(y)]), ``value = utility + coverage_coef *
+    coverage``, each with ``<name>_ci`` [low, high] from a percentile bootstrap, plus ``n``, the effective sample size
     ``ess = (sum w)^2 / sum w^2`` and the largest normalised weight ``max_weight_share``.
     """
     u = np.asarray(utility, dtype=float)

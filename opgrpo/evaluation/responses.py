@@ -1,5 +1,12 @@
-"""Reading a policy's responses from a file instead of generating them (``eval.responses_file``), aligned
-with the benchmark items.
+"""A policy's responses to the benchmark items: collecting them with the authors' resampling rule, the core and
+summary blocks of a response, and reading them from a file instead of generating them (``eval.responses_file``),
+aligned with the benchmark items.
+
+Collecting (:func:`collect_responses`), as the authors' ``benchmark_new/extract/extract.py``: every item is sampled
+once; the items whose response lacks a non-empty core and summary under their regex (``LAYOUT_RE``,
+:func:`extract_blocks`) are sampled again, together in one batch, up to ``max_attempts`` samples in all. An item
+keeps its first response that parses, else its last one; how many samples it took is kept with it
+(:class:`Collected`).
 
 Formats, by suffix: ``.csv``, ``.tsv`` (tab-separated), ``.jsonl``/``.ndjson`` (one object per line) or
 ``.json`` (an array of objects, or JSON Lines). Text is UTF-8 and a byte-order mark is dropped; column
@@ -27,14 +34,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from opgrpo.benchmark.filetext import RowError, json_records, read_table, read_text
 from opgrpo.benchmark.items import DataError
 
-__all__ = ["FLAGS", "RESPONSE_COLUMNS", "SUFFIXES", "Responses", "load_responses"]
+__all__ = ["FLAGS", "LAYOUT_RE", "RESPONSE_COLUMNS", "SUFFIXES", "Collected", "Responses", "collect_responses",
+           "extract_blocks", "load_responses"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +54,76 @@ FLAGS = ("not_text", "missing", "not_utf8")
 _LOGGED = 10  # problems logged one by one; the rest only counted
 _SURROGATE = re.compile("[\udc80-\udcff]")  # an undecodable byte, as read_text keeps it
 
+LAYOUT_RE = re.compile(
+    r"(?is)<core\s+perspectives>\s*(?P<core>.+?)\s*</core\s+perspectives>\s*<summary>\s*(?P<sum>.+?)\s*</summary>")
+"""The authors' extraction regex (``benchmark_new/extract/extract.py``), searched anywhere in a response: a core
+block directly followed by a summary block, any case, any whitespace inside the tags' names and around the blocks."""
+
+
+def extract_blocks(response: object) -> tuple[str, str] | None:
+    """(core, summary) of ``response``, both stripped, when ``LAYOUT_RE`` finds them and both are non-empty; else
+    None (also for anything that is not a string). Only the first match counts, as in the authors' code."""
+    if not isinstance(response, str):
+        return None
+    m = LAYOUT_RE.search(response)
+    if m is None:
+        return None
+    core, summary = m.group("core").strip(), m.group("sum").strip()
+    return (core, summary) if core and summary else None
+
+
+class Collected(list):
+    """The collected responses in item order (a ``list`` of ``str``: each item's first response that parses, else
+    its last one) with ``attempts`` (samples drawn per item) and ``counts`` (``resampled``: items sampled more
+    than once; ``never_parsed``: items whose every sample failed ``extract_blocks``)."""
+
+    def __init__(self, texts: Sequence[str], attempts: Sequence[int]):
+        super().__init__(texts)
+        self.attempts = list(attempts)
+        self.counts = {"resampled": sum(a > 1 for a in self.attempts),
+                       "never_parsed": sum(extract_blocks(t) is None for t in texts)}
+
+
+def collect_responses(prompts: Sequence[object], generate: Callable[[list, int], Sequence[str]], *,
+                      max_attempts: int = 1, seed: int = 42) -> Collected:
+    """One response per prompt, sampled again while it lacks a non-empty core and summary (the module docstring).
+
+    ``generate(prompts, seed)`` returns one response per prompt; attempt ``k`` (1-based) calls it with the prompts
+    still failing and ``seed + k - 1``, so that a sample is never drawn twice with the same seed. A ``None``
+    response counts as an empty one.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    texts = [""] * len(prompts)
+    attempts = [0] * len(prompts)
+    todo = list(range(len(prompts)))
+    for attempt in range(1, max_attempts + 1):
+        if not todo:
+            break
+        if attempt > 1:
+            logger.info("attempt %d of %d: sampling again the %d response(s) without a core and a summary",
+                        attempt, max_attempts, len(todo))
+        outs = list(generate([prompts[i] for i in todo], seed + attempt - 1))
+        if len(outs) != len(todo):
+            raise RuntimeError(f"the generator returned {len(outs)} responses for {len(todo)} prompts")
+        for i, text in zip(todo, outs):
+            texts[i], attempts[i] = "" if text is None else str(text), attempt
+        todo = [i for i in todo if extract_blocks(texts[i]) is None]
+    out = Collected(texts, attempts)
+    if max_attempts > 1:
+        logger.info("responses: %d item(s) sampled more than once; %d without a core and a summary after %d "
+                    "attempts", out.counts["resampled"], out.counts["never_parsed"], max_attempts)
+    return out
+
 
 class Responses(list):
     """The responses in item order (a ``list`` of ``str``), with what was flagged on the way.
 
     ``problems``: one DataError (``kept=True``) per flagged row, naming file, row and field;
     ``counts``: {flag: number of rows} for every flag in FLAGS; ``matched_by``: "id" or "order";
-    ``missing``: ids of the items the file has no row for (their entries are ``None``).
+    ``missing``: ids of the items the file has no row for (their entries are ``None``); ``attempts``: the samples
+    drawn per item when the file has an ``attempts`` column (as the eval stage's responses.jsonl and stage=generate
+    write it; None per item where it is absent or not a positive integer), else None.
     """
 
     def __init__(self, texts: Sequence[str | None], problems: list[DataError], counts: dict[str, int],
@@ -60,6 +131,18 @@ class Responses(list):
         super().__init__(texts)
         self.problems, self.counts, self.matched_by = problems, counts, matched_by
         self.missing = list(missing)
+        self.attempts: list[int | None] | None = None
+
+
+def _attempts(value: Any) -> int | None:
+    """A row's ``attempts`` as a positive int (JSON number or CSV text), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() and number >= 1 else None
 
 
 def _read_records(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
@@ -155,9 +238,12 @@ def load_responses(path: str | Path, items: Sequence[Any]) -> Responses:
                              "(no 'id' column, so rows are matched by order)")
         texts = [_response(r, column, n, source, problems, counts) for n, r in records]
         out = Responses(texts, problems, counts, "order")
+        if "attempts" in columns:
+            out.attempts = [_attempts(r.get("attempts")) for _, r in records]
     else:
         by_id: dict[str, str] = {}
         row_of: dict[str, int] = {}
+        tries: dict[str, int | None] = {}
         for n, r in records:
             rid = _id(r.get("id"))
             if not rid:
@@ -165,6 +251,7 @@ def load_responses(path: str | Path, items: Sequence[Any]) -> Responses:
             if rid in by_id:
                 raise ValueError(f"{path}: id {rid!r} appears more than once (rows {row_of[rid]} and {n})")
             by_id[rid], row_of[rid] = _response(r, column, n, source, problems, counts), n
+            tries[rid] = _attempts(r.get("attempts"))
         wanted = set(ids)
         unknown = [i for i in by_id if i not in wanted]
         if unknown:
@@ -174,6 +261,8 @@ def load_responses(path: str | Path, items: Sequence[Any]) -> Responses:
             logger.warning("%s: responses for %d of %d items; the %d others are left out of the evaluation, e.g. %s",
                            path, len(by_id), len(ids), len(missing), missing[:5])
         out = Responses([by_id.get(i) for i in ids], problems, counts, "id", missing)
+        if "attempts" in columns:
+            out.attempts = [tries.get(i) for i in ids]
     for problem in problems[:_LOGGED]:
         logger.warning("%s", problem)
     if problems:

@@ -6,7 +6,8 @@ NLI settings, the reward's encoder and config, the accuracy threshold and the ju
 and the encoder come as zero-argument builders, called when first needed, so that the caller can share
 one model across runs and the generating policy is freed before the NLI model loads.
 
-Outputs in ``out_dir``: responses.jsonl, the NLI metrics (nli_metrics.json/.csv), per-item scores
+Outputs in ``out_dir``: responses.jsonl (each response whole, its core and summary apart, whether they parse and
+the samples drawn), the NLI metrics (nli_metrics.json/.csv), per-item scores
 (nli_items.jsonl, each row with its item's split), reward.json (means and the estimator's identity),
 reward_items.jsonl (each response's reward with the estimator's fingerprint), judge.json (with a judge); the
 printed table.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from opgrpo.estimator.identity import label
+from opgrpo.evaluation.responses import Collected, collect_responses, extract_blocks
 
 if TYPE_CHECKING:
     from opgrpo.benchmark import Item
@@ -38,15 +40,17 @@ log = logging.getLogger("opgrpo.eval")
 
 def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backend: str, temperature: float,
                        top_p: float, max_new_tokens: int, num_return_sequences: int, batch_size: int, seed: int,
-                       chat_template: str = "", gguf_file: str = "", dtype: str = "auto",
+                       max_attempts: int = 1, chat_template: str = "", gguf_file: str = "", dtype: str = "auto",
                        trust_remote_code: bool = False, device: str = "auto", vllm_tensor_parallel_size: int = 1,
-                       vllm_gpu_memory_utilization: float = 0.9) -> list[str]:
+                       vllm_gpu_memory_utilization: float = 0.9) -> Collected:
     """One response per item from ``policy`` (the first sample of each prompt, which the benchmark scores).
 
     ``prompt`` (implicit | explicit) renders each situation as a chat prompt; ``backend`` is auto (vLLM when
-    installed), transformers or vllm; the sampling settings are those of ``eval.generation``. The model
-    settings (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend; dtype,
-    tensor-parallel size and GPU memory share to the vLLM engine.
+    installed), transformers or vllm; the sampling settings are those of ``eval.generation``. With
+    ``max_attempts`` > 1 an item whose response lacks a non-empty core and summary is sampled again, up to that
+    many samples (opgrpo.evaluation.responses.collect_responses; the model is loaded once). The model settings
+    (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend; dtype,
+    tensor-parallel size and GPU memory share to the vLLM engine. Returns the responses with the attempts per item.
     """
     from opgrpo.models import generation
     from opgrpo.text.prompts import chat_prompt
@@ -54,19 +58,31 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
     prompts = [chat_prompt(it.situation, prompt) for it in items]
     use_vllm = backend == "vllm" or (backend == "auto" and generation.vllm_available())
     kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                  num_return_sequences=num_return_sequences, seed=seed)
+                  num_return_sequences=num_return_sequences)
     log.info("generating %d responses with %s (%s)", len(prompts), policy, "vllm" if use_vllm else "transformers")
+    policy_model: dict[str, Any] = {}  # emptied at the end, so the policy is freed before the NLI model loads
     if use_vllm:
-        outs = generation.generate_responses_vllm(policy, prompts, chat_template=chat_template, dtype=dtype,
-                                                  tensor_parallel_size=vllm_tensor_parallel_size,
-                                                  gpu_memory_utilization=vllm_gpu_memory_utilization, **kwargs)
+        policy_model["engine"] = generation.load_vllm(
+            policy, dtype=dtype, seed=seed, tensor_parallel_size=vllm_tensor_parallel_size,
+            gpu_memory_utilization=vllm_gpu_memory_utilization)
+
+        def sample(batch: list, _seed: int) -> list[str]:  # the engine's own random stream moves on between calls
+            outs = generation.vllm_chat(policy_model["engine"], batch, chat_template=chat_template, **kwargs)
+            return [o[0] if o else "" for o in outs]
     else:
-        model, tok = generation.load_policy(policy, gguf_file=gguf_file, dtype=dtype, chat_template=chat_template,
-                                            trust_remote_code=trust_remote_code, device=device)
-        outs = generation.generate_responses(model, tok, prompts, batch_size=batch_size, **kwargs)
-        del model
+        policy_model["model"], policy_model["tokenizer"] = generation.load_policy(
+            policy, gguf_file=gguf_file, dtype=dtype, chat_template=chat_template,
+            trust_remote_code=trust_remote_code, device=device)
+
+        def sample(batch: list, batch_seed: int) -> list[str]:
+            outs = generation.generate_responses(policy_model["model"], policy_model["tokenizer"], batch,
+                                                 batch_size=batch_size, seed=batch_seed, **kwargs)
+            return [o[0] if o else "" for o in outs]
+    try:
+        return collect_responses(prompts, sample, max_attempts=max_attempts, seed=seed)
+    finally:
+        policy_model.clear()
         gc.collect()
-    return [o[0] if o else "" for o in outs]
 
 
 def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any, reward: RewardConfig, *,
@@ -116,20 +132,24 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
         raise ValueError("benchmark.test_file: no usable test items")
     texts = responses(items)
     counts = dict(getattr(texts, "counts", {}))
+    attempts = list(getattr(texts, "attempts", None) or [None] * len(texts))
     missing = {name: sum(t is None for it, t in zip(items, texts) if split_of[it.id] == name) for name in splits}
     if any(missing.values()):
-        kept = [(it, t) for it, t in zip(items, texts) if t is not None]
+        kept = [(it, t, a) for it, t, a in zip(items, texts, attempts) if t is not None]
         log.warning("evaluating the %d items with a response; left out per split: %s", len(kept),
                     ", ".join(f"{k}={v}" for k, v in missing.items() if v))
-        items, texts = [it for it, _ in kept], [t for _, t in kept]
+        items, texts, attempts = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
     texts = list(texts)
-    with open(out_dir / "responses.jsonl", "w") as fh:
-        for it, r in zip(items, texts):
-            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], "situation": it.situation, "response": r}) + "\n")
+    with open(out_dir / "responses.jsonl", "w") as fh:  # core and summary apart, as the authors kept them
+        for it, r, a in zip(items, texts, attempts):
+            core, summary = extract_blocks(r) or ("", "")
+            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], "situation": it.situation, "response": r,
+                                 "core": core, "summary": summary, "parsed": bool(core), "attempts": a}) + "\n")
 
     metrics: dict[str, Any] = {}
     if nli.backend != "none":
-        item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language)
+        item_scores = score_items(items, texts, nli_scorer(), splitter=nli.splitter, language=nli.language,
+                                  text=nli.text, attempts=attempts)
         metrics = split_metrics(item_scores, split_of, threshold=threshold)
         write_eval_outputs(out_dir, metrics, item_scores, split_of)
     per_item: list[dict[str, float]] = []
@@ -143,7 +163,8 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
                                  "estimator": identity.get("fingerprint", ""),
                                  "estimator_tuned": identity.get("tuned")}) + "\n")
     if metrics:
-        print(f"\nNLI ({nli.backend}: {nli.model}), responses of {source}\n{format_table(metrics)}")
+        print(f"\nNLI ({nli.backend}: {nli.model}, scoring the {nli.text} text), responses of {source}\n"
+              f"{format_table(metrics)}")
     else:
         print(f"\nNLI skipped (eval.nli.backend=none); responses of {source}")
     scored_with = f" (estimator {label(identity)})" if identity else ""

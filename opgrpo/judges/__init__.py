@@ -10,11 +10,17 @@ Two interfaces, for two purposes:
 kind           purpose "yes_no"                   purpose "chat"
 =============  =================================  ====================================
 none           None (thresholds decide)           None (evaluation off)
-transformers   ``YesNoLM`` (P(Yes) from logits)   ``LocalChatJudge`` (generation)
+transformers   ``YesNoLM`` (P(Yes) from logits,  ``LocalChatJudge`` (generation)
+               or a greedy reply's verdict)
 http           ``ChatEndpoint`` (P(Yes) from      ``ChatEndpoint``
-               logprobs, else parsed text)
+               logprobs, else parsed text; or a
+               greedy reply's verdict)
 labels         ``LabelJudge`` (human labels)      -
 =============  =================================  ====================================
+
+A Yes/No judge's ``mode`` is "logprob" (P(Yes) from token probabilities) or "generate" (the authors': a greedy
+reply of up to ``max_new_tokens``, Yes when the line after "Answer:" starts with yes, ``answer_verdict``);
+``chat_template=False`` sends the prompt as plain text (the authors' judge had no chat template).
 
 The local judges batch prompts with ``opgrpo.models.batching`` (length-sorted, left-padded).
 The HTTP judge goes through the ``openai`` SDK (retries, ``Retry-After``); see ``opgrpo.judges.http``.
@@ -31,15 +37,22 @@ from opgrpo.judges.http import (
     prob_yes_from_logprobs,
 )
 from opgrpo.judges.labels import UNLABELLED_MODES, LabelJudge, PairQuery
-from opgrpo.judges.yesno import Judge, YesNoLM
+from opgrpo.judges.yesno import (
+    JUDGE_MODES,
+    Judge,
+    YesNoLM,
+    answer_is_clear,
+    answer_line,
+    answer_verdict,
+)
 
 YES_NO_KINDS = ("none", "transformers", "http", "labels")
 CHAT_KINDS = ("none", "transformers", "http")
 PURPOSES = ("yes_no", "chat")
 
-__all__ = ["CHAT_KINDS", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "Judge",
-           "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "YesNoLM", "build_judge",
-           "parse_yes_no", "prob_yes_from_logprobs"]
+__all__ = ["CHAT_KINDS", "JUDGE_MODES", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "Judge",
+           "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "YesNoLM", "answer_is_clear",
+           "answer_line", "answer_verdict", "build_judge", "parse_yes_no", "prob_yes_from_logprobs"]
 
 
 def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url: str = "",
@@ -47,13 +60,15 @@ def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url
                 max_workers: int | None = None, batch_size: int | None = None, max_length: int | None = None,
                 device: str = "auto", dtype: str | None = None, system_prompt: str | None = None,
                 labels: Any = None, unlabelled: str = "different", check: bool = True,
+                mode: str | None = None, chat_template: bool | None = None, max_new_tokens: int | None = None,
                 section: str = "judge") -> Any:
     """The judge of ``kind`` for ``purpose`` (see the table above); None for kind "none".
 
     ``model`` is a hub id or local path ("transformers") or the served model name ("http"); ``labels`` is
     a label table with ``get(item_id, name_a, name_b)`` ("labels", e.g. ``opgrpo.estimator.pair_labels.
     PairLabels``). Settings left None keep the judge class's own default. An HTTP judge is checked for
-    reachability (``check=True``: raises ``JudgeUnavailable``). Error messages name the setting as
+    reachability (``check=True``: raises ``JudgeUnavailable``). ``mode``, ``chat_template`` and
+    ``max_new_tokens`` are the Yes/No judges' (purpose "yes_no"). Error messages name the setting as
     ``<section>.<field>`` (e.g. ``estimator.judge.model``).
     """
     if purpose not in PURPOSES:
@@ -70,13 +85,20 @@ def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url
         return LabelJudge(labels, unlabelled)
     if not model:
         raise ValueError(f"{section}.model must be set for judge kind {kind!r}")
+    yes_no = _given(mode=mode, chat_template=chat_template, max_new_tokens=max_new_tokens)
+    if yes_no.get("mode", "logprob") not in JUDGE_MODES:
+        raise ValueError(f"{section}.mode must be one of {JUDGE_MODES}; got {yes_no['mode']!r}")
+    if kind == "http" and yes_no.get("mode", "logprob") == "logprob" and yes_no.get("chat_template") is False:
+        raise ValueError(f"{section}.chat_template: mode 'logprob' over http needs the chat endpoint "
+                         f"(chat_template=true)")
     if kind == "transformers":
         local = _given(dtype=dtype, batch_size=batch_size, max_length=max_length)
         if purpose == "chat":
             return LocalChatJudge(model, device=device, **local)
-        return YesNoLM(model, device=device, **local, **_given(system_prompt=system_prompt))
+        return YesNoLM(model, device=device, **local, **_given(system_prompt=system_prompt), **yes_no)
     judge = ChatEndpoint(base_url, model, **_given(api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
-                                                   max_workers=max_workers, system_prompt=system_prompt))
+                                                   max_workers=max_workers, system_prompt=system_prompt),
+                         **(yes_no if purpose == "yes_no" else {}))
     if check:
         judge.check()
     return judge

@@ -5,7 +5,11 @@ the SDK owns the HTTP client, time-outs and retries (``max_retries``, exponentia
 server's ``Retry-After`` / ``Retry-After-Ms`` on 429 and 5xx replies). Prompts are sent a few at a time from
 a thread pool over one shared client (the SDK client is thread-safe), one user message each.
 
-``complete`` returns the replies. ``prob_yes`` asks for ``logprobs``/``top_logprobs`` and reads P(Yes) like the
+``complete`` returns the replies. With ``mode="generate"`` (the authors' judge), ``prob_yes`` asks for a
+greedy reply of ``max_new_tokens`` and reads it with ``opgrpo.judges.yesno.answer_verdict`` (1.0 or 0.0);
+with ``chat_template=False`` the prompt goes as plain text to the ``/completions`` endpoint (no chat
+template; vLLM and most local servers have it, chat-only APIs do not). Otherwise (``mode="logprob"``)
+``prob_yes`` asks for ``logprobs``/``top_logprobs`` and reads P(Yes) like the
 local ``opgrpo.judges.YesNoLM``: at the first answer token that is a Yes or No, the probability mass of its
 Yes variants over that of its Yes and No variants among the top log-probabilities. Where the server gives no
 log-probabilities (or refuses the parameter, then it is not asked again), the reply text is parsed by
@@ -28,6 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from opgrpo.judges.yesno import JUDGE_MODES, answer_is_clear, answer_verdict
 from opgrpo.text.clean import clean_texts
 
 logger = logging.getLogger(__name__)
@@ -103,9 +108,14 @@ class ChatEndpoint:
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 30.0, max_retries: int = 2, max_workers: int = 4,
-                 system_prompt: str = "", top_logprobs: int = 5):
+                 system_prompt: str = "", top_logprobs: int = 5, mode: str = "logprob", chat_template: bool = True,
+                 max_new_tokens: int = 10):
         if not base_url:
             raise ValueError("ChatEndpoint needs a base_url (e.g. http://127.0.0.1:8000/v1)")
+        if mode not in JUDGE_MODES:
+            raise ValueError(f"Yes/No judge mode must be one of {JUDGE_MODES}; got {mode!r}")
+        if mode == "logprob" and not chat_template:
+            raise ValueError("mode 'logprob' reads chat-completion logprobs: it needs chat_template=True")
         import openai
 
         self.base_url = base_url.rstrip("/")
@@ -115,6 +125,9 @@ class ChatEndpoint:
         self.max_retries = max(0, int(max_retries))
         self.max_workers = max(1, int(max_workers))
         self.system_prompt = system_prompt
+        self.mode = mode
+        self.chat_template = bool(chat_template)
+        self.max_new_tokens = max(1, int(max_new_tokens))
         self.top_logprobs = max(0, min(20, int(top_logprobs)))  # the OpenAI API allows 0..20
         self.errors = 0
         self.unparseable = 0
@@ -169,6 +182,12 @@ class ChatEndpoint:
         extra: dict[str, Any] = {"logprobs": True, "top_logprobs": self.top_logprobs} if logprobs else {}
         create = self.client.chat.completions.create
         try:
+            if not self.chat_template:  # plain text to /completions: no chat template, no logprobs read
+                text = (self.system_prompt + "\n\n" if self.system_prompt else "") + prompt
+                reply = self.client.completions.create(model=self.model, prompt=text, max_tokens=max_tokens,
+                                                       temperature=temperature)
+                content = reply.choices[0].text
+                return ("" if content is None else str(content)), None
             try:
                 reply = create(model=self.model, messages=msgs, max_tokens=max_tokens, temperature=temperature,
                                **extra)
@@ -211,6 +230,13 @@ class ChatEndpoint:
         return self._map(prompts, lambda p: self._ask(p, max_tokens, temperature, logprobs=False)[0])
 
     def _prob_yes_one(self, prompt: str) -> float | None:
+        if self.mode == "generate":
+            reply = self._ask(prompt, self.max_new_tokens, 0.0, logprobs=False)[0]
+            if reply is not None and not answer_is_clear(reply):
+                with self._lock:
+                    self.unparseable += 1
+                logger.info("unclear judge reply (counted as No): %r", reply[:80])
+            return answer_verdict(reply)
         reply, lp = self._ask(prompt, 16, 0.0, logprobs=self._logprobs_ok)
         p = prob_yes_from_logprobs(lp)
         if p is not None:

@@ -139,11 +139,28 @@ def generate_responses_vllm(
 ) -> list[list[str]]:
     """The same as `generate_responses` with vLLM (GPU only; imported lazily); ``dtype``, ``tensor_parallel_size``
     and ``gpu_memory_utilization`` go to the engine (``vllm.LLM``)."""
-    from vllm import LLM, SamplingParams
+    llm = load_vllm(name_or_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
+                    gpu_memory_utilization=gpu_memory_utilization)
+    return vllm_chat(llm, prompts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                     num_return_sequences=num_return_sequences, chat_template=chat_template)
+
+
+def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_parallel_size: int = 1,
+              gpu_memory_utilization: float = 0.9):
+    """A vLLM engine (``vllm.LLM``) for ``vllm_chat``; load it once for several calls."""
+    from vllm import LLM
+
+    return LLM(model=name_or_path, dtype=dtype or "auto", seed=seed, tensor_parallel_size=tensor_parallel_size,
+               gpu_memory_utilization=gpu_memory_utilization)
+
+
+def vllm_chat(llm, prompts: Sequence[list[dict]], *, temperature: float = 0.7, top_p: float = 0.9,
+              max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "") -> list[list[str]]:
+    """Sample with a loaded engine (``load_vllm``); one list of responses per chat prompt. A later call on the same
+    engine continues its random stream, so it draws new samples."""
+    from vllm import SamplingParams
 
     prompts = _clean_prompts(prompts)
-    llm = LLM(model=name_or_path, dtype=dtype or "auto", seed=seed, tensor_parallel_size=tensor_parallel_size,
-              gpu_memory_utilization=gpu_memory_utilization)
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
     kwargs = {"chat_template": chat_template} if chat_template else {}
     results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)

@@ -88,7 +88,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path,
     metrics = {}
     for name, run in zip(names, runs):
         path = _metrics_file(run)
-        metrics[name] = {s: {k: _nan(v) if k not in ("count", "skipped") else v for k, v in m.items()}
+        metrics[name] = {s: {k: _nan(v) if k not in ("count", "skipped", "no_references", "unparsed") else v
+                              for k, v in m.items()}
                          for s, m in json.loads(path.read_text(encoding="utf-8")).items()}
     splits = split_order({s for m in metrics.values() for s in m if s != OVERALL})
     if any(OVERALL in m for m in metrics.values()):

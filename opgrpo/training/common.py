@@ -7,7 +7,8 @@ directory ends up with the same layout::
 
     <output_dir>/checkpoint-<step>/   TRL/transformers checkpoints (resume from the newest complete one)
     <output_dir>/metrics.jsonl        one JSON line per trainer log (opgrpo.training.callbacks.MetricsJsonlCallback)
-    <output_dir>/final/               final model + tokenizer (LoRA runs: merged weights)
+    <output_dir>/final/               final model in the training dtype (bf16 when trained with bf16), tokenizer
+                                      with its chat template, model card README.md (LoRA runs: merged weights)
     <output_dir>/final_adapter/       LoRA runs only: the adapter alone
 
 Saving under faults: resume skips torn checkpoints (killed while saving, full disk; ``checkpoint_problem``) for the
@@ -385,7 +386,9 @@ def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool, clean: 
 
 
 def save_final(trainer, output_dir: str | os.PathLike) -> Path:
-    """Save the trained policy + tokenizer to ``output_dir/final`` (LoRA: merged weights, adapter in ``final_adapter``).
+    """Save the trained policy + tokenizer to ``output_dir/final`` (LoRA: merged weights, adapter in ``final_adapter``)
+    in the training dtype (``final_dtype``), without the TRL model card a checkpoint save leaves in ``output_dir``
+    (``opgrpo.models.hub.write_model_card`` writes the run's card next to the weights instead).
 
     Every process must call this (DeepSpeed ZeRO-3 gathers the weights collectively); only the main process writes.
     A full disk raises ``DiskFullError`` naming the folder.
@@ -405,8 +408,88 @@ def save_final(trainer, output_dir: str | os.PathLike) -> Path:
                 merged.save_pretrained(str(final))
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(final))
+            dtype = final_dtype(trainer.args)
+            if dtype is not None:
+                cast_saved_weights(final, dtype)
+        trl_card = Path(output_dir) / "README.md"  # TRL's draft card (written at each checkpoint save)
+        if trl_card.is_file() and "generated_from_trainer" in trl_card.read_text(encoding="utf-8", errors="replace"):
+            trl_card.unlink()
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def write_final_card(final: str | os.PathLike, stage: str, model_path: str | os.PathLike, settings: Any, peft: Any = None,
+                     **fields: Any) -> Path:
+    """The model card of ``final`` as the training layer knows it (base model, trainer settings, LoRA, ``fields``:
+    ``opgrpo.models.hub.model_card``'s other arguments); the app rewrites it with the run's data and eval numbers."""
+    import dataclasses
+
+    from opgrpo.models.hub import write_model_card
+
+    shown = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings or {})
+    if isinstance(peft, LoraSettings) and peft.enabled:
+        shown["lora"] = {k: v for k, v in dataclasses.asdict(peft).items() if k != "enabled"}
+    return write_model_card(final, stage=stage, base_model=str(model_path), settings=shown, **fields)
+
+
+def final_dtype(args):
+    """The dtype ``final/`` is saved in: bfloat16 (float16) when the trainer ran bf16 (fp16) mixed precision, None
+    (keep the dtype the weights were loaded and trained in) otherwise."""
+    import torch
+
+    if getattr(args, "bf16", False):
+        return torch.bfloat16
+    if getattr(args, "fp16", False):
+        return torch.float16
+    return None
+
+
+def cast_saved_weights(folder: str | os.PathLike, dtype) -> int:
+    """Rewrite the ``*.safetensors`` weights in ``folder`` with every floating-point tensor in ``dtype`` (a torch
+    dtype), one file at a time, and record the dtype in ``config.json`` and the shard index's ``total_size``; returns
+    the number of files rewritten (files already in ``dtype`` are left alone). ``*.bin`` weights are left as saved.
+
+    Casting the saved files (rather than the live model) leaves the trainer's float32 master weights untouched and
+    works whatever wrote them (plain, DeepSpeed ZeRO-3 gathered, LoRA merged).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    rewritten, total = 0, 0
+    for path in sorted(folder.glob("*.safetensors")):
+        changed, tensors = False, {}
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata()
+            # cast one tensor at a time: peak memory is about the file in the target dtype
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
+                t = fh.get_tensor(key)
+                if t.is_floating_point() and t.dtype != dtype:
+                    t, changed = t.to(dtype), True
+                tensors[key] = t
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        if changed:
+            tmp = path.with_name(path.name + ".tmp")
+            save_file(tensors, str(tmp), metadata=metadata)
+            os.replace(tmp, path)
+            rewritten += 1
+        del tensors
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text(encoding="utf-8"))
+        data.setdefault("metadata", {})["total_size"] = total
+        index.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    config = folder / "config.json"
+    if config.is_file() and any(folder.glob("*.safetensors")):
+        data = json.loads(config.read_text(encoding="utf-8"))
+        name = str(dtype).removeprefix("torch.")
+        data["dtype"] = name
+        if "torch_dtype" in data:  # configs written by transformers < 5
+            data["torch_dtype"] = name
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if rewritten:
+        logger.info("saved %s in %s (%d weight file(s) cast)", folder, str(dtype).removeprefix("torch."), rewritten)
+    return rewritten
 
 
 def train_metrics(train_output, trainer) -> dict[str, Any]:

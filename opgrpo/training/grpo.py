@@ -61,6 +61,7 @@ from opgrpo.training.common import (
     train_and_save,
     train_metrics,
     world_size,
+    write_final_card,
 )
 from opgrpo.training.distributed import setup_process_group
 from opgrpo.utils.checks import Problems
@@ -437,6 +438,11 @@ def run_grpo(
             func.bind(trainer)
 
     output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
+    if trainer.accelerator.is_main_process:  # the stage rewrites it with the run's data, reward and eval numbers
+        names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
+        write_final_card(final, "grpo", model_path, settings, peft, train_examples=len(train_dataset),
+                         reward={"TRL reward functions (weight)": dict(zip(names, map(float, reward_weights))),
+                                 "aggregation": reward_aggregation})
     metrics = train_metrics(output, trainer)
     metrics.update(
         num_prompts=len(train_dataset),

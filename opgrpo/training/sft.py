@@ -36,6 +36,7 @@ from opgrpo.training.common import (
     train_and_save,
     train_metrics,
     world_size,
+    write_final_card,
 )
 from opgrpo.training.distributed import setup_process_group
 from opgrpo.utils.checks import Problems
@@ -89,11 +90,13 @@ def build_sft_dataset(items: Iterable, summary: str = "template"):
 
     prompts, completions, skipped = [], [], 0
     for item in items:
-        if not any(line.strip() for line in item.references):
+        target = getattr(item, "target", None)  # an SFT-file example (benchmark.sft_file): its response as written
+        if target is None and not any(line.strip() for line in item.references):
             skipped += 1
             continue
         prompts.append(chat_prompt(item.situation, "implicit"))
-        completions.append([{"role": "assistant", "content": sft_target(item, summary)}])
+        completions.append([{"role": "assistant",
+                             "content": target if target is not None else sft_target(item, summary)}])
     if skipped:
         logger.warning("SFT: skipped %d items without reference perspectives", skipped)
     if not prompts:
@@ -265,6 +268,8 @@ def run_sft(
         callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
     )
     output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
+    if trainer.accelerator.is_main_process:  # the stage rewrites it with the run's data, reward and eval numbers
+        write_final_card(final, "sft", model_path, settings, peft, train_examples=len(dataset))
     metrics = train_metrics(output, trainer)
     metrics.update(num_examples=len(dataset), final_dir=str(final), settings=asdict(settings),
                    world_size=trainer.accelerator.num_processes)  # the process group the trainer really used

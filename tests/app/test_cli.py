@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "opgrpo"
@@ -121,3 +122,66 @@ def test_responses_for_some_test_items_are_scored_and_the_rest_reported(tmp_path
     assert len(items) == 3 and {r["estimator"] for r in items} == {s["eval/reward_estimator/fingerprint"]}
     assert sum(r["coverage_rate"] for r in items) / 3 == pytest.approx(s["eval/reward/coverage_rate"])
     assert "(untuned estimator)" in res.stdout
+
+
+def test_help_lists_stages_presets_keys_and_companion_commands(tmp_path, compose):
+    """Issue 18.4: --help never mentioned opgrpo-optuna, the stages (from the registry) or what a key means."""
+    from opgrpo.app.paths import config_dir
+    from opgrpo.app.stages import STAGES
+
+    res = _run([sys.executable, "-m", "opgrpo", "--help"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    sections = dict(part.split(" ==\n", 1) for part in res.stdout.split("\n== ")[1:])
+    lines = {name: [line.strip() for line in text.split("\n\n")[0].splitlines()] for name, text in sections.items()}
+    stages = lines["Stages (stage=NAME)"]
+    assert [line.split()[0] for line in stages] == [*STAGES, "pipeline"]  # every registered stage, in order
+    assert all(len(line.split(None, 1)) == 2 for line in stages)  # each with its line of text
+    presets = [line.split()[0] for line in lines["Experiments (experiment=NAME)"]]
+    assert sorted(presets) == sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+    assert {"cpu_demo", "cpu_learning", "paper"} <= set(presets)
+    companions = " ".join(lines["Companion commands"])
+    for command in ("opgrpo-optuna", "make demo", "make test", "make bench"):
+        assert command in companions, command
+    keys = [line.split("=", 1)[0] for line in lines[next(k for k in lines if k.startswith("Most used keys"))]]
+    for key in ("stage", "pipeline", "experiment", "seed", "init_from", "model.name_or_path", "benchmark.train_file",
+                "benchmark.test_file", "reward.weights.coverage", "trainer.grpo.num_generations",
+                "trainer.grpo.prompts_per_step", "trainer.grpo.lr", "trainer.grpo.max_steps", "deepspeed", "launcher",
+                "logger", "eval.nli.backend", "hydra.run.dir"):
+        assert key in keys, key
+    cfg = compose([], return_hydra_config=True)
+    groups = {"experiment", "deepspeed", "launcher", "logger"}
+    for key in keys:  # every listed key exists (a renamed key would leave the help behind)
+        assert key in groups or OmegaConf.select(cfg, key, throw_on_missing=False) is not None, key
+    assert "OPGRPO_RUN_DIR" in res.stdout
+
+
+def test_missing_values_fail_at_startup_listed_with_status(tmp_path):
+    """Issue 18.4: a missing mandatory value read by a check or interpolated by another key ended in a raw
+    MissingMandatoryValue / InterpolationToMissingValueError traceback without status.json."""
+    res = _run([str(BIN), "experiment=cpu_demo", "stage=describe", "seed=???", f"hydra.run.dir={tmp_path}/a"], tmp_path)
+    log = res.stdout + res.stderr
+    assert res.returncode == 2, log[-3000:]
+    assert "Traceback" not in log and "seed: missing value" in log
+    assert "trainer.sft.seed" in log and "eval.generation.seed" in log  # the keys that interpolate it
+    status = json.loads((tmp_path / "a" / "status.json").read_text())
+    assert status["status"] == "failed" and "seed: missing value" in status["error"]
+    # the paper preset without its data files: listed like any other problem, status.json failed
+    res = _run([str(BIN), "experiment=paper", f"hydra.run.dir={tmp_path}/b"], tmp_path)
+    assert res.returncode == 2 and "benchmark.train_file: missing value" in res.stdout + res.stderr
+    status = json.loads((tmp_path / "b" / "status.json").read_text())
+    assert status["status"] == "failed" and "benchmark.train_file: missing value" in status["error"]
+
+
+def test_bare_config_fails_at_startup_asking_for_an_experiment(tmp_path):
+    """Issue 18.4: a bare `opgrpo` (Qwen2.5-3B, 1,024 prompts per step on the 32 sample training items) passed
+    validation and failed only at GRPO, after the estimator and SFT had run."""
+    res = _run([str(BIN), f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    log = res.stdout + res.stderr
+    assert res.returncode == 2, log[-3000:]
+    # 36 sample training items, ceil(0.1 x 36) = 4 held out: 32 for SFT and GRPO
+    assert "trainer.grpo.prompts_per_step: 1024 prompts per generation batch, but stage grpo has 32 training" in log
+    assert "trainer.sft.global_batch_size: 256 examples per optimizer step, but stage sft has 32 training" in log
+    assert "experiment: none chosen" in log and "experiment=cpu_demo" in log and "experiment=paper" in log
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "experiment=cpu_demo" in status["error"]
+    assert not (tmp_path / "run" / "estimator").exists()  # nothing ran

@@ -307,3 +307,73 @@ def test_report_settings_fail_at_startup(compose, tmp_path):
     with pytest.raises(ConfigError, match="report.reference_weights.coverage: must be >= 0"):
         validate(compose(["experiment=cpu_demo", "stage=describe", "report.reference_weights.coverage=-1"]))
     validate(compose(["stage=report", f"report.sweep_dir={tmp_path}"]))
+
+
+def test_interpolated_missing_values_are_listed_problems(compose):
+    """Issue 18.4: a ``???`` that other keys interpolate raised InterpolationToMissingValueError (a traceback, no
+    status.json) instead of a ConfigError listing it, whatever the stage."""
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["experiment=cpu_demo", "stage=describe", "seed=???"]))
+    message = str(err.value)
+    assert "  seed: missing value" in message
+    for user in ("trainer.sft.seed", "trainer.grpo.seed", "eval.generation.seed"):  # ${seed} in the presets
+        assert user in message.split("  seed: ", 1)[1].splitlines()[0], user
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["experiment=cpu_demo", "estimator.calibration.tau_cov=???"]))
+    assert "  estimator.calibration.tau_cov: missing value" in str(err.value)
+    assert "reward.tau_cov interpolates it" in str(err.value)  # reward/cpu.yaml: tau_cov from the calibration
+    with pytest.raises(ConfigError, match="  init_from: missing value.*model.name_or_path, reward.estimator_path"):
+        validate(compose(["experiment=cpu_learning", "init_from=???"]))
+
+
+def test_batch_arithmetic_is_checked_against_the_training_data(compose):
+    """Issue 18.4: GRPO's prompts_per_step and SFT's global batch against the training items the stage will use,
+    counted from the data at start-up. Sample data: 36 training situations."""
+    # 36 items, ceil(0.1 x 36) = 4 held out: 32 for training; 33 > 32 is refused, naming the key and the counts
+    with pytest.raises(ConfigError) as err:
+        validate(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=34"]))
+    assert ("trainer.grpo.prompts_per_step: 34 prompts per generation batch, but stage grpo has 32 training "
+            "records (benchmark.train_file, 4 held out for validation)") in str(err.value)
+    assert "trainer.sft" not in str(err.value)  # SFT does not run in stage=grpo
+    validate(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=32"]))
+    # max_train_items=20: 20 items, ceil(0.1 x 20) = 2 held out, 18 for training
+    capped = ["experiment=cpu_demo", "benchmark.max_train_items=20"]
+    with pytest.raises(ConfigError) as err:
+        validate(compose([*capped, "trainer.sft.global_batch_size=20", "trainer.grpo.prompts_per_step=20"]))
+    assert "trainer.sft.global_batch_size: 20 examples per optimizer step, but stage sft has 18" in str(err.value)
+    assert "trainer.grpo.prompts_per_step: 20 prompts per generation batch, but stage grpo has 18" in str(err.value)
+    assert "benchmark.max_train_items=20, 2 held out" in str(err.value)
+    validate(compose([*capped, "trainer.sft.global_batch_size=16", "trainer.grpo.prompts_per_step=18"]))
+    # val_fraction=0.5: 18 of 36 held out, 18 left
+    with pytest.raises(ConfigError, match="prompts_per_step: 20 prompts .* has 18 training records"):
+        validate(compose(["experiment=cpu_demo", "stage=grpo", "benchmark.val_fraction=0.5",
+                          "trainer.grpo.prompts_per_step=20"]))
+    # only the stages that run: an evaluation does not care about the trainers' batches
+    validate(compose(["experiment=cpu_demo", "stage=eval", "trainer.grpo.prompts_per_step=1024",
+                      "trainer.sft.global_batch_size=256"]))
+    # the bare defaults (the paper's batches on the sample data) fail at start-up on both keys
+    with pytest.raises(ConfigError) as err:
+        validate(compose([]))
+    assert "trainer.grpo.prompts_per_step: 1024 prompts" in str(err.value)
+    assert "trainer.sft.global_batch_size: 256 examples" in str(err.value)
+
+
+def test_the_data_count_is_the_one_the_run_trains_on(compose, tmp_path):
+    """The start-up count uses the run's own loading and split (RunContext): the 32 items the check counts are the
+    32 items SFT and GRPO get."""
+    from opgrpo.app.context import RunContext
+    from opgrpo.app.rundir import RunDir
+
+    ctx = RunContext(compose(["experiment=cpu_demo"]), RunDir(tmp_path))
+    assert len(ctx.train_val()[0]) == 32
+    for method in ("sft_train_val", "grpo_train_val"):
+        if hasattr(ctx, method):
+            assert len(getattr(ctx, method)()[0]) == 32, method
+
+
+def test_an_unreadable_training_file_is_a_listed_problem(compose, tmp_path):
+    bad = tmp_path / "train.csv"
+    bad.write_text("id,prompt,answer\n1,A situation,not a perspective line\n")
+    with pytest.raises(ConfigError, match="benchmark.train_file: cannot be read"):
+        validate(compose(["experiment=cpu_demo", "stage=grpo", f"benchmark.train_file={bad}",
+                          "benchmark.on_error=fail"]))

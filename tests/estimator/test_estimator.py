@@ -124,21 +124,110 @@ def test_mining_batches_and_max_triplets():
     assert [(t.anchor, t.positive, t.negative) for t in triplets] == [("a4", "b1", "a3"), ("a1", "a2", "a4")]
 
 
-def test_mining_masks_keywords_and_strips_prefix():
+def test_mining_masks_to_find_pairs_but_triplets_hold_the_raw_prefix_stripped_text():
     situation = "Lying to a friend about a gift"
     texts = ["In the perspective of Honesty, Lying hurts the friend.", "Gifts matter, to friends!", "Other."]
-    enc = FakeEncoder()
-    VEC.update({"[KW] hurts the [KW]": [1, 0, 0], "Gifts matter to friends": [0.9, S, 0], "Other": [0, 1, 0]})
+    masked = {"[KW] hurts the [KW]": [1, 0, 0], "Gifts matter to friends": [0.9, S, 0], "Other": [0, 1, 0]}
+    VEC.update(masked)
     try:
-        triplets, _ = mine_triplets([item("m", texts, situation)], enc, None, MiningConfig())
+        enc = FakeEncoder()
+        paper, _ = mine_triplets([item("m", texts, situation)], enc, None, MiningConfig())
+        enc_masked = FakeEncoder()
+        old, _ = mine_triplets([item("m", texts, situation)], enc_masked, None, MiningConfig(train_text="masked"))
     finally:
-        for k in ("[KW] hurts the [KW]", "Gifts matter to friends", "Other"):
+        for k in masked:
             del VEC[k]
-    # keywords {lying, friend, gift}: "Gifts"/"friends" are other tokens; punctuation is dropped
-    assert enc.calls == [["[KW] hurts the [KW]", "Gifts matter to friends", "Other"]]
-    t = triplets[0]
+    # keywords {lying, friend, gift}: "Gifts"/"friends" are other tokens; the encoder sees the masked form
+    # (punctuation dropped) either way: masking only finds the candidate pairs
+    assert enc.calls == enc_masked.calls == [["[KW] hurts the [KW]", "Gifts matter to friends", "Other"]]
+    # paper: the triplet holds the unmasked sentences, "In the perspective of Honesty," stripped, punctuation kept
+    t = paper[0]
+    assert (t.anchor, t.positive, t.negative) == ("Lying hurts the friend.", "Gifts matter, to friends!", "Other.")
+    assert t.text == "raw" and (t.raw_anchor, t.raw_negative) == ("Lying hurts the friend.", "Other.")
+    # the masked option keeps the earlier behaviour
+    t = old[0]
     assert (t.anchor, t.positive, t.negative) == ("[KW] hurts the [KW]", "Gifts matter to friends", "Other")
-    assert t.raw_anchor == "Lying hurts the friend." and t.raw_negative == "Other."
+    assert t.text == "masked" and t.raw_anchor == "Lying hurts the friend."
+
+
+# --- the paper's search order: every candidate pair, every remaining sentence, the verbatim prompt -------------
+
+ANGLES = {"p1": 0, "p2": 20, "p3": 35, "p4": 90}  # unit vectors at these angles (degrees)
+
+
+class AngleEncoder:
+    def encode(self, texts, **kwargs):
+        return np.array([[math.cos(math.radians(ANGLES[t])), math.sin(math.radians(ANGLES[t]))] for t in texts])
+
+
+class PromptJudge:
+    """Says "same" (1.0) only for the given unordered pairs; records every prompt it was given."""
+
+    def __init__(self, same):
+        self.same, self.prompts = {frozenset(p) for p in same}, []
+
+    def prob_yes(self, prompts):
+        self.prompts.extend(prompts)
+        pairs = [frozenset(re.findall(r"Sentence [AB]: (\w+)", p)) for p in prompts]
+        return [1.0 if pair in self.same else 0.0 for pair in pairs]
+
+
+def _four():
+    return [item("four", ["p1", "p2", "p3", "p4"])]
+
+
+def test_every_candidate_pair_is_tried_and_the_third_one_confirmed():
+    # cosines: (p2,p3) cos 15 = .966, (p1,p2) cos 20 = .940, (p1,p3) cos 35 = .819 (all >= .75);
+    # p4 is at cos 90 = 0, cos 70 = .342, cos 55 = .574 from p1, p2, p3 (no candidate)
+    judge = PromptJudge([("p1", "p3")])
+    triplets, stats = mine_triplets(_four(), AngleEncoder(), judge, MiningConfig(masking="none"))
+    assert stats["candidate_pairs"] == 3
+    # the 3rd pair is anchor p1 / positive p3; negatives of p1 by cosine: p2 (.940, "different") -> p2
+    assert [(t.anchor, t.positive, t.negative) for t in triplets] == [("p1", "p3", "p2")]
+    assert triplets[0].sim_pos == pytest.approx(math.cos(math.radians(35)), abs=1e-6)
+    # the verbatim prompt of SPEC.md, without any chat template, the pairs in similarity order
+    assert judge.prompts[0] == ("Determine if the following sentence pair expresses the *same* meaning or "
+                                "perspective. Respond strictly with 'Yes' or 'No'.\n\nSentence A: p2\n"
+                                "Sentence B: p3\nAnswer:")
+    assert [re.findall(r"Sentence [AB]: (\w+)", p) for p in judge.prompts[:3]] == [
+        ["p2", "p3"], ["p1", "p2"], ["p1", "p3"]]
+    # window 4: both remaining sentences asked as negatives at once (p2, p4); window 1: only p2 -> 3 + 1
+    assert stats["judge_prompts"] == 5
+    one, stats1 = mine_triplets(_four(), AngleEncoder(), PromptJudge([("p1", "p3")]),
+                                MiningConfig(masking="none", judge_window=1))
+    assert one == triplets and stats1["judge_prompts"] == 4
+
+
+def test_a_cap_of_two_pairs_skips_the_item_and_counts_it():
+    judge = PromptJudge([("p1", "p3")])
+    triplets, stats = mine_triplets(_four(), AngleEncoder(), judge, MiningConfig(masking="none", max_pairs_judged=2))
+    assert triplets == [] and stats["skip_pair_cap"] == 1 and stats["skip_no_confirmed_pair"] == 0
+    assert stats["judge_prompts"] == 2  # (p2,p3), (p1,p2); (p1,p3) never asked
+    # a cap that is not reached changes nothing
+    capped3, _ = mine_triplets(_four(), AngleEncoder(), PromptJudge([("p1", "p3")]),
+                               MiningConfig(masking="none", max_pairs_judged=3))
+    assert [(t.anchor, t.positive, t.negative) for t in capped3] == [("p1", "p3", "p2")]
+
+
+def test_every_remaining_sentence_is_tried_for_the_negative():
+    # p2 is also "same" as p1: the negative is the next one down, p4 (cos 0)
+    same = [("p1", "p3"), ("p1", "p2")]
+    # candidate pairs in order: (p2,p3) No, (p1,p2) Yes -> anchor p1, positive p2; negatives of p1: p3 (.819,
+    # "same"), p4 (0, "different")
+    triplets, _ = mine_triplets(_four(), AngleEncoder(), PromptJudge(same), MiningConfig(masking="none"))
+    assert [(t.anchor, t.positive, t.negative) for t in triplets] == [("p1", "p2", "p4")]
+    triplets, stats = mine_triplets(_four(), AngleEncoder(), PromptJudge(same),
+                                    MiningConfig(masking="none", max_negatives_judged=1))
+    assert triplets == [] and stats["skip_negative_cap"] == 1 and stats["skip_no_negative"] == 0
+
+
+def test_mining_prompt_options():
+    judge = PromptJudge([("p1", "p3")])
+    mine_triplets(_four(), AngleEncoder(), judge, MiningConfig(masking="none", prompt="situation"))
+    assert judge.prompts[0].startswith("Situation: A situation\n\nSentence A: p2\nSentence B: p3\n\n")
+    judge = PromptJudge([("p1", "p3")])
+    mine_triplets(_four(), AngleEncoder(), judge, MiningConfig(masking="none", prompt_template="{a} vs {b}?"))
+    assert judge.prompts[0] == "p2 vs p3?"
 
 
 def test_mining_resume_from_partial_file(tmp_path):
@@ -403,3 +492,55 @@ def test_config_problems_name_every_bad_key(tmp_path):
     with pytest.raises(ValueError, match="estimator.mining.pair_threshold: must be in") as err:
         cfg.validate()
     assert "estimator.train.val_fraction" in str(err.value)
+
+
+def test_new_settings_are_checked_naming_the_key():
+    cfg = EstimatorConfig(mining=MiningConfig(train_text="tokens", max_pairs_judged=0, max_negatives_judged=-2,
+                                              judge_window=0, prompt="mine", prompt_template="{a} {c}"),
+                          judge=JudgeConfig(mode="sample", max_new_tokens=0),
+                          search=SearchConfig(mnrl_scale=0.0, val_fraction=0.0, batch_sampler="random"))
+    keys = [p.split(":")[0] for p in cfg.problems()]
+    assert keys == ["mining.train_text", "mining.max_pairs_judged", "mining.max_negatives_judged",
+                    "mining.judge_window", "mining.prompt", "mining.prompt_template", "judge.mode",
+                    "judge.max_new_tokens", "search.mnrl_scale", "search.batch_sampler", "search.val_fraction"]
+    http = JudgeConfig(kind="http", mode="logprob", chat_template=False)
+    assert [p.split(":")[0] for p in http.problems()] == ["chat_template"]
+    assert JudgeConfig(kind="http", mode="generate", chat_template=False).problems() == []
+    assert MiningConfig(max_pairs_judged=-1, max_negatives_judged=3).problems() == []
+
+
+def test_search_runs_at_mnrl_scale_20_on_a_90_10_split_even_when_training_uses_all(monkeypatch, tmp_path):
+    import opgrpo.estimator.train as train_mod
+
+    seen = []
+
+    def fake_train(base_model, triplets, config, output_dir, **kwargs):
+        seen.append(config)
+        return {"val_loss": config.lr}
+
+    monkeypatch.setattr(train_mod, "train_estimator", fake_train)
+    paper_train = TrainConfig(val_fraction=0.0)  # the final training takes every triplet
+    res = search_hyperparameters("base", list(range(20)), SearchConfig(n_trials=3), tmp_path, base=paper_train)
+    assert res["n_trials"] == 3 and len(seen) == 3
+    for c in seen:  # hpo.py: MultipleNegativesRankingLoss(model) = scale 20; train_test_split(test_size=0.1, seed=42)
+        assert (c.mnrl_scale, c.val_fraction, c.seed, c.eval_batch_size, c.batch_sampler) == (
+            20.0, 0.1, 42, 8, "no_duplicates")
+    assert res["best_value"] == min(c.lr for c in seen)
+    with pytest.raises(ValueError, match="search.val_fraction"):
+        search_hyperparameters("base", list(range(20)), SearchConfig(val_fraction=0.0), tmp_path, base=paper_train)
+
+
+def test_paper_and_cpu_presets(compose):
+    paper = compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"]).estimator
+    m, j, t, s = paper.mining, paper.judge, paper.train, paper.search
+    assert (m.pair_threshold, m.train_text, m.max_pairs_judged, m.max_negatives_judged, m.prompt, m.masking) == (
+        0.75, "raw", -1, -1, "authors", "situation")
+    assert (j.kind, j.mode, j.chat_template, j.max_new_tokens) == ("transformers", "generate", False, 10)
+    assert (t.val_fraction, t.mnrl_scale, t.batch_size, t.epochs, t.seed) == (0.0, 60.0, 32, 2, 42)
+    assert (s.mnrl_scale, s.val_fraction, s.seed, s.n_trials, list(s.batch_sizes)) == (20.0, 0.1, 42, 20, [32, 64, 128])
+    http = compose(["experiment=paper", "estimator=http_judge", "estimator.judge.base_url=http://h/v1",
+                    "estimator.judge.model=m"]).estimator.judge
+    assert (http.kind, http.mode, http.chat_template) == ("http", "generate", False)
+    cpu = compose(["experiment=cpu_demo"]).estimator
+    assert (cpu.mining.max_pairs_judged, cpu.mining.max_negatives_judged, cpu.train.val_fraction) == (100, 100, 0.1)
+    assert cpu.judge.kind == "labels" and cpu.train.batch_sampler == "no_duplicates"

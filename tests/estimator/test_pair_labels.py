@@ -182,6 +182,15 @@ def test_labelled_triplets_mask_with_situation_keywords():
     t = labelled_triplets([it], labels)[0]  # names in sorted order: candour first
     assert (t.anchor, t.positive, t.negative) == ("A [KW] deserves the [KW]", "Tell the [KW] [KW]", "Spare feelings")
     assert t.raw_positive == "Tell the truth, friend."  # "tell" is not the keyword "telling"
+    # the same triplet as the paper trains (as written) and as the reward compares (masked vs unmasked)
+    t = labelled_triplets([it], labels, text="raw")[0]
+    assert (t.anchor, t.positive, t.negative, t.text) == (
+        "A friend deserves the truth", "Tell the truth, friend.", "Spare feelings", "raw")
+    t = labelled_triplets([it], labels, text="reward")[0]
+    assert (t.anchor, t.positive, t.negative, t.text) == (
+        "A [KW] deserves the [KW]", "Tell the truth, friend.", "Spare feelings", "reward")
+    with pytest.raises(ValueError, match="text must be one of"):
+        labelled_triplets([it], labels, text="tokens")
 
 
 def test_evaluate_encodes_each_sentence_once():
@@ -253,7 +262,10 @@ def test_evaluate_heldout_reuses_the_given_models(tmp_path):
     assert mined["n"] == 1 and mined["mining"]["triplets"] == 1 and mined["base"]["accuracy"] == 0.0
     assert mined["finetuned"]["accuracy"] == 1.0 and mined["base"]["mnrl_loss"] is not None
     assert len((tmp_path / "test_triplets.jsonl").read_text().splitlines()) == 1
-    assert set(out["val_items"]) == {"labelled"} and out["val_items"]["labelled"] == lab  # no mining there
+    assert set(out["val_items"]) == {"labelled", "labelled_raw", "labelled_reward"}  # no mining there
+    assert out["val_items"]["labelled"] == lab
+    # masking "none": the three text forms are the same triplets here
+    assert out["test_items"]["labelled_raw"] == out["test_items"]["labelled_reward"] == lab
 
 
 def test_sample_labels_match_the_sample_data():

@@ -122,7 +122,7 @@ def test_score_items_max_over_sentences_mean_over_perspectives(caplog):
         refs_a,  # same references as plain lines
         "In the perspective of Duty, Rules matter.\nIn the perspective of Care, Help friends.",  # answer string
         ["In the perspective of Care, Help friends."],
-        ["In the perspective of Nothing,", ""],  # no explanation at all: skipped
+        ["In the perspective of Nothing,", ""],  # no explanation at all: no reference, scores 0
     ]
     responses = ["Tell the truth. Help her.", "<core perspectives>\nTell the truth.\n</core perspectives>",
                  "Tell the truth.", "", "Tell the truth."]
@@ -138,8 +138,9 @@ def test_score_items_max_over_sentences_mean_over_perspectives(caplog):
     assert out[1].perspective_scores == [0.9, 0.1] and out[1].score == pytest.approx(0.5)
     assert out[2].perspective_scores == [0.3, 0.1] and out[2].score == pytest.approx(0.2)
     assert out[3].score == 0.0 and out[3].perspective_scores == [0.0] and not out[3].skipped
-    assert out[4].skipped and np.isnan(out[4].score)
-    assert "skipped 1 item" in caplog.text and "1 empty response" in caplog.text
+    assert out[4].score == 0.0 and out[4].no_references and not out[4].skipped  # the authors' eva.py: 0, not left out
+    assert "1 item(s) with no parsable reference perspective scored 0" in caplog.text
+    assert "1 empty response" in caplog.text
 
 
 def test_score_items_length_mismatch_and_nothing_to_score():

@@ -193,3 +193,19 @@ def test_responses_for_some_items_leave_the_others_out(tmp_path, caplog):
     out = load_responses(path, items())
     assert list(out) == ["a", None, "c"] and out.missing == ["x2"] and out.matched_by == "id"
     assert "responses for 2 of 3 items" in caplog.text and "x2" in caplog.text
+
+
+def test_attempts_column_is_read_when_present(tmp_path):
+    """Issue 17.1: the samples drawn per item travel from a responses file (the eval stage's responses.jsonl,
+    stage=generate's file) into nli_items.jsonl."""
+    by_id = tmp_path / "responses.jsonl"
+    by_id.write_text('{"id": "x2", "response": "b", "attempts": 3}\n{"id": "x1", "response": "a", "attempts": 1}\n'
+                     '{"id": "x3", "response": "c", "attempts": null}\n')
+    got = load_responses(by_id, items())
+    assert got == ["a", "b", "c"] and got.attempts == [1, 3, None]
+    by_order = tmp_path / "o.csv"
+    by_order.write_text("response,attempts\none,2\ntwo,two\nthree,4.0\n")
+    assert load_responses(by_order, items()).attempts == [2, None, 4]
+    plain = tmp_path / "p.csv"
+    plain.write_text("response\none\ntwo\nthree\n")
+    assert load_responses(plain, items()).attempts is None

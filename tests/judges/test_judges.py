@@ -20,6 +20,9 @@ from opgrpo.judges import (
     LocalChatJudge,
     PairQuery,
     YesNoLM,
+    answer_is_clear,
+    answer_line,
+    answer_verdict,
     build_judge,
     parse_yes_no,
     prob_yes_from_logprobs,
@@ -184,6 +187,7 @@ class _Stub(BaseHTTPRequestHandler):
     mode: ClassVar[str] = "text"  # "text" (never logprobs), "logprobs", "reject_logprobs" (400 when asked)
     calls: ClassVar[list] = []
     payloads: ClassVar[list] = []
+    paths: ClassVar[list] = []
     auth: ClassVar[list] = []
     times: ClassVar[list] = []
 
@@ -213,8 +217,10 @@ class _Stub(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", 0))
         payload = json.loads(self.rfile.read(n))
-        prompt = payload["messages"][-1]["content"]
+        plain = not self.path.endswith("/chat/completions")  # /completions: a plain-text prompt
+        prompt = payload["prompt"] if plain else payload["messages"][-1]["content"]
         cls = type(self)
+        cls.paths.append(self.path)
         cls.calls.append(prompt)
         cls.payloads.append(payload)
         cls.auth.append(self.headers.get("Authorization"))
@@ -231,6 +237,10 @@ class _Stub(BaseHTTPRequestHandler):
             return self._send(400, {"error": {"message": "logprobs are not supported"}})
         key = next((k for k in REPLIES if k in prompt), "GARBAGE")
         text, content = REPLIES[key]
+        if plain:
+            return self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": payload["model"],
+                                    "choices": [{"index": 0, "finish_reason": "stop", "text": " " + text,
+                                                 "logprobs": None}]})
         choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
         if payload.get("logprobs") and cls.mode == "logprobs":
             choice["logprobs"] = {"content": content}
@@ -240,7 +250,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub_server():
-    _Stub.mode, _Stub.calls, _Stub.payloads, _Stub.auth, _Stub.times = "text", [], [], [], []
+    _Stub.mode, _Stub.calls, _Stub.payloads, _Stub.auth, _Stub.times, _Stub.paths = "text", [], [], [], [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -382,3 +392,81 @@ def test_chat_endpoint_sends_clean_prompts(stub_server):
     ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0)
     assert ep.prob_yes(["YES \ud800 please\x1b"]) == [1.0]
     assert _Stub.calls == ["YES \ufffd please "] and ep.cleaned == 1
+
+
+# --- the authors' judge (issue 17): greedy reply, no chat template, verdict after "Answer:" ----------------
+
+
+@pytest.mark.parametrize("reply,line,verdict,clear", [
+    ("Answer: Yes\n", "Yes", 1.0, True),
+    (" yes.", "yes.", 1.0, True),  # any case: the authors lower-cased the answer line
+    ("No, they differ.", "No, they differ.", 0.0, True),
+    ("Answer:\nYes", "Yes", 1.0, True),  # the line after "Answer:", leading blank lines stripped
+    (" YES\n\nSentence A: x", "YES", 1.0, True),
+    ("**Yes**", "**Yes**", 1.0, True),  # markup before the word
+    ("No\nSentence A: x\nAnswer: Yes", "Yes", 1.0, True),  # after the reply's own last "Answer:", as theirs
+    ("Maybe\nYes", "Maybe", 0.0, False),  # only the first line counts; anything but yes is No
+    ("No, yes", "No, yes", 0.0, True),  # starts with No (the authors' substring test would read Yes)
+    ("", "", 0.0, False),
+    (None, None, None, False),  # no reply at all: a failed request, not a No
+])
+def test_answer_verdict(reply, line, verdict, clear):
+    assert answer_line(reply) == line
+    assert answer_verdict(reply) == verdict
+    assert answer_is_clear(reply) is clear
+
+
+def test_generate_mode_plain_prompt_greedy_ten_tokens(tiny_llama):
+    judge = YesNoLM(str(tiny_llama), device="cpu", dtype="float32", batch_size=2, mode="generate",
+                    chat_template=False)
+    tok = judge.tokenizer
+    prompt = "Sentence A: x\nSentence B: y\nAnswer:"
+    # no chat template: the tokens of tokenizer(prompt), as the authors called it
+    assert judge.encode_prompt(prompt) == tok(prompt)["input_ids"]
+    templated = YesNoLM(str(tiny_llama), device="cpu", dtype="float32")
+    assert templated.encode_prompt(prompt) != tok(prompt)["input_ids"]  # the default wraps it in the template
+    calls = []
+    generate = judge.model.generate
+
+    def spy(**kwargs):
+        calls.append({k: kwargs[k] for k in ("max_new_tokens", "do_sample")})
+        return generate(**kwargs)
+
+    judge.model.generate = spy
+    replies = judge.replies([prompt, "Short.", "Another prompt, a little longer than that."])
+    assert calls == [{"max_new_tokens": 10, "do_sample": False}] * 2  # batches of 2
+    assert all(isinstance(r, str) for r in replies)
+    assert judge.replies([prompt]) == replies[:1]  # greedy: the same reply alone or padded in a batch
+    # the verdicts are answer_verdict of the replies (the random model's replies are neither yes nor no)
+    judge.replies = lambda prompts: [" Yes\n", "no", "Perhaps"][:len(prompts)]
+    assert judge.prob_yes(["a", "b", "c"]) == [1.0, 0.0, 0.0] and judge.unparseable == 1
+
+
+def test_build_judge_passes_the_yes_no_mode(tiny_lm, stub_server):
+    local = build_judge("transformers", model=str(tiny_lm), device="cpu", mode="generate", chat_template=False,
+                        max_new_tokens=3)
+    assert (local.mode, local.chat_template, local.max_new_tokens) == ("generate", False, 3)
+    assert (YesNoLM.__init__.__kwdefaults__["mode"], YesNoLM.__init__.__kwdefaults__["chat_template"]) == (
+        "logprob", True)  # the NLI backend's judge keeps P(Yes) through the template
+    ep = build_judge("http", base_url=stub_server, model="stub", mode="generate", chat_template=False)
+    assert (ep.mode, ep.chat_template, ep.max_new_tokens) == ("generate", False, 10)
+    chat = build_judge("http", purpose="chat", base_url=stub_server, model="stub", mode="generate",
+                       chat_template=False)
+    assert (chat.mode, chat.chat_template) == ("logprob", True)  # the chat purpose ignores the Yes/No settings
+    with pytest.raises(ValueError, match="estimator.judge.chat_template"):
+        build_judge("http", base_url=stub_server, model="stub", mode="logprob", chat_template=False,
+                    section="estimator.judge")
+    with pytest.raises(ValueError, match="estimator.judge.mode"):
+        build_judge("transformers", model=str(tiny_lm), mode="vote", section="estimator.judge")
+
+
+def test_chat_endpoint_generate_mode_without_template_uses_completions(stub_server):
+    ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0, mode="generate", chat_template=False)
+    prompt = "Sentence A: a\nSentence B: b\nAnswer:"
+    assert ep.prob_yes([prompt + " YES", prompt + " NO", prompt + " GARBAGE"]) == [1.0, 0.0, 0.0]
+    assert _Stub.paths == ["/v1/completions"] * 3 and ep.unparseable == 1
+    assert sorted(_Stub.calls) == sorted([prompt + " YES", prompt + " NO", prompt + " GARBAGE"])
+    assert all(p["max_tokens"] == 10 and p["temperature"] == 0.0 and "logprobs" not in p for p in _Stub.payloads)
+    # with the chat template: /chat/completions, the reply read the same way ("**No**": No)
+    ep = ChatEndpoint(stub_server, "stub", timeout=2.0, max_retries=0, mode="generate")
+    assert ep.prob_yes(["YES", "BOLD"]) == [1.0, 0.0] and _Stub.paths[-1] == "/v1/chat/completions"

@@ -456,3 +456,15 @@ def test_trainer_paper_preset_builds_the_authors_optimizer_settings(compose, tmp
     assert (sft.max_length, sft.num_train_epochs) == (1300, 1.0)
     grpo = grpo_config(to_object(cfg, "trainer.grpo"), tmp_path / "grpo", world_size=4)
     assert (grpo.loss_type, grpo.weight_decay, grpo.learning_rate, grpo.beta) == ("bnpo", 0.01, 1e-6, 0.001)
+
+
+def test_sft_file_examples_are_taught_as_written():
+    """Issue 17.3: an example of benchmark.sft_file (the authors' full responses with LLM-written summaries) is the
+    SFT target exactly as written, not the template built from references."""
+    from opgrpo.benchmark.sft_file import SFTExample
+    from opgrpo.training.sft import build_sft_dataset
+
+    target = ("<core perspectives>\nIn the perspective of Duty, x.\n</core perspectives>\n\n"
+              "<summary>\nAn LLM summary.\n</summary>")
+    ds = build_sft_dataset([SFTExample("f:1", "A situation", target, "f:1")])
+    assert ds[0]["completion"] == [{"role": "assistant", "content": target}]
