@@ -174,8 +174,9 @@ def stage_eval_base(ctx: RunContext) -> None:
 
 
 def stage_pope(ctx: RunContext) -> None:
-    """Off-policy evaluation (opgrpo.evaluation.pope) of ``pope.responses_file`` under ``pope.model_path`` (or the
-    current policy); rows without a utility are scored with the OP reward total."""
+    """Part of POPE: IPS/SNIPS estimate of a logged utility + an entropy term, bootstrap intervals; of
+    ``pope.responses_file`` under ``pope.model_path`` (or the current policy), rows without a utility scored with
+    the OP reward total (opgrpo.evaluation.pope)."""
     from transformers import AutoModelForCausalLM
 
     from opgrpo.evaluation.pope import load_logged_responses, run_pope

@@ -373,6 +373,7 @@ def validate(cfg: DictConfig) -> None:
         _guarded(p, reported, _section, p, cfg, "spl")
     if "pope" in stages:
         _guarded(p, reported, _section, p, cfg, "pope")
+    _guarded(p, reported, _section, p, cfg, "opbench", stages)  # template/tau/judge always; files for stage=opbench
     # reference weights always (the multirun's report uses them); runs for report/compare
     _guarded(p, reported, _section, p, cfg, "report", stages)
     _guarded(p, reported, _section, p, cfg, "hub", stages)  # hub.push: model id, token, Hub reachable, a training stage
