@@ -120,14 +120,17 @@ def stage_estimator(ctx: RunContext) -> None:
 
     train, val = ctx.train_val()
     cfg = ctx.section("estimator")
-    out, models = run_estimator_stage(train, cfg, ctx.run.path, device=ctx.cfg.device)
+    # Mining uses the whole training CSV (SPEC, the authors' create_dataset.py); the 10% validation items are
+    # held back only when the held-out evaluation uses them (a labels file defines their triplets).
+    hold_out = bool(val and cfg.judge.labels_file)
+    out, models = run_estimator_stage(train if hold_out else train + val, cfg, ctx.run.path, device=ctx.cfg.device)
     ctx.estimator_path = str(out["model_path"])
     ctx.run.log("estimator", {k: v for k, v in out.items() if k not in ("model_path", "train_config")})
     sets = {}
     test_items = ctx.all_test_items()  # not only the eval subset (benchmark.max_test_items)
     if test_items:
         sets["test_items"] = test_items
-    if val and cfg.judge.labels_file:
+    if hold_out:
         sets["val_items"] = val
     if sets:  # base vs fine-tuned on items the estimator never trained on
         ctx.run.log("estimator", evaluate_heldout(models.base, models.finetuned, cfg, sets,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from opgrpo.benchmark import Item
     from opgrpo.evaluation.modular import BaselineConfig
 
-__all__ = ["OUT_SUFFIXES", "GenerateConfig", "generate_responses_file", "response_row"]
+__all__ = ["OUT_SUFFIXES", "GenerateConfig", "eval_command", "generate_responses_file", "response_row"]
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,25 @@ def generate_responses_file(splits: Mapping[str, Sequence[Item]], out_file: str 
         for row in rows:
             fh.write(json.dumps(row) + "\n")  # ASCII escapes: a lone surrogate cannot break the write
     summary["file"] = str(out_file)
-    log.info("%d responses (%s, %s) written to %s; score them with stage=eval eval.responses_file=%s",
-             len(rows), policy, prompt, out_file, out_file)
+    command = eval_command(out_file, prompt)
+    log.info("%d responses (%s, %s) written to %s; score them with %s", len(rows), policy, prompt, out_file, command)
     print(f"responses of {policy} ({prompt}) to {len(rows)} test items: {out_file}\n"
-          f"score them with: opgrpo ... stage=eval eval.responses_file={out_file}")
+          f"score them with: opgrpo ... {command}")
     return summary
+
+
+def eval_command(out_file: str | Path, prompt: str) -> str:
+    """The overrides that score ``out_file`` with ``stage=eval`` (printed after generating it).
+
+    ``eval=paper`` scores the core block only (``eval.nli.text=core``: an untagged response scores 0), so the
+    responses of a baseline, which have no ``<core perspectives>``/``<summary>`` tags, are scored whole
+    (``eval.nli.text=full``); the explicit prompt also sets ``eval.generation.prompt=explicit``, the prompt whose
+    keywords ``reward.masking=prompt`` masks (together the explicit settings of ``eval=explicit``, without
+    replacing the rest of the run's eval preset). The implicit prompt keeps the run's own settings.
+    """
+    command = f"stage=eval eval.responses_file={out_file}"
+    if prompt == "explicit":
+        return f"{command} eval.generation.prompt=explicit eval.nli.text=full"
+    if prompt.startswith("modular"):
+        return f"{command} eval.nli.text=full"
+    return command

@@ -64,3 +64,52 @@ def test_name_record_may_hold_dots_and_parenthesised_commas_but_not_a_bare_comma
     assert items[0].references == ["In the perspective of Good vs. Evil, x.",
                                    "In the perspective of Care (e.g., for kin), y."]
     assert [(e.row, e.field) for e in errors] == [(2, "perspectives[1].name")]
+
+
+# --------------------------------------------------------------------------- the raw line at evaluation time
+
+EVAL_SITUATION = "Lying to a friend"
+RAW_LINE = "In the perspective of Good vs. Evil, lying to a friend erodes trust."
+EVAL_SENTENCE = "In the perspective of Good vs. Evil, an honest analysis of lying to a friend shows trust erodes."
+EVAL_RESPONSE = f"<core perspectives>\n{EVAL_SENTENCE}\n</core perspectives>\n\n<summary>\nGood vs. Evil.\n</summary>"
+# keywords of the implicit prompt "Provide a structured comprehensive analysis and your opinions on this topic: Lying
+# to a friend": provide, structured, comprehensive, analysis, opinions, topic, lying, friend ("analysis" is masked;
+# the situation alone would leave it: "... an honest analysis of [KW] to a [KW] ...", a sentence of its own here)
+EVAL_MASKED = "In the perspective of Good vs Evil an honest [KW] of [KW] to a [KW] shows trust erodes"
+
+
+def test_eval_reward_with_authors_masking_covers_a_raw_reference_line(compose, tmp_path):
+    """Issue 17.7 end to end: an item loaded from a CSV whose name holds a "." reaches the eval-time reward as its raw
+    line, and ``reward=authors_masking`` masks the response with the keywords of the item's implicit prompt (the
+    prompts reach the eval reward). The encoder puts exactly the raw line and the prompt-masked sentence on one
+    axis, so coverage is 5 (1 of 1 reference matched) only if both hold; a rebuilt line, a missing prompt or
+    situation masking each give 0."""
+    from fake_encoder import FakeEncoder, unit
+
+    from opgrpo.app.schema import to_object
+    from opgrpo.evaluation.run import evaluate, reward_means
+
+    path = tmp_path / "test.csv"
+    path.write_text(f'prompt,answer\n"{EVAL_SITUATION}","{RAW_LINE}"\n', encoding="utf-8")
+    (item,), errors = load_items(path)
+    assert errors == [] and item.references == [RAW_LINE]
+    cfg = compose(["reward=authors_masking", "eval.nli.backend=none"])
+    reward, nli = to_object(cfg, "reward"), to_object(cfg, "eval.nli")
+    assert reward.masking == "prompt" and reward.tau_cov == 0.7
+
+    def encoder():
+        return FakeEncoder({RAW_LINE: unit((0, 1.0)), EVAL_MASKED: unit((0, 1.0))})
+
+    assert reward_means([item], [EVAL_RESPONSE], encoder(), reward)["coverage"] == 5.0
+    enc = encoder()
+    metrics = evaluate({"5": [item]}, tmp_path / "eval", responses=lambda items: [EVAL_RESPONSE], source="file",
+                       nli=nli, nli_scorer=lambda: None, encoder=lambda: enc, reward=reward, threshold=0.33,
+                       prompt="implicit")
+    assert metrics["reward"]["coverage"] == 5.0 and metrics["reward"]["coverage_rate"] == 1.0
+    encoded = [s for call in enc.calls for s in call]
+    assert RAW_LINE in encoded and EVAL_MASKED in encoded
+    (row,) = [json.loads(line) for line in (tmp_path / "eval" / "reward_items.jsonl").read_text().splitlines()]
+    assert row["coverage"] == 5.0
+    # the same response under situation masking: "analysis" stays, the sentence is not the reference's twin
+    situation = to_object(compose(["reward=paper"]), "reward")
+    assert reward_means([item], [EVAL_RESPONSE], encoder(), situation)["coverage"] == 0.0

@@ -133,7 +133,8 @@ def test_context_grpo_items_and_sft_targets_from_file(compose, tmp_path):
     summary = ctx.run.summary
     assert summary["sft/targets"] == "file" and summary["sft/train_examples"] == 19
     assert summary["data/grpo/rows"] == 6 and summary["data/grpo/train"] == 5
-    assert len(ctx.train_val()[0]) + len(ctx.train_val()[1]) == 10  # the estimator's items: the whole file
+    assert len(ctx.train_val()[0]) + len(ctx.train_val()[1]) == 10  # train + val: the whole file (mined together
+    # unless a labels file holds the validation part back: test_estimator_stage_mines_the_whole_training_csv)
 
 
 def test_context_without_sft_file_uses_the_labelled_template(compose, tmp_path):
@@ -168,3 +169,55 @@ def test_a_bad_row_read_by_two_stages_is_reported_once(compose, tmp_path):
     assert len(ctx.train_val()[0]) + len(ctx.train_val()[1]) == 8  # the whole file: rows 2 and 8 are bad
     lines = (tmp_path / "run" / "data_errors.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["row"] for line in lines) == [3, 9]
+
+
+# --------------------------------------------------------------------------- the estimator's mining items
+
+
+def _run_estimator_stage_recording(monkeypatch, tmp_path):
+    """Replace the estimator stage's body (mining, training) and held-out evaluation by recorders: the items
+    ``stage_estimator`` hands to mining and the item sets it evaluates on."""
+    import opgrpo.estimator.evaluate as evaluate_module
+    import opgrpo.estimator.stage as stage_module
+
+    seen: dict = {}
+
+    def fake_stage(items, cfg, run_dir, *, device="auto"):
+        seen["mined"] = list(items)
+        return {"model_path": str(tmp_path / "model"), "trained": False}, stage_module.EstimatorModels(None, None)
+
+    def fake_heldout(base, finetuned, cfg, sets, mined_path):
+        seen["sets"] = {k: list(v) for k, v in sets.items()}
+        return {}
+
+    monkeypatch.setattr(stage_module, "run_estimator_stage", fake_stage)
+    monkeypatch.setattr(evaluate_module, "evaluate_heldout", fake_heldout)
+    return seen
+
+
+def test_estimator_stage_mines_the_whole_training_csv(compose, tmp_path, monkeypatch):
+    """Issue 17.3 / SPEC "Triplet mining for the estimator: the training CSV": without a labels file nothing uses the
+    10% validation items, so all 10 rows are mined (the old stage mined int(10 x 0.9) = 9 and dropped one)."""
+    from opgrpo.app.stages import stage_estimator
+
+    write_train(tmp_path / "train.csv", 10)
+    seen = _run_estimator_stage_recording(monkeypatch, tmp_path)
+    ctx = _context(compose, tmp_path, "estimator.judge.kind=none", "estimator.judge.labels_file=")
+    stage_estimator(ctx)
+    assert sorted(situations(seen["mined"]), key=lambda s: int(s.split()[1])) == [f"situation {k}" for k in range(10)]
+    assert "val_items" not in seen["sets"]  # the test items only
+
+
+def test_estimator_stage_with_a_labels_file_holds_the_validation_items_back(compose, tmp_path, monkeypatch):
+    """With a labels file (experiment=cpu_demo) the held-out evaluation uses the validation items: they are not
+    mined (9 of 10 rows mined, the 10th evaluated)."""
+    from opgrpo.app.stages import stage_estimator
+
+    write_train(tmp_path / "train.csv", 10)
+    seen = _run_estimator_stage_recording(monkeypatch, tmp_path)
+    ctx = _context(compose, tmp_path)
+    assert ctx.section("estimator").judge.labels_file  # cpu_demo: the sample data's pair labels
+    stage_estimator(ctx)
+    train, val = ctx.train_val()
+    assert len(seen["mined"]) == 9 and situations(seen["mined"]) == situations(train)
+    assert situations(seen["sets"]["val_items"]) == situations(val) and len(val) == 1
