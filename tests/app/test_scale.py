@@ -22,7 +22,6 @@ BIN = Path(sys.executable).parent / "opgrpo"
 TINY_GRPO = ["experiment=cpu_demo", "model.gguf_file=", "trainer.grpo.max_completion_length=12",
              "reward.extra_funcs=[dist_rewards:own_item]"]
 
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -120,6 +119,7 @@ def one_set_of_files(run: Path) -> None:
     assert not list(run.glob(".hydra/rank*")) and (run / ".hydra" / "config.yaml").exists()
 
 
+# Not slow: the default `make test` (CI) keeps one real 2-process DeepSpeed run.
 def test_zero2_grpo_two_processes(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = accelerate_launch(tmp_path, [*TINY_GRPO, "stage=grpo", "deepspeed=zero2",
@@ -134,6 +134,7 @@ def test_zero2_grpo_two_processes(tmp_path, tiny_model):
     assert max_weight_change(load_final(run / "grpo" / "final"), load_final(tiny_model)) > 0
 
 
+@pytest.mark.slow
 def test_zero3_grpo_with_reference_model_and_generation(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = two_nodes(tmp_path, [*TINY_GRPO, "stage=grpo", "deepspeed=zero3", f"model.name_or_path={tiny_model}",
@@ -154,6 +155,7 @@ def test_zero3_grpo_with_reference_model_and_generation(tmp_path, tiny_model):
     assert not list((run / "grpo" / "final").glob("*zero*"))
 
 
+@pytest.mark.slow
 def test_zero2_sft_two_processes(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = torchrun(tmp_path, ["experiment=cpu_demo", "model.gguf_file=", "stage=sft", "deepspeed=zero2",
@@ -167,6 +169,7 @@ def test_zero2_sft_two_processes(tmp_path, tiny_model):
     one_set_of_files(run)
 
 
+@pytest.mark.slow
 def test_zero2_grpo_killed_after_second_checkpoint_resumes(tmp_path, tiny_model):
     run = tmp_path / "run"
     args = [*TINY_GRPO, "stage=grpo", "deepspeed=zero2", f"model.name_or_path={tiny_model}",
@@ -196,6 +199,7 @@ def test_zero2_grpo_killed_after_second_checkpoint_resumes(tmp_path, tiny_model)
     assert sum(r["step"] == 4 for r in rows) == 2 * sum(r["step"] == 3 for r in rows) > 0
 
 
+@pytest.mark.slow
 def test_rank0_only_stage_and_shared_run_dir(tmp_path, responses_file, tiny_lm):
     """stage=eval runs on rank 0 while rank 1 waits; a multi-process run without a shared run dir fails at start-up."""
     run = tmp_path / "run"
@@ -213,6 +217,7 @@ def test_rank0_only_stage_and_shared_run_dir(tmp_path, responses_file, tiny_lm):
     assert "OPGRPO_RUN_DIR" in bad.stderr + bad.stdout and "hydra.run.dir" in bad.stderr + bad.stdout
 
 
+@pytest.mark.slow
 def test_submitit_two_tasks_form_one_process_group(tmp_path, tiny_model):
     sweep = tmp_path / "sweep"
     res = subprocess.run(
