@@ -20,6 +20,7 @@ import opgrpo.app.paths
 import opgrpo.app.schema
 from opgrpo.sweep import optuna_driver as osw
 from opgrpo.sweep import optuna_spec as ospec
+from opgrpo.sweep import optuna_study, optuna_trial
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "sweeps"
@@ -171,7 +172,7 @@ def test_load_spec_flattens_settings(tmp_path):
     ov = osw.trial_overrides(spec, {"reward.tau_cov": 0.7}, ["experiment=cpu_demo", "objective=eval/overall/accuracy"])
     assert ov == ["experiment=cpu_demo", "objective=eval/overall/accuracy", "reward=continuous",
                   "reward.weights.tag=1.0", "pipeline=[grpo,eval]", "trainer.grpo.max_steps=3", "reward.tau_cov=0.7"]
-    assert osw._objective_of(spec, ["objective=eval/overall/accuracy"]) == "eval/overall/accuracy"
+    assert optuna_study._objective_of(spec, ["objective=eval/overall/accuracy"]) == "eval/overall/accuracy"
     path.write_text("hydra: {sweeper: {direction: up}}\n")
     with pytest.raises(ValueError, match="direction"):
         ospec.load_spec(path)
@@ -325,10 +326,10 @@ def test_read_outcome_reasons(tmp_path):
     assert osw.read_outcome(run, "m", 0)[1] == "objective 'm' is missing or not a finite number in summary.json (True)"
     (run / "summary.json").write_text(json.dumps({"m": 3}))
     assert osw.read_outcome(run, "m", 0) == (3.0, "")
-    osw._mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
+    optuna_trial._mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
     status = json.loads((run / "status.json").read_text())
     assert (status["status"], status["error"], status["overrides"]) == ("failed", "gave up", ["x=1"])
-    osw._mark_failed(run, "again", [])  # already failed: kept as it was
+    optuna_trial._mark_failed(run, "again", [])  # already failed: kept as it was
     assert json.loads((run / "status.json").read_text())["error"] == "gave up"
 
 
