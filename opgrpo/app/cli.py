@@ -4,7 +4,9 @@ Hydra composes the config from ``conf/`` (found by path, see opgrpo.app.paths), 
 before anything heavy is imported, sets up the run directory and hands over to opgrpo.app.stages. The
 return value of the task function is the metric named by ``objective``, which Hydra sweepers optimise.
 Every start-up failure (a check of opgrpo.app.validate, a ``???`` or an interpolation that does not resolve)
-is one ``ConfigError`` naming its key(s), logged and written to ``status.json`` (failed), exit status 2. The
+is one ``ConfigError`` naming its key(s), logged and written to ``status.json`` (failed), exit status 2; so is
+an enum setting given a value that is none of its choices on the command line (``reward.mode=bogus``), which Hydra
+would reject before the run directory exists (``main`` takes it off the command line and ``run`` reports it). The
 ``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry (``help_stages``).
 """
 from __future__ import annotations
@@ -20,10 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from opgrpo.app.paths import PRIMARY, config_dir
-from opgrpo.app.schema import register
+from opgrpo.app.schema import bad_choices, register
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
 
 log = logging.getLogger("opgrpo")
+
+BAD_CHOICES: list[str] = []
+"""Problems of the enum overrides ``main`` took off the command line (see ``opgrpo.app.schema.bad_choices``)."""
+CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -37,6 +43,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         _check_launcher()
         _check_shared_run_dir()
+        if BAD_CHOICES:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(BAD_CHOICES))
         validate(cfg)
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # the resolved config.yaml; fails like a check would
     except (ConfigError, OmegaConfBaseException) as exc:
@@ -157,6 +165,14 @@ def main() -> None:
     from opgrpo.app.callbacks import LAST_MULTIRUN
 
     register()
+    args = sys.argv[1:]
+    bad = bad_choices([a for a in args if "=" in a and not a.startswith("-")])
+    if bad and any(a.startswith("-") and a.split("=")[0] not in CONFIG_FLAGS for a in args):
+        # a sweep (-m), --cfg, --help ...: no run directory to record it in; fail before any job starts
+        sys.stderr.write("invalid configuration:\n  " + "\n  ".join(bad.values()) + "\n")
+        sys.exit(2)
+    sys.argv[1:] = [a for a in args if a not in bad]
+    BAD_CHOICES[:] = bad.values()
     if not OmegaConf.has_resolver("opgrpo_help_stages"):
         OmegaConf.register_new_resolver("opgrpo_help_stages", help_stages)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

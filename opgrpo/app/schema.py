@@ -34,11 +34,34 @@ from opgrpo.training.common import LoraSettings
 from opgrpo.training.grpo import GRPOSettings
 from opgrpo.training.sft import SFTSettings
 from opgrpo.training.spl import SPLConfig
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems, choice_enum
 
 DEVICES = ("auto", "cpu", "cuda")
-LOGGER_BACKENDS = ("csv", "wandb")
-WANDB_MODES = ("offline", "online", "disabled")
+# string settings with fixed choices are enums (opgrpo.utils.checks.Choice): OmegaConf rejects a wrong value while the
+# config is composed; these are built from the tuples of the lower layers that own the choices
+DataFormat = choice_enum("DataFormat", FORMATS, __name__)
+OnError = choice_enum("OnError", ON_ERROR, __name__)
+PromptKind = choice_enum("PromptKind", PROMPT_KINDS, __name__)
+GenerationBackend = choice_enum("GenerationBackend", GENERATION_BACKENDS, __name__)
+
+
+class LoggerBackend(Choice):
+    """``logger.backend``: the run directory only, or also Weights & Biases."""
+
+    csv = "csv"
+    wandb = "wandb"
+
+
+class WandbMode(Choice):
+    """``logger.wandb.mode``."""
+
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+LOGGER_BACKENDS = tuple(b.value for b in LoggerBackend)
+WANDB_MODES = tuple(m.value for m in WandbMode)
 
 
 @dataclass
@@ -63,6 +86,7 @@ class ModelConfig:
         if self.dtype != "auto":
             from opgrpo.models.devices import DTYPE_NAMES
 
+            # kept a string: the names (and aliases) belong to opgrpo.models.devices, shared with every dtype setting
             p.choice("dtype", self.dtype, ("auto", *DTYPE_NAMES))
         p.extend_from("lora.", self.lora.problems())
         return list(p)
@@ -80,11 +104,11 @@ class BenchmarkConfig:
     """Test items in one file, split by perspective count into 5..10 and >10."""
     test_files: Dict[str, str] = field(default_factory=dict)
     """Or one test file per split name (``test_files.5=...``)."""
-    format: str = "auto"
+    format: DataFormat = DataFormat.auto
     """File format: auto (by suffix), csv, tsv, jsonl, hf (hub id or save_to_disk directory) or hf_disk."""
     hf_split: str = ""
     """Split name for Hugging Face datasets ("" = the only or the train split)."""
-    on_error: str = "skip"
+    on_error: OnError = OnError.skip
     """A malformed row: skip (counted, logged with file/row/field) or fail."""
     val_fraction: float = 0.1
     """Share of the training items held out for validation (seeded split)."""
@@ -109,8 +133,8 @@ class BenchmarkConfig:
         from pathlib import Path
 
         p = Problems()
-        p.choice("format", self.format, FORMATS)
-        p.choice("on_error", self.on_error, ON_ERROR)
+        p.enum("format", self.format, DataFormat)
+        p.enum("on_error", self.on_error, OnError)
         p.unit("val_fraction", self.val_fraction, open_high=True)
         p.unit("sft_val_fraction", self.sft_val_fraction, open_high=True)
         if self.sft_file and not Path(self.sft_file).expanduser().exists():
@@ -126,7 +150,7 @@ class BenchmarkConfig:
 class GenerationConfig:
     """Sampling of policy responses for evaluation."""
 
-    prompt: str = "implicit"
+    prompt: PromptKind = PromptKind.implicit
     """Prompt kind: implicit (the paper's) or explicit (the multi-perspective baseline prompt)."""
     temperature: float = 0.7
     """Sampling temperature (0 = greedy)."""
@@ -138,7 +162,7 @@ class GenerationConfig:
     """Samples per prompt (the benchmark scores the first)."""
     batch_size: int = 8
     """Prompts per generation batch (transformers backend)."""
-    backend: str = "auto"
+    backend: GenerationBackend = GenerationBackend.auto
     """auto (vLLM when installed and on a GPU), transformers or vllm."""
     seed: int = 42
     """Sampling seed."""
@@ -152,11 +176,11 @@ class GenerationConfig:
 
     def problems(self) -> list[str]:
         p = Problems()
-        p.choice("prompt", self.prompt, PROMPT_KINDS)
+        p.enum("prompt", self.prompt, PromptKind)
         p.positive("max_attempts", self.max_attempts)
         p.positive("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
         p.unit("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization)
-        p.choice("backend", self.backend, GENERATION_BACKENDS)
+        p.enum("backend", self.backend, GenerationBackend)
         p.non_negative("temperature", self.temperature)
         p.unit("top_p", self.top_p)
         p.positive("max_new_tokens", self.max_new_tokens)
@@ -267,7 +291,7 @@ class WandbConfig:
     ``default`` without overrides)."""
     tags: List[str] = field(default_factory=list)
     """Tags, added to the top-level ``tags``."""
-    mode: str = "offline"
+    mode: WandbMode = WandbMode.offline
     """offline, online or disabled."""
 
 
@@ -276,7 +300,7 @@ class LoggerConfig:
     """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb (one run per job, see
     opgrpo.app.tracking); other trackers through the trainers' ``report_to``."""
 
-    backend: str = "csv"
+    backend: LoggerBackend = LoggerBackend.csv
     """csv (run directory only) or wandb (also Weights & Biases: one run per job, started by the project)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """W&B settings."""
@@ -290,8 +314,8 @@ class LoggerConfig:
         from opgrpo.app.tracking import report_to_problems
 
         p = Problems()
-        p.choice("backend", self.backend, LOGGER_BACKENDS)
-        p.choice("wandb.mode", self.wandb.mode, WANDB_MODES)
+        p.enum("backend", self.backend, LoggerBackend)
+        p.enum("wandb.mode", self.wandb.mode, WandbMode)
         if self.backend == "wandb" and importlib.util.find_spec("wandb") is None:
             p.add("backend", "wandb needs the wandb package, which is not installed (pip install wandb)")
         p.extend(report_to_problems(list(self.report_to)))
@@ -447,3 +471,37 @@ def register() -> None:
 def to_object(cfg: DictConfig, key: str) -> Any:
     """The section `key` as its (lower-layer) dataclass instance."""
     return OmegaConf.to_object(OmegaConf.select(cfg, key))
+
+
+def bad_choices(overrides: list[str]) -> dict[str, str]:
+    """The command-line overrides (``key=value``, each value of a sweep) that set an enum setting of the schema to none
+    of its choices, each with its problem (``reward.mode: must be one of [bucketed, continuous]; got 'x'``). OmegaConf
+    rejects such a value while Hydra composes the config, before there is a run directory to record it in, so the
+    entrypoint checks the command line first (opgrpo.app.cli); anything else is left to Hydra."""
+    from enum import Enum
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import ValidationError
+    from omegaconf.nodes import EnumNode
+
+    schema, parser, found = OmegaConf.structured(OPGRPOConfig), OverridesParser.create(), {}
+    for text in overrides:
+        try:
+            override = parser.parse_override(text)
+            default = OmegaConf.select(schema, override.key_or_group, default=None)
+            if not isinstance(default, Enum) or override.is_delete():
+                continue
+            values = list(override.sweep_iterator()) if override.is_discrete_sweep() else [override.value()]
+        except Exception:  # noqa: BLE001, S112 - not an override this check reads (a flag's value): Hydra's job
+            continue
+        for value in values:
+            if not isinstance(value, (str, int, float)) or (isinstance(value, str) and "${" in value):
+                continue  # null, a list, an interval sweep, an interpolation: OmegaConf names the key when it fails
+            try:
+                EnumNode.validate_and_convert_to_enum(type(default), value)
+            except ValidationError:
+                p = Problems()
+                p.enum(override.key_or_group, value, type(default))
+                found[text] = p[0]
+                break
+    return found

@@ -184,7 +184,7 @@ def wandb_init_kwargs(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[
     w = cfg.logger.wandb
     run_dir = Path(run_dir).resolve()
     group = w.group or (sweep_group(multirun_dir) if multirun_dir else None)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["job"] = {"run_dir": str(run_dir), "overrides": list(overrides),
                      "sweep_dir": str(multirun_dir or "")}
     return {

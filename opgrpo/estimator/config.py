@@ -1,8 +1,10 @@
 """Settings of the similarity-estimator stage: mining, judge, fine-tuning, search (plain dataclasses).
 
 Defaults are the paper preset; the Hydra schema (opgrpo.app.schema) reuses these classes as the
-``estimator`` section. Each field is documented by the string under it. ``EstimatorConfig.problems()``
-lists every invalid setting (keys relative to the section); ``validate()`` raises them together.
+``estimator`` section. Each field is documented by the string under it; string settings with fixed choices are
+enums (opgrpo.utils.checks.Choice), which the Hydra schema validates when the config is composed.
+``EstimatorConfig.problems()`` lists every invalid setting (keys relative to the section); ``validate()`` raises them
+together.
 """
 from __future__ import annotations
 
@@ -10,16 +12,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List  # noqa: UP035 (typing.List: OmegaConf-friendly schema)
 
-from opgrpo.judges import JUDGE_MODES, UNLABELLED_MODES, YES_NO_KINDS
+from opgrpo.judges import JudgeMode, Unlabelled, YesNoKind
 from opgrpo.text.perspectives import MASKINGS
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems, choice_enum
 
-TRAIN_TEXTS = ("raw", "masked")
-"""What a triplet holds: the prefix-stripped explanations as written, or their keyword-masked form."""
-JUDGE_PROMPT_NAMES = ("authors", "situation")
-"""Built-in judge prompts: the authors' verbatim sentence-pair prompt, or the project's prompt with the situation."""
-BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
-"""sentence-transformers batch samplers: no repeated text within a batch, or plain shuffled batches."""
+
+class TrainText(Choice):
+    """What a triplet holds: the prefix-stripped explanations as written, or their keyword-masked form."""
+
+    raw = "raw"
+    masked = "masked"
+
+
+class JudgePrompt(Choice):
+    """Built-in judge prompts: the authors' verbatim sentence-pair prompt, or the project's prompt with the
+    situation."""
+
+    authors = "authors"
+    situation = "situation"
+
+
+class BatchSampler(Choice):
+    """sentence-transformers batch samplers: no repeated text within a batch, or plain shuffled batches."""
+
+    no_duplicates = "no_duplicates"
+    batch_sampler = "batch_sampler"
+
+
+Masking = choice_enum("Masking", MASKINGS, __name__)
+"""Keyword sources for masking (``MiningConfig.masking``; ``opgrpo.text.perspectives.MASKINGS``)."""
+TRAIN_TEXTS = tuple(t.value for t in TrainText)
+JUDGE_PROMPT_NAMES = tuple(j.value for j in JudgePrompt)
+BATCH_SAMPLERS = tuple(b.value for b in BatchSampler)
 
 
 def _cap_problem(p: Problems, key: str, value: int) -> None:
@@ -39,11 +63,11 @@ class MiningConfig:
     """At most this many triplets per situation (each from a further confirmed, disjoint pair)."""
     batch_size: int = 64
     """Items per batch: one encode call, then judge rounds shared by all of them."""
-    masking: str = "situation"
+    masking: Masking = Masking.situation
     """Keyword source for masking: "situation" (paper preset), "prompt" (the implicit prompt text, as the
     authors' reward took keywords from the prompt) or "none". Masking only finds the candidate pairs and orders
     the negatives; what the triplets hold is ``train_text``."""
-    train_text: str = "raw"
+    train_text: TrainText = TrainText.raw
     """Text the triplets hold, i.e. what the estimator is trained on: "raw" = the prefix-stripped explanations as
     written, punctuation kept (paper preset, as the authors' create_dataset.py saved them); "masked" = their
     keyword-masked form, punctuation dropped (the form the reward encodes generated sentences in)."""
@@ -56,7 +80,7 @@ class MiningConfig:
     judge_window: int = 4
     """Candidates per item sent to the judge in one round; the verdicts are read in order and an item stops at its
     first decision, so this changes the number of judge prompts and rounds, never the triplets."""
-    prompt: str = "authors"
+    prompt: JudgePrompt = JudgePrompt.authors
     """Built-in judge prompt: "authors" (SPEC.md's verbatim sentence-pair prompt, ``AUTHORS_JUDGE_PROMPT``) or
     "situation" (the project's prompt that also shows the situation)."""
     prompt_template: str = ""
@@ -68,12 +92,12 @@ class MiningConfig:
         p = Problems()
         p.unit("pair_threshold", self.pair_threshold)
         p.unit("judge_threshold", self.judge_threshold)
-        p.choice("masking", self.masking, MASKINGS)
-        p.choice("train_text", self.train_text, TRAIN_TEXTS)
+        p.enum("masking", self.masking, Masking)
+        p.enum("train_text", self.train_text, TrainText)
         _cap_problem(p, "max_pairs_judged", self.max_pairs_judged)
         _cap_problem(p, "max_negatives_judged", self.max_negatives_judged)
         p.positive("judge_window", self.judge_window)
-        p.choice("prompt", self.prompt, JUDGE_PROMPT_NAMES)
+        p.enum("prompt", self.prompt, JudgePrompt)
         if self.prompt_template:
             try:
                 self.prompt_template.format(a="", b="", situation="")
@@ -90,12 +114,12 @@ class MiningConfig:
 class JudgeConfig:
     """The Yes/No judge that confirms mined pairs (an instruction-tuned LLM in the paper)."""
 
-    kind: str = "none"
+    kind: YesNoKind = YesNoKind.none
     """"transformers" (local causal LM), "http" (OpenAI-compatible endpoint), "labels" (human pair labels
     from ``labels_file``, see opgrpo.estimator.pair_labels) or "none" (thresholds only)."""
     model: str = ""
     """Hub id or local path ("transformers"), or the served model name ("http")."""
-    mode: str = "generate"
+    mode: JudgeMode = JudgeMode.generate
     """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when the first line
     after "Answer:" starts with yes (any case), else No (``opgrpo.judges.answer_verdict``). "logprob": P(Yes)
     from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
@@ -125,18 +149,18 @@ class JudgeConfig:
     labels_file: str = ""
     """CSV/JSONL of same/different labels (id, name_a, name_b, label) for kind "labels"; also used for the
     label-defined held-out triplets of the test items."""
-    unlabelled: str = "different"
+    unlabelled: Unlabelled = Unlabelled.different
     """kind "labels": a pair the file does not mention is "different" or unanswered ("skip")."""
 
     def problems(self) -> list[str]:
         p = Problems()
-        p.choice("kind", self.kind, YES_NO_KINDS)
+        p.enum("kind", self.kind, YesNoKind)
         if self.kind == "labels" and not self.labels_file:
             p.add("labels_file", "judge kind 'labels' needs a CSV/JSONL labels file")
         if self.labels_file and not Path(self.labels_file).is_file():
             p.add("labels_file", f"no such file {self.labels_file!r}")
-        p.choice("unlabelled", self.unlabelled, UNLABELLED_MODES)
-        p.choice("mode", self.mode, JUDGE_MODES)
+        p.enum("unlabelled", self.unlabelled, Unlabelled)
+        p.enum("mode", self.mode, JudgeMode)
         p.positive("max_new_tokens", self.max_new_tokens)
         if self.kind == "http" and self.mode == "logprob" and not self.chat_template:
             p.add("chat_template", "mode 'logprob' over http reads chat-completion logprobs: set chat_template=true "
@@ -164,7 +188,7 @@ class TrainConfig:
     trainer_tripetloss.py). The held-out test-item evaluation needs no share of them."""
     seed: int = 42
     """Seed of the triplet split and of training."""
-    batch_sampler: str = "batch_sampler"
+    batch_sampler: BatchSampler = BatchSampler.batch_sampler
     """sentence-transformers batch sampler: "batch_sampler" (plain shuffled batches, the library default the
     authors' final training used) or "no_duplicates" (no text twice in a batch, so no in-batch false negative)."""
     fp16: bool = True
@@ -182,7 +206,7 @@ class TrainConfig:
         p.positive("batch_size", self.batch_size)
         p.positive("eval_batch_size", self.eval_batch_size)
         p.positive("mnrl_scale", self.mnrl_scale)
-        p.choice("batch_sampler", self.batch_sampler, BATCH_SAMPLERS)
+        p.enum("batch_sampler", self.batch_sampler, BatchSampler)
         return list(p)
 
 
@@ -216,7 +240,7 @@ class SearchConfig:
     ``train.seed`` like ``datasets``' ``train_test_split(test_size, seed)``)."""
     eval_batch_size: int = 8
     """Batch size of the objective's validation loss (hpo.py left it at the trainer's default, 8)."""
-    batch_sampler: str = "no_duplicates"
+    batch_sampler: BatchSampler = BatchSampler.no_duplicates
     """Batch sampler of the trials (hpo.py: no_duplicates)."""
 
     def problems(self) -> list[str]:
@@ -224,7 +248,7 @@ class SearchConfig:
         p.positive("n_trials", self.n_trials)
         p.positive("mnrl_scale", self.mnrl_scale)
         p.positive("eval_batch_size", self.eval_batch_size)
-        p.choice("batch_sampler", self.batch_sampler, BATCH_SAMPLERS)
+        p.enum("batch_sampler", self.batch_sampler, BatchSampler)
         if p.finite("val_fraction", self.val_fraction) and not 0.0 < self.val_fraction < 1.0:
             p.add("val_fraction", f"must be in (0, 1): the objective is a validation loss (got {self.val_fraction})")
         return list(p)

@@ -36,6 +36,7 @@ from typing import Any
 
 from opgrpo.benchmark.filetext import raised_csv_field_limit
 from opgrpo.estimator.triplets import Triplet, masked_explanations
+from opgrpo.utils.checks import Choice
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +181,18 @@ class PairLabels:
         return problems
 
 
-LABELLED_TEXTS = ("masked", "raw", "reward")
-"""Text forms of label-defined triplets: all masked, all as written, or the reward's comparison (masked anchor,
-unmasked positive and negative)."""
+
+
+class LabelledText(Choice):
+    """Text forms of label-defined triplets: all masked, all as written, or the reward's comparison (masked anchor,
+    unmasked positive and negative)."""
+
+    masked = "masked"
+    raw = "raw"
+    reward = "reward"
+
+
+LABELLED_TEXTS = tuple(t.value for t in LabelledText)
 
 
 def labelled_triplets(items: Iterable[Any], labels: PairLabels, masking: str = "situation",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from opgrpo.judges import CHAT_KINDS, build_judge
+from opgrpo.judges import CHAT_KINDS, ChatKind, build_judge
 from opgrpo.utils.checks import Problems
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ TRUNCATION_MARK = " ...[TRUNCATED]"
 class JudgeEvalConfig:
     """The judge evaluation (off by default: ``kind="none"``)."""
 
-    kind: str = "none"
+    kind: ChatKind = ChatKind.none
     """``none``, ``transformers`` (local LM, generation) or ``http`` (OpenAI-compatible endpoint)."""
     model: str = ""
     """Judge model: hub id or path for ``transformers``, the served model name for ``http``."""
@@ -148,7 +148,7 @@ class JudgeEvalConfig:
     def problems(self) -> list[str]:
         """Every invalid setting as ``key: message`` (keys relative to ``eval.judge``)."""
         p = Problems()
-        p.choice("kind", self.kind, KINDS)
+        p.enum("kind", self.kind, ChatKind)
         if self.kind != "none" and not self.model:
             p.add("model", f"must be set for judge kind {self.kind!r}")
         if self.kind == "http" and not self.base_url:

@@ -34,15 +34,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, List
 
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems, choice_enum
 
-__all__ = ["BASELINE_KINDS", "PROMPT_SETS", "BaselineConfig", "CommunityModel", "ModularResult", "PromptSet",
-           "community_messages", "main_messages", "modular_responses", "sample_local"]
+__all__ = ["BASELINE_KINDS", "PROMPT_SETS", "BaselineConfig", "BaselineKind", "CommunityModel", "ModularResult",
+           "PromptSet", "PromptSetName", "community_messages", "main_messages", "modular_responses", "sample_local"]
 
 log = logging.getLogger(__name__)
 
-BASELINE_KINDS = ("none", "modular")
-"""``baseline.kind``: none (the policy answers the ``eval.generation.prompt`` itself) or modular (Modular Pluralism)."""
+
+
+class BaselineKind(Choice):
+    """``baseline.kind``: none (the policy answers the ``eval.generation.prompt`` itself) or modular (Modular
+    Pluralism)."""
+
+    none = "none"
+    modular = "modular"
+
+
+BASELINE_KINDS = tuple(k.value for k in BaselineKind)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ AUTHORS = PromptSet(
 )
 
 PROMPT_SETS = {"feng2024": FENG2024, "authors": AUTHORS}
+PromptSetName = choice_enum("PromptSetName", PROMPT_SETS, __name__)
+"""``baseline.prompts``: the names of ``PROMPT_SETS``."""
 
 
 @dataclass
@@ -129,6 +140,7 @@ class CommunityModel:
         if self.dtype != "auto":
             from opgrpo.models.devices import DTYPE_NAMES
 
+            # kept a string: the names (and aliases) belong to opgrpo.models.devices, shared with every dtype setting
             p.choice("dtype", self.dtype, ("auto", *DTYPE_NAMES))
         return list(p)
 
@@ -137,9 +149,9 @@ class CommunityModel:
 class BaselineConfig:
     """A baseline's responses in stage=generate: none (the policy alone) or modular (Modular Pluralism, Overton)."""
 
-    kind: str = "none"
+    kind: BaselineKind = BaselineKind.none
     """none (the policy answers ``eval.generation.prompt``) or modular (community drafts, then the policy)."""
-    prompts: str = "feng2024"
+    prompts: PromptSetName = PromptSetName.feng2024
     """Prompt wording: feng2024 (Feng et al.'s Overton mode) or authors (the OP-GRPO authors' fork, the paper's
     baseline numbers); see opgrpo.evaluation.modular."""
     community: List[CommunityModel] = field(default_factory=list)
@@ -169,9 +181,9 @@ class BaselineConfig:
         from opgrpo.models.generation import BACKENDS
 
         p = Problems()
-        p.choice("kind", self.kind, BASELINE_KINDS)
-        p.choice("prompts", self.prompts, tuple(PROMPT_SETS))
-        p.choice("community_backend", self.community_backend, ("", *BACKENDS))
+        p.enum("kind", self.kind, BaselineKind)
+        p.enum("prompts", self.prompts, PromptSetName)
+        p.choice("community_backend", self.community_backend, ("", *BACKENDS))  # "" (inherit) is no enum member name
         if self.kind == "modular" and not self.community:
             p.add("community", "baseline=modular needs at least one community model "
                                "(baseline.community=[{name_or_path: DIR_OR_HUB_ID}, {base_url: URL, model: NAME}])")

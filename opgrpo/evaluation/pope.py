@@ -38,11 +38,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from opgrpo.utils.checks import Choice
+
 __all__ = ["POPEConfig", "importance_weights", "pope_estimate", "load_logged_responses", "run_pope"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTINGS = ("snips", "ips")
+
+class Weighting(Choice):
+    """``POPEConfig.weighting``: self-normalised or plain inverse-propensity importance weights."""
+
+    snips = "snips"
+    ips = "ips"
+
+
+WEIGHTINGS = tuple(w.value for w in Weighting)
 
 
 @dataclass
@@ -61,7 +71,7 @@ class POPEConfig:
     coverage_coef: float = 0.1
     """Weight of the entropy term (reported as ``coverage``; the target policy's own sequence entropy, not POPE's
     coverage of perspectives): value = utility + coverage_coef * E_pi[-log pi(y)]."""
-    weighting: str = "snips"
+    weighting: Weighting = Weighting.snips
     """``snips`` (self-normalised importance weights) or ``ips`` (plain inverse propensity scoring)."""
     clip: float = -1.0
     """Clip importance weights at this value (<= 0: no clipping)."""

@@ -22,6 +22,9 @@ A Yes/No judge's ``mode`` is "logprob" (P(Yes) from token probabilities) or "gen
 reply of up to ``max_new_tokens``, Yes when the line after "Answer:" starts with yes, ``answer_verdict``);
 ``chat_template=False`` sends the prompt as plain text (the authors' judge had no chat template).
 
+The settings' choices are enums (``YesNoKind``, ``ChatKind``, ``JudgeMode``, ``Unlabelled``; opgrpo.utils.checks.Choice)
+that the config dataclasses type their fields with; the tuples (``YES_NO_KINDS`` ...) are their values.
+
 The local judges batch prompts with ``opgrpo.models.batching`` (length-sorted, left-padded).
 The HTTP judge goes through the ``openai`` SDK (retries, ``Retry-After``); see ``opgrpo.judges.http``.
 """
@@ -45,14 +48,38 @@ from opgrpo.judges.yesno import (
     answer_line,
     answer_verdict,
 )
+from opgrpo.utils.checks import Choice, choice_enum
 
-YES_NO_KINDS = ("none", "transformers", "http", "labels")
-CHAT_KINDS = ("none", "transformers", "http")
+
+class YesNoKind(Choice):
+    """Kinds of a Yes/No judge (the estimator's ``judge.kind``)."""
+
+    none = "none"
+    transformers = "transformers"
+    http = "http"
+    labels = "labels"
+
+
+class ChatKind(Choice):
+    """Kinds of a chat judge (``eval.judge.kind``)."""
+
+    none = "none"
+    transformers = "transformers"
+    http = "http"
+
+
+JudgeMode = choice_enum("JudgeMode", JUDGE_MODES, __name__)
+"""A Yes/No judge's ``mode``: generate or logprob (``opgrpo.judges.yesno.JUDGE_MODES``)."""
+Unlabelled = choice_enum("Unlabelled", UNLABELLED_MODES, __name__)
+"""A label judge's answer for a pair its file does not mention: different or skip (``UNLABELLED_MODES``)."""
+YES_NO_KINDS = tuple(k.value for k in YesNoKind)
+CHAT_KINDS = tuple(k.value for k in ChatKind)
 PURPOSES = ("yes_no", "chat")
 
-__all__ = ["CHAT_KINDS", "JUDGE_MODES", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "Judge",
-           "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "YesNoLM", "answer_is_clear",
-           "answer_line", "answer_verdict", "build_judge", "parse_yes_no", "prob_yes_from_logprobs"]
+__all__ = ["CHAT_KINDS", "JUDGE_MODES", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "ChatKind",
+           "Judge", "JudgeMode", "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "Unlabelled",
+           "YesNoKind", "YesNoLM", "answer_is_clear", "answer_line", "answer_verdict", "build_judge", "parse_yes_no",
+           "prob_yes_from_logprobs"]
 
 
 def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url: str = "",

@@ -1,8 +1,8 @@
 """Every knob of the OP reward (weights, thresholds, buckets, masking, aggregation), paper preset by default.
 
-The component names (``COMPONENTS``) and the allowed values of the string settings (``MODES``,
-``AGGREGATIONS``; the masking choices are ``opgrpo.text.perspectives.MASKINGS``) are defined once; the Hydra
-schema and the validation use them.
+The component names (``COMPONENTS``) and the allowed values of the string settings (the enums ``RewardMode``,
+``Aggregation`` and ``Masking``, the last built from ``opgrpo.text.perspectives.MASKINGS``) are defined once; the
+Hydra schema types the fields with them, so OmegaConf rejects a wrong value when the config is composed.
 ``RewardConfig.problems()`` lists every invalid setting (keys relative to the ``reward`` section).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from opgrpo.text.perspectives import MASKINGS
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems, choice_enum
 
 COMPONENTS = ("coverage", "uniqueness", "format", "tag")
 """The four reward components, in the order of weights, TRL reward functions and tables."""
@@ -19,8 +19,27 @@ RATES = ("coverage_rate", "uniqueness_rate")
 """The unbucketed rates behind coverage and uniqueness."""
 SUMMARY_KEYS = ("total", *COMPONENTS, *RATES)
 """The per-completion numbers that evaluation tables and reports average."""
-MODES = ("bucketed", "continuous")
-AGGREGATIONS = ("total", "components", "gdpo")
+
+
+class RewardMode(Choice):
+    """``RewardConfig.mode``: the paper's buckets, or the rates themselves."""
+
+    bucketed = "bucketed"
+    continuous = "continuous"
+
+
+class Aggregation(Choice):
+    """``RewardConfig.aggregation``: how GRPO turns the components into one advantage."""
+
+    total = "total"
+    components = "components"
+    gdpo = "gdpo"
+
+
+Masking = choice_enum("Masking", MASKINGS, __name__)
+"""Keyword sources for masking (``RewardConfig.masking``; ``opgrpo.text.perspectives.MASKINGS``)."""
+MODES = tuple(m.value for m in RewardMode)
+AGGREGATIONS = tuple(a.value for a in Aggregation)
 
 
 @dataclass
@@ -51,7 +70,7 @@ class RewardConfig:
     """Cosine threshold for a candidate/reference match (coverage)."""
     tau_uniq: float = 0.78
     """Cosine threshold above which a candidate repeats an earlier one (uniqueness)."""
-    mode: str = "bucketed"
+    mode: RewardMode = RewardMode.bucketed
     """"bucketed" (paper) or "continuous" (coverage = 5 * rate, uniqueness = rate)."""
     coverage_edges: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     """Coverage buckets: 0 if rate == 0, else 1 + number of edges <= rate."""
@@ -69,11 +88,11 @@ class RewardConfig:
     """Summary penalty for the first edge reached, last value below all edges."""
     tag_penalty: float = -0.2
     """Tag score when the strict layout does not hold (0 when it does)."""
-    masking: str = "situation"
+    masking: Masking = Masking.situation
     """Keyword source: "situation" (paper), "prompt" (the authors' code: whole decoded prompt) or "none"."""
     clip_min: float = 0.0
     """Lower clip of the total."""
-    aggregation: str = "total"
+    aggregation: Aggregation = Aggregation.total
     """How GRPO turns the components into one advantage: "total" (paper: the clipped weighted total is the
     trained reward; the components are logged at weight 0), "components" (TRL weights the four components
     itself; the sum is not clipped) or "gdpo" (each component normalised within its group before the
@@ -131,9 +150,9 @@ class RewardConfig:
                 p.add(key, f"all weights are zero, the {what} would be constant")
         p.unit("tau_cov", self.tau_cov)
         p.unit("tau_uniq", self.tau_uniq)
-        p.choice("mode", self.mode, MODES)
-        p.choice("masking", self.masking, MASKINGS)
-        p.choice("aggregation", self.aggregation, AGGREGATIONS)
+        p.enum("mode", self.mode, RewardMode)
+        p.enum("masking", self.masking, Masking)
+        p.enum("aggregation", self.aggregation, Aggregation)
         _edges(p, "coverage_edges", self.coverage_edges, ascending=True)
         _edges(p, "uniqueness_edges", self.uniqueness_edges, ascending=False)
         _edges(p, "format_thresholds", self.format_thresholds, ascending=False)

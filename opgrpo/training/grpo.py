@@ -31,10 +31,13 @@ KL loss 0.001, low-variance estimator  ``beta=0.001``; TRL's per-token KL is the
                                        (TRL ``use_bias_correction_kl``) off, as in verl
 entropy bonus 0                        ``entropy_coef=0.0``
 clip 0.2                               ``epsilon=0.2`` (``epsilon_high`` defaults to the same value)
-token-mean loss                        ``loss_type="dapo"``: token losses summed and divided by the number of
-                                       completion tokens in the whole accumulated mini-batch across processes
-                                       (``bnpo`` normalises per local micro-batch, ``grpo`` per sequence,
-                                       ``dr_grpo`` by a constant)
+token-mean loss                        ``loss_type="bnpo"`` (conf/trainer/paper.yaml): token losses summed and
+                                       divided by the number of completion tokens of each local micro-batch, as
+                                       verl's token-mean (authors' micro-batch: 40 completions per GPU,
+                                       ``per_device_batch_size=40``). ``dapo`` (the dataclass default, TRL's)
+                                       divides by the tokens of the whole accumulated mini-batch across
+                                       processes, ``grpo`` per sequence, ``dr_grpo`` by a constant
+AdamW weight decay 0.01 (verl)         ``weight_decay=0.01`` (conf/trainer/paper.yaml; dataclass default 0.0)
 max prompt 512 / response 800          prompt filter (step 2) / ``max_completion_length=800``
 rollout temperature 1.0                ``temperature=1.0``, ``top_p=1.0``
 15 epochs                              ``num_train_epochs=15``
@@ -64,19 +67,52 @@ from opgrpo.training.common import (
     write_final_card,
 )
 from opgrpo.training.distributed import setup_process_group
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems
 
 logger = logging.getLogger(__name__)
 
-LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo", "cispo", "sapo", "luspo", "vespo")
-SCALE_REWARDS = ("group", "batch", "none")
+
+
+class LossType(Choice):
+    """``GRPOConfig.loss_type`` values TRL accepts."""
+
+    dapo = "dapo"
+    bnpo = "bnpo"
+    grpo = "grpo"
+    dr_grpo = "dr_grpo"
+    cispo = "cispo"
+    sapo = "sapo"
+    luspo = "luspo"
+    vespo = "vespo"
+
+
+class ScaleRewards(Choice):
+    """``GRPOConfig.scale_rewards``: divide the advantage by the group's or the batch's std, or not at all."""
+
+    group = "group"
+    batch = "batch"
+    none = "none"
+
+
+class VllmMode(Choice):
+    """``GRPOConfig.vllm_mode``: vLLM inside the training processes, or a ``trl vllm-serve`` server."""
+
+    colocate = "colocate"
+    server = "server"
+
+
+LOSS_TYPES = tuple(t.value for t in LossType)
+SCALE_REWARDS = tuple(s.value for s in ScaleRewards)
 TRL_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
-VLLM_MODES = ("colocate", "server")
+VLLM_MODES = tuple(m.value for m in VllmMode)
 
 
 @dataclass
 class GRPOSettings:
-    """GRPO settings; defaults are the paper preset (SPEC "GRPO (paper run)")."""
+    """GRPO settings. The dataclass defaults are the paper's batch and sampling numbers with TRL's neutral choices
+    elsewhere (``loss_type=dapo``, ``weight_decay=0.0``, 4 completions per device, no gradient checkpointing); the
+    paper preset (SPEC "GRPO (paper run)": bnpo, weight decay 0.01, the authors' micro-batch) is
+    conf/trainer/paper.yaml (``trainer=paper``)."""
 
     num_generations: int = 10
     """Group size: completions sampled per prompt (GRPOConfig.num_generations)."""
@@ -102,9 +138,9 @@ class GRPOSettings:
     """Entropy bonus coefficient (GRPOConfig.entropy_coef); SPL-style diversity when > 0."""
     epsilon: float = 0.2
     """PPO clip range (GRPOConfig.epsilon)."""
-    loss_type: str = "dapo"
+    loss_type: LossType = LossType.dapo
     """Loss aggregation (GRPOConfig.loss_type); ``dapo`` is the token-mean over the accumulated mini-batch."""
-    scale_rewards: str = "group"
+    scale_rewards: ScaleRewards = ScaleRewards.group
     """Advantage scaling: ``group`` (divide by the group's std), ``batch`` or ``none``."""
     temperature: float = 1.0
     """Rollout sampling temperature."""
@@ -136,7 +172,7 @@ class GRPOSettings:
     """With eval items: evaluate every N optimizer steps (-1: every ``save_steps``)."""
     use_vllm: bool = False
     """Generate with vLLM (needs the vllm package and a GPU)."""
-    vllm_mode: str = "colocate"
+    vllm_mode: VllmMode = VllmMode.colocate
     """vLLM placement: ``colocate`` (inside the training processes) or ``server`` (``trl vllm-serve``)."""
     vllm_gpu_memory_utilization: float = 0.3
     """GPU memory share vLLM may take in colocate mode."""
@@ -208,9 +244,10 @@ def check_settings(settings: GRPOSettings, world_size: int = 1) -> list[str]:
         p.add("max_prompt_length", f"must be positive or -1, got {s.max_prompt_length}")
     if s.num_epochs <= 0 and s.max_steps <= 0:
         p.add("num_epochs", "must be positive (or set trainer.grpo.max_steps)")
-    p.choice("loss_type", s.loss_type, LOSS_TYPES)
-    p.choice("scale_rewards", s.scale_rewards, SCALE_REWARDS)
-    p.choice("vllm_mode", s.vllm_mode, VLLM_MODES)
+    p.enum("loss_type", s.loss_type, LossType)
+    p.enum("scale_rewards", s.scale_rewards, ScaleRewards)
+    p.enum("vllm_mode", s.vllm_mode, VllmMode)
+    # bf16 stays a string, not an enum: YAML true/false arrive as "True"/"False"
     p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
     p.positive("vllm_tensor_parallel_size", s.vllm_tensor_parallel_size)
     p.non_negative("max_grad_norm", s.max_grad_norm)
@@ -288,8 +325,8 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | os.PathLike, *,
         entropy_coef=s.entropy_coef,
         epsilon=s.epsilon,
         epsilon_high=s.epsilon,  # symmetric clip, as in the paper
-        loss_type=s.loss_type,
-        scale_rewards=s.scale_rewards,
+        loss_type=str(s.loss_type),  # TRL gets plain strings, not the enum members
+        scale_rewards=str(s.scale_rewards),
         multi_objective_aggregation=aggregation,
         reward_weights=None if reward_weights is None else [float(w) for w in reward_weights],
         num_train_epochs=s.num_epochs,
@@ -299,7 +336,7 @@ def grpo_config_kwargs(settings: GRPOSettings, output_dir: str | os.PathLike, *,
         top_p=s.top_p,
         max_completion_length=s.max_completion_length,
         use_vllm=s.use_vllm,
-        vllm_mode=s.vllm_mode,
+        vllm_mode=str(s.vllm_mode),
         vllm_gpu_memory_utilization=s.vllm_gpu_memory_utilization,
         vllm_server_base_url=s.vllm_server_base_url or None,
         vllm_tensor_parallel_size=s.vllm_tensor_parallel_size,

@@ -106,7 +106,10 @@ def build_sft_dataset(items: Iterable, summary: str = "template"):
 
 @dataclass
 class SFTSettings:
-    """SFT warm-start settings; defaults are the paper preset."""
+    """SFT warm-start settings. The dataclass defaults hold the paper's schedule (1 epoch, lr 1e-5 cosine, 10% warmup,
+    batch 256, length 1300) with TRL's neutral optimizer choices (``weight_decay=0.0``, AdamW betas (0.9, 0.999));
+    the paper preset (``run_sft.sh``: weight decay 0.01, beta2 0.95, clipping 1.0) is conf/trainer/paper.yaml
+    (``trainer=paper``)."""
 
     epochs: float = 1.0
     """Passes over the training items (SFTConfig.num_train_epochs)."""
@@ -168,6 +171,7 @@ class SFTSettings:
         p.positive("max_length", s.max_length)
         if s.epochs <= 0 and s.max_steps <= 0:
             p.add("epochs", "must be positive (or set max_steps)")
+        # bf16 stays a string, not an enum: YAML true/false arrive as "True"/"False"
         p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
         p.non_negative("max_grad_norm", s.max_grad_norm)
         p.non_negative("weight_decay", s.weight_decay)

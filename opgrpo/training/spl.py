@@ -27,13 +27,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import Choice, Problems
 
-__all__ = ["SPLConfig", "SPL_MODES", "spl_settings", "spl_shaping", "SPLShapingReward"]
+__all__ = ["SPLConfig", "SPLMode", "SPL_MODES", "spl_settings", "spl_shaping", "SPLShapingReward"]
 
 logger = logging.getLogger(__name__)
 
-SPL_MODES = ("loss", "reward")
+
+
+class SPLMode(Choice):
+    """``SPLConfig.mode``: SPL through TRL's loss terms, or as a shaping reward."""
+
+    loss = "loss"
+    reward = "reward"
+
+
+SPL_MODES = tuple(m.value for m in SPLMode)
 
 
 @dataclass
@@ -46,7 +55,7 @@ class SPLConfig:
     """Entropy weight: the policy's entropy H(pi) enters the objective with +alpha."""
     beta: float = 0.001
     """Cross-entropy-to-reference weight: CE(pi, pi_ref) enters with -beta (the KL coefficient when alpha = beta)."""
-    mode: str = "loss"
+    mode: SPLMode = SPLMode.loss
     """``loss`` (TRL beta = beta, entropy_coef = alpha - beta) or ``reward`` (r - alpha log pi + beta log pi_ref)."""
 
     def problems(self) -> list[str]:
@@ -56,7 +65,7 @@ class SPLConfig:
             v = getattr(self, name)
             if p.finite(name, v) and v < 0:
                 p.add(name, f"must be a finite number >= 0, got {v}")
-        p.choice("mode", self.mode, SPL_MODES)
+        p.enum("mode", self.mode, SPLMode)
         if not p and self.mode == "loss" and self.alpha < self.beta:
             p.add("alpha", f"({self.alpha}) < spl.beta ({self.beta}) would need a negative entropy bonus in "
                            "mode=loss; use spl.mode=reward for alpha < beta")

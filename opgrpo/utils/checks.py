@@ -5,12 +5,34 @@ Each config section (``RewardConfig``, ``GRPOSettings``, ``EstimatorConfig``, ..
 with a :class:`Problems` collector, and ``validate(self)`` that raises :class:`ConfigProblemsError` listing
 them (``raise_if_any``). The Hydra app gathers the sections' problems under their full config keys
 (``reward.tau_cov``, ``trainer.grpo.lr``); a notebook user gets the same messages from ``validate()``.
+
+String settings with a fixed set of values are :class:`Choice` enums (``enum.StrEnum``): the Hydra schema types
+the field with the enum, so OmegaConf rejects a wrong value while the config is composed, naming the key and the
+allowed values; code that builds the dataclasses from Python with plain strings gets the same message from
+``problems()`` (:meth:`Problems.enum`). Only stdlib here: the lower layers never import OmegaConf.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from enum import Enum, StrEnum
 from typing import Any
+
+
+class Choice(StrEnum):
+    """A string setting's allowed values (members named by their value, as OmegaConf converts a YAML string by member
+    name). A member is a ``str``: it equals, hashes, prints, formats and ``json.dumps`` as its value; its ``repr`` is
+    the value's too, so messages and ``opgrpo stage=describe`` show ``'bucketed'``, not ``<RewardMode.bucketed: ...>``.
+    """
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def choice_enum(name: str, values: Iterable[str], module: str) -> type[Choice]:
+    """A :class:`Choice` enum with one member per value, for choices whose tuple another module owns (e.g.
+    ``opgrpo.text.perspectives.MASKINGS``); ``module``: the defining module's ``__name__`` (pickling)."""
+    return Choice(name, [(v, v) for v in values], module=module)
 
 
 class ConfigProblemsError(ValueError):
@@ -40,6 +62,13 @@ class Problems(list):
         choices = tuple(choices)
         if value not in choices:
             self.add(key, f"expected one of {', '.join(map(str, choices))} (got {value!r})")
+
+    def enum(self, key: str, value: Any, choices: type[Enum]) -> None:
+        """``value`` is a member of the enum ``choices`` or one's value (a plain string from Python code)."""
+        try:
+            choices(value)
+        except (ValueError, TypeError):
+            self.add(key, f"must be one of [{', '.join(str(m.value) for m in choices)}]; got {value!r}")
 
     def finite(self, key: str, value: Any) -> bool:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

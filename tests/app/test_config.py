@@ -94,7 +94,6 @@ def test_unknown_key_fails_at_composition(compose):
         ("reward.weights.coverage=-0.1", "reward.weights.coverage"),
         ("reward.tau_cov=1.5", "reward.tau_cov"),
         ("reward.tau_uniq=-0.2", "reward.tau_uniq"),
-        ("reward.mode=fuzzy", "reward.mode"),
         ("stage=train", "stage"),
         ("pipeline=[estimator,finetune]", "pipeline"),
         ("eval.threshold=2", "eval.threshold"),
@@ -103,13 +102,9 @@ def test_unknown_key_fails_at_composition(compose):
         ("benchmark.test_file=/no/such/test.csv", "benchmark.test_file"),
         ("trainer.grpo.num_generations=3", "trainer.grpo"),
         ("estimator.mining.pair_threshold=1.2", "estimator.mining.pair_threshold"),
-        ("estimator.judge.kind=oracle", "estimator.judge.kind"),
         ("estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
         ("estimator.judge.labels_file=''", "estimator.judge.labels_file"),
         ("estimator.judge.kind=none estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
-        ("estimator.judge.unlabelled=same", "estimator.judge.unlabelled"),
-        ("eval.nli.backend=magic", "eval.nli.backend"),
-        ("benchmark.on_error=ignore", "benchmark.on_error"),
         ("deepspeed=zero2_offload", "deepspeed"),  # on CPU: nothing to offload from (zero2/zero3 themselves run)
         ("deepspeed=zero3 deepspeed.config.zero_optimization.stage=5", "deepspeed.config.zero_optimization.stage"),
         ("reward.extra_funcs=[json:no_such_function]", "reward.extra_funcs[0]"),
@@ -117,7 +112,6 @@ def test_unknown_key_fails_at_composition(compose):
         ("+trainer.sft.extra.learning_rate=0.1", "trainer.sft.extra.learning_rate"),
         ("eval.generation.vllm_gpu_memory_utilization=1.5", "eval.generation.vllm_gpu_memory_utilization"),
         ("reward.extra_funcs=[json:dumps] reward.extra_weights=[1,2]", "reward.extra_weights"),
-        ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
         ("estimator.train.batch_size=0", "estimator.train.batch_size"),  # issue 16.11: before the model loads
         ("benchmark.max_train_items=0", "benchmark.max_train_items"),  # issue 16.11: trained nothing, "completed"
         ("benchmark.max_test_items=-2", "benchmark.max_test_items"),
@@ -128,6 +122,24 @@ def test_validation_names_the_key(override, key, compose):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("reward.mode=fuzzy", "reward.mode"),
+    ("estimator.judge.kind=oracle", "estimator.judge.kind"),
+    ("estimator.judge.unlabelled=same", "estimator.judge.unlabelled"),
+    ("eval.nli.backend=magic", "eval.nli.backend"),
+    ("benchmark.on_error=ignore", "benchmark.on_error"),
+    ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
+])
+def test_a_wrong_choice_fails_at_composition_naming_the_key(override, key, compose):
+    """Enum settings (issue 18.1): OmegaConf rejects the value while the config is composed; the entrypoint reports it
+    like the problems above, with status.json (tests/app/test_enums.py)."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(["experiment=cpu_demo", override])
+    assert err.value.__cause__.full_key == key
 
 
 def test_all_zero_weights_fail(compose):
@@ -144,15 +156,16 @@ def test_several_mistakes_reported_together(compose):
 
 
 def test_each_section_reports_every_problem_not_the_first(compose):
-    cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "reward.mode=fuzzy", "reward.weights.tag=-1",
+    cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "reward.weights.tag=-1",
                    "trainer.grpo.lr=0", "trainer.grpo.top_p=3", "eval.generation.top_p=2", "eval.nli.batch_size=0"])
     with pytest.raises(ConfigError) as err:
         validate(cfg)
-    for key in ("reward.tau_cov", "reward.mode", "reward.weights.tag", "trainer.grpo.lr", "trainer.grpo.top_p",
+    for key in ("reward.tau_cov", "reward.weights.tag", "trainer.grpo.lr", "trainer.grpo.top_p",
                 "eval.generation.top_p", "eval.nli.batch_size"):
         assert f"  {key}: " in str(err.value), key
     # the lower layers report the same problems without Hydra, keys relative to their section
     reward = to_object(cfg, "reward")
+    reward.mode = "fuzzy"  # a plain string from Python (Hydra refuses it while composing: reward.mode is an enum)
     assert [p.split(":")[0] for p in reward.problems()] == ["weights.tag", "tau_cov", "mode"]
     with pytest.raises(ValueError, match="reward.tau_cov.*reward.mode"):
         reward.validate()
@@ -166,20 +179,22 @@ def test_a_missing_mandatory_value_is_a_listed_problem(compose):
     assert "benchmark.test_file: " in str(err.value)
     # a stage that does not read the test file does not ask for it
     with pytest.raises(ConfigError) as err:
-        validate(compose(["experiment=paper", "stage=grpo", "benchmark.format=xml"]))
-    assert "benchmark.test_file" not in str(err.value) and "benchmark.format" in str(err.value)
+        validate(compose(["experiment=paper", "stage=grpo", "benchmark.val_fraction=1.5"]))
+    assert "benchmark.test_file" not in str(err.value) and "benchmark.val_fraction" in str(err.value)
 
 
 def test_choices_come_from_the_lower_layers(compose):
+    from hydra.errors import ConfigCompositionException
+
     from opgrpo.benchmark.loading import FORMATS
     from opgrpo.evaluation.nli import BACKENDS
     from opgrpo.reward.config import AGGREGATIONS
 
-    cfg = compose(["experiment=cpu_demo", "benchmark.format=xml", "eval.nli.backend=magic", "reward.aggregation=max"])
-    with pytest.raises(ConfigError) as err:
-        validate(cfg)
-    for choices in (FORMATS, BACKENDS, AGGREGATIONS):
-        assert ", ".join(choices) in str(err.value)
+    for override, choices in (("benchmark.format=xml", FORMATS), ("eval.nli.backend=magic", BACKENDS),
+                              ("reward.aggregation=max", AGGREGATIONS)):
+        with pytest.raises(ConfigCompositionException) as err:
+            compose(["experiment=cpu_demo", override])
+        assert f"[{', '.join(choices)}]" in str(err.value.__cause__), override
 
 
 def test_describe_documents_every_setting_of_a_section(compose, capsys):
