@@ -13,6 +13,9 @@ report goes: ``report.out_dir``, else ``<sweep_dir>/report``):
     groups.csv   one row per group of completed runs that differ only by their seed (``table.group_table``,
                  ``opgrpo.sweep.seeds``): n_seeds, the runs and seeds, every number's mean and its 95%
                  Student-t half-width (``<column>_ci95``), whether the group is on the front of the means
+    paired.csv   the seed groups compared item by item (``opgrpo.sweep.paired``): for each metric and pair of arms
+                 (a group's ``eval``, and its ``eval_base`` when it ran one) evaluated on the same (seed, item),
+                 the mean difference with its 95% t-interval, pairs won by each side, the Wilcoxon p-value
     runs.md      the same table in Markdown (completed runs), the seed groups when a group has several
                  seeds, then the failed, unfinished and skipped runs
     pareto.png   coverage rate vs uniqueness rate, one point per seed group (95% error bars), the Pareto
@@ -45,6 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from opgrpo.sweep.paired import paired_table
 from opgrpo.sweep.plots import plot_curves, plot_pareto
 from opgrpo.sweep.records import (
     SKIPPED,
@@ -94,7 +98,7 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
     warning; the table's estimator column tells them apart).
     Returns ``{"runs", "completed", "failed", "unfinished", "skipped", "pareto" (run names along the front),
     "pareto_front" (the same, comma-joined), "groups" (seed groups), "pareto_groups" (the groups along the front
-    of their means), "csv", "groups_csv", "markdown", "pareto_plot", "curves_plot" ("" if none),
+    of their means), "paired" (rows of paired.csv), "csv", "groups_csv", "paired_csv", "markdown", "pareto_plot", "curves_plot" ("" if none),
     "html", "out_dir", "warnings" (list), "warning" (the same, joined; "" if none)}`` (paths as strings).
     """
     out_dir = Path(out_dir)
@@ -124,17 +128,20 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
         log.warning("report: %s", w)
     front = list(df.attrs.get("front_order", []))
     groups = group_table(records, df)
-    paths = {"csv": out_dir / "runs.csv", "groups_csv": out_dir / "groups.csv", "markdown": out_dir / "runs.md",
+    paired = _paired(records, groups)
+    paths = {"csv": out_dir / "runs.csv", "groups_csv": out_dir / "groups.csv", "paired_csv": out_dir / "paired.csv",
+             "markdown": out_dir / "runs.md",
              "pareto_plot": out_dir / "pareto.png", "curves_plot": out_dir / "curves.png", "html": out_dir / "index.html"}
     df.to_csv(paths["csv"], index=False)
     groups.to_csv(paths["groups_csv"], index=False)
+    paired.to_csv(paths["paired_csv"], index=False)
     _write_markdown(df, records, paths["markdown"], source, front, notes, warnings, groups)
     plot_pareto(records, df, paths["pareto_plot"])
     if plot_curves(records, paths["curves_plot"], weights) is None:
         paths["curves_plot"].unlink(missing_ok=True)  # a stale one from an earlier report would mislead
         paths["curves_plot"] = None
     _write_html(df, groups, records, paths["html"], source,
-                {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings)
+                {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings, paired)
     status = list(df["status"]) if len(df) else []
     return {
         "runs": len(records),
@@ -146,12 +153,21 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
         "pareto_front": ", ".join(front),
         "groups": len(groups),
         "pareto_groups": list(groups.attrs.get("front_order", [])),
+        "paired": len(paired),
         **{k: "" if v is None else str(v) for k, v in paths.items()},
         "out_dir": str(out_dir),
         "warnings": warnings,
         "warning": " | ".join(warnings),
         **({"wandb": extra_notes[0]} if extra_notes else {}),
     }
+
+
+def _paired(records, groups):
+    """The item-by-item comparison of the seed groups (``opgrpo.sweep.paired``), each group named as in
+    groups.csv; its members found by run name."""
+    by_name = {r.name: i for i, r in enumerate(records)}
+    idx = [[by_name[n] for n in str(runs).split(", ") if n in by_name] for runs in groups.get("runs", [])]
+    return paired_table(records, idx, [str(g) for g in groups.get("group", [])])
 
 
 def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:

@@ -77,9 +77,10 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 
 def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Path | None],
-                notes: Sequence[str], warnings: Sequence[str]) -> None:
-    """One self-contained page: the interactive scatter, the grouped table (sortable), the curves, every run,
-    the failed, unfinished and skipped runs, the notes."""
+                notes: Sequence[str], warnings: Sequence[str], paired=None) -> None:
+    """One self-contained page: the interactive scatter, the grouped table (sortable), the arms compared item by
+    item (``paired``, when any two share items), the curves, every run, the failed, unfinished and skipped runs,
+    the notes."""
     import pandas as pd
 
     esc = html.escape
@@ -101,6 +102,7 @@ def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pa
          "the seeds ± the half-width of its 95% Student-t interval (none for one seed). Rows on the Pareto front "
          "are highlighted; click a column to sort. Every number of every group: <code>groups.csv</code>; of every "
          f"run: <code>runs.csv</code>. Metrics are from the final evaluation (<code>{EVAL_STAGE}/...</code>).</p>"),
+        *_paired_section(paired),
         "<h2>Reward components over GRPO steps</h2>",
         _img(images.get("curves"), "reward curves"),
         f"<details><summary>Every completed run, every column ({len(done)})</summary>",
@@ -114,3 +116,22 @@ def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pa
     path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sweep report</title>"
                     f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body)
                     + f"\n<script>{_SORT_JS}</script>\n</body></html>\n", encoding="utf-8")
+
+
+def _paired_section(paired) -> list[str]:
+    """The "Arms compared item by item" heading, table and note ([] when no two arms share items)."""
+    if paired is None or not len(paired):
+        return []
+    shown = paired.copy()
+    for c in ("mean_a", "mean_b", "diff", "diff_ci95_low", "diff_ci95_high"):
+        shown[c] = shown[c].map(lambda v: f"{v:+.3f}" if c.startswith("diff") else f"{v:.3f}")
+    shown["wilcoxon_p"] = shown["wilcoxon_p"].map(lambda v: f"{v:.2g}")
+    return [
+        "<h2>Arms compared item by item</h2>",
+        _html_table(shown, "paired"),
+        ('<p class="note">Each pair is one held-out item evaluated by both arms with the same seed (an arm is a group '
+         "of seed replicates at its final <code>eval</code>, or at <code>eval_base</code> for the untrained policy). "
+         "diff = mean of a - b with its 95% Student-t interval; a_higher / b_higher / ties count the pairs; "
+         "wilcoxon_p is the two-sided signed-rank test without the ties. Items of one seed share a policy, so these "
+         "p-values are optimistic: read them with the per-seed numbers above. <code>paired.csv</code>.</p>"),
+    ]

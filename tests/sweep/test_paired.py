@@ -77,3 +77,36 @@ def test_bad_lines_are_skipped_counted_and_named_and_unseeded_runs_pair_with_not
     b = _run(tmp_path, "b", None, {"x": (0.1, 1.0), "y": (0.1, 1.0)})
     assert paired_table([a, b], [[0], [1]], ["A", "B"]).empty
     assert item_scores(tmp_path / "missing") == {}
+
+
+def test_the_report_writes_paired_csv_and_shows_the_section(tmp_path):
+    """build_report over a fabricated sweep: two arms x seeds 1, 2, their item files paired into paired.csv."""
+    from opgrpo.sweep.report import build_report
+
+    def make_run(root, name, overrides, summary):  # a finished Hydra job as the report reads it
+        d = root / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (d / "status.json").write_text(json.dumps({"status": "completed", "overrides": overrides}))
+        (d / "summary.json").write_text(json.dumps(summary))
+
+    sweep = tmp_path / "sweep"
+    cov = {"1": {"x": (0.5, 0.5), "y": (0.4, 0.5)}, "2": {"x": (0.6, 0.5), "y": (0.3, 0.5)}}
+    uniq = {"1": {"x": (0.1, 1.0), "y": (0.2, 1.0)}, "2": {"x": (0.2, 1.0), "y": (0.1, 1.0)}}
+    n = 0
+    for arm, items in (("coverage_only", cov), ("uniqueness_only", uniq)):
+        for seed, scores in items.items():
+            summary = {"eval/reward/coverage_rate": sum(c for c, _ in scores.values()) / 2,
+                       "eval/reward/uniqueness_rate": sum(u for _, u in scores.values()) / 2}
+            make_run(sweep, str(n), [f"reward={arm}", f"seed={seed}"], summary=summary)
+            _run(sweep, str(n), seed, scores)
+            n += 1
+    out = build_report(sweep, sweep / "report")
+    assert out["paired"] == 2 and out["paired_csv"].endswith("paired.csv")
+    import pandas as pd
+    table = pd.read_csv(out["paired_csv"])
+    cov_row = table[table.metric == "coverage_rate"].iloc[0]
+    assert {cov_row.arm_a, cov_row.arm_b} == {"reward=coverage_only", "reward=uniqueness_only"}
+    # differences 0.4, 0.2, 0.4, 0.2 (coverage arm first): mean 0.3
+    assert abs(cov_row["diff"]) == pytest.approx(0.3) and cov_row.pairs == 4
+    assert "Arms compared item by item" in (sweep / "report" / "index.html").read_text()
