@@ -2,8 +2,9 @@
 
 A run's stages share three things: the composed config, the run directory, and what earlier stages
 produced (the fine-tuned estimator, the SFT and GRPO policies). They also share expensive objects that
-must be built once per run: the data files (read, and their bad rows logged, once), the reward's
-sentence encoder and the NLI scorer (``eval_base`` and ``eval`` of a pipeline use the same one).
+must be built once per run: the data files (read, and their bad rows logged, once; the start-up check's parse
+is handed over to the run, ``hand_over``), the reward's sentence encoder and the NLI scorer (``eval_base`` and
+``eval`` of a pipeline use the same one).
 ``RunContext`` holds all of that behind documented methods; stages read nothing else.
 """
 from __future__ import annotations
@@ -22,6 +23,27 @@ from opgrpo.app.schema import to_object
 
 log = logging.getLogger("opgrpo.app.context")
 
+_HANDED_OVER: dict[tuple, tuple[list, list[int], list]] = {}
+"""Parses of data files that a context with ``hand_over=True`` made (the start-up check, opgrpo.app.validate, counts
+the training records that way), by file and loader settings, until the run's context takes them: each file is parsed
+once per run."""
+
+
+def _file_identity(ref: str) -> tuple:
+    """What a parse of ``ref`` depends on: its resolved path with each file's size and modification time (a file
+    edited since is read again), or a hub id as given."""
+    path = Path(ref).expanduser()
+    if not ref or not path.exists():
+        return (ref,)
+    path = path.resolve()
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return (str(path), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+def forget_handed_over() -> None:
+    """Drop the parses no context took (a new start-up check hands over its own)."""
+    _HANDED_OVER.clear()
+
 
 @dataclass
 class RunContext:
@@ -37,6 +59,9 @@ class RunContext:
     """The latest trained policy of this run (SFT, then GRPO), "" before any training stage."""
     tracker: JobTracker = field(default_factory=JobTracker)
     """This job's experiment tracker (its W&B run; does nothing when W&B is off or on ranks other than 0)."""
+    hand_over: bool = False
+    """Leave this context's parses of the data files to the next context of the process that reads the same file
+    with the same settings (the start-up check's count, opgrpo.app.validate): the run does not parse them again."""
     _items: dict = field(default_factory=dict, repr=False)
     _models: dict = field(default_factory=dict, repr=False)
 
@@ -54,18 +79,7 @@ class RunContext:
         (``kind="sft"``); read once per (file, limits), bad rows logged and written to ``data_errors.jsonl`` once."""
         key = (kind, ref, limit, max_rows)
         if key not in self._items:
-            from opgrpo.benchmark import load_items
-            from opgrpo.benchmark.sft_file import load_sft_examples
-
-            b = self.cfg.benchmark
-            positions: list[int] = []
-            if kind == "sft":
-                records, errors = load_sft_examples(ref, format=b.format, on_error=b.on_error,
-                                                    split=b.hf_split or None, positions=positions)
-            else:
-                records, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
-                                             limit=None if limit < 0 else limit,
-                                             max_rows=None if max_rows < 0 else max_rows, positions=positions)
+            records, positions, errors = self._parse(kind, ref, limit, max_rows)
             bad = sum(not e.kept for e in errors)
             written = self._items.setdefault("errors_written", set())  # a row read twice is reported once
             new = [e for e in errors if (e.source, e.row, e.field, e.message) not in written]
@@ -81,6 +95,34 @@ class RunContext:
             self.run.log("data", {name: {"items": len(records), "bad_rows": bad}})
             self._items[key] = (records, positions, len(records) + bad)  # rows read: the records and the bad rows
         return self._items[key]
+
+    def _parse(self, kind: str, ref: str, limit: int, max_rows: int) -> tuple[list, list[int], list]:
+        """(records, each one's row position, row errors) of one file: the parse a context handed over (its row
+        warnings logged again, into this run's log), else the loader's (opgrpo.benchmark)."""
+        b = self.cfg.benchmark
+        settings = (kind, _file_identity(ref), b.format, b.on_error, b.hf_split, limit, max_rows)
+        parsed = _HANDED_OVER.pop(settings, None)
+        if parsed is not None:
+            from opgrpo.benchmark.loading import logger as loader_log
+
+            for e in parsed[2]:
+                loader_log.warning("%s", e)
+        else:
+            from opgrpo.benchmark import load_items
+            from opgrpo.benchmark.sft_file import load_sft_examples
+
+            positions: list[int] = []
+            if kind == "sft":
+                records, errors = load_sft_examples(ref, format=b.format, on_error=b.on_error,
+                                                    split=b.hf_split or None, positions=positions)
+            else:
+                records, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
+                                             limit=None if limit < 0 else limit,
+                                             max_rows=None if max_rows < 0 else max_rows, positions=positions)
+            parsed = (records, positions, errors)
+        if self.hand_over:
+            _HANDED_OVER[settings] = parsed
+        return parsed
 
     def train_val(self) -> tuple[list, list]:
         """(training items, validation items): the seeded split of ``benchmark.train_file`` (the estimator's items;

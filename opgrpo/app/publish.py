@@ -140,7 +140,8 @@ def push_final(ctx: RunContext) -> str | None:
 def model_refs(cfg: DictConfig) -> list:
     """Every model the config names (``opgrpo.models.hub.ModelRef``: config key, hub id or path): the policy, the
     estimator's base model, the estimator's judge (kind transformers), the NLI model (unless eval.nli.backend=none),
-    the evaluation judge (kind transformers), and reward.estimator_path, eval.model_path, pope.model_path when set.
+    the evaluation judge (kind transformers), reward.estimator_path, eval.model_path, pope.model_path when set,
+    and with baseline=modular every community model (and its tokenizer's files).
     HTTP judges name a served model, not one to download."""
     from opgrpo.models.hub import ModelRef
 
@@ -158,6 +159,12 @@ def model_refs(cfg: DictConfig) -> list:
     for key in ("reward.estimator_path", "eval.model_path", "pope.model_path"):
         if _get(cfg, key):
             refs.append(ModelRef(key, str(_get(cfg, key))))
+    if _get(cfg, "baseline.kind") == "modular":
+        for i, spec in enumerate(_get(cfg, "baseline.community") or []):
+            if spec.get("name_or_path"):
+                refs.append(ModelRef(f"baseline.community[{i}].name_or_path", str(spec.name_or_path)))
+            if spec.get("tokenizer"):  # whole: in the presets it is also the LoRA adapters' base model
+                refs.append(ModelRef(f"baseline.community[{i}].tokenizer", str(spec.tokenizer)))
     return [r for r in refs if r.ref]
 
 

@@ -151,7 +151,7 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
         responses, source = partial(load_responses, e.responses_file), e.responses_file
     else:
         responses = partial(generate_for_items, policy=policy, **asdict(ctx.section("eval.generation")),
-                            chat_template=m.chat_template, gguf_file=m.gguf_file if policy == m.name_or_path else "",
+                            chat_template=m.chat_template, gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "",
                             dtype=m.dtype, trust_remote_code=m.trust_remote_code, device=ctx.cfg.device)
         source = policy
     metrics = evaluate(ctx.test_splits(), ctx.run.stage_dir(name), responses=responses, source=source,
@@ -168,7 +168,7 @@ def _eval_tokenizer(policy: str, m) -> object:
     from opgrpo.models.generation import load_tokenizer
 
     return load_tokenizer(policy, chat_template=m.chat_template, trust_remote_code=m.trust_remote_code,
-                          gguf_file=m.gguf_file if policy == m.name_or_path else "")
+                          gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "")
 
 
 def stage_eval_base(ctx: RunContext) -> None:
@@ -233,7 +233,7 @@ def stage_generate(ctx: RunContext) -> None:
     out = generate_responses_file(ctx.test_splits(), out_file, policy=policy,
                                   generation=asdict(ctx.section("eval.generation")), baseline=ctx.section("baseline"),
                                   chat_template=m.chat_template, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                  gguf_file=m.gguf_file if policy == m.name_or_path else "", device=ctx.cfg.device)
+                                  gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "", device=ctx.cfg.device)
     ctx.run.log("generate", out)
 
 

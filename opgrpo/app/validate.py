@@ -4,8 +4,8 @@ Each config section checks itself (``problems()`` on its dataclass: reward, trai
 estimator, eval, ...); this module gathers those under their full keys and adds only what spans
 sections: which stages run, which models and files those stages will load, the world size, missing values
 (``???``, also where another key interpolates one) and the batch arithmetic against the training data (counted
-with the loader the run uses). ``validate(cfg)`` raises one ``ConfigError`` listing every problem as
-``key: problem``.
+with the loader the run uses, whose parse the run then takes: opgrpo.app.context). ``validate(cfg)`` raises one
+``ConfigError`` listing every problem as ``key: problem``.
 """
 from __future__ import annotations
 
@@ -62,11 +62,73 @@ def _check_model_ref(p: Problems, key: str, ref: str) -> None:
     if ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1:
         p.add(key, f"no such model directory {ref!r}")
         return
+    _check_hub_cache(p, key, ref, MODEL_CONFIGS)
+
+
+def _check_hub_cache(p: Problems, key: str, ref: str, files: tuple[str, ...]) -> None:
+    """Offline (``HF_HUB_OFFLINE=1``), a hub id must be in the local cache: one of ``files`` (a model's config.json,
+    a PEFT adapter's adapter_config.json, a tokenizer's files) cached."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        if not any(isinstance(try_to_load_from_cache(ref, name), str) for name in files):
             p.add(key, f"{ref!r} is neither a local directory nor in the hub cache (HF_HUB_OFFLINE=1)")
+
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+
+
+def _check_tokenizer_ref(p: Problems, key: str, ref: str) -> None:
+    """A tokenizer reference: a local directory holding a tokenizer, or a hub id (cached, when offline)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not path.is_dir() or not any((path / name).is_file() for name in TOKENIZER_FILES):
+            p.add(key, f"{ref!r} holds no tokenizer (no {', '.join(TOKENIZER_FILES)})")
+    elif ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1:
+        p.add(key, f"no such tokenizer directory {ref!r}")
+    else:
+        _check_hub_cache(p, key, ref, TOKENIZER_FILES)
+
+
+def _url_problem(url: str) -> str:
+    """Why ``url`` is not an http(s) API root ("" when it is one); only its form: nothing is contacted."""
+    from urllib.parse import urlparse
+
+    try:
+        parts = urlparse(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL {url!r} ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}"
+    return ""
+
+
+def _check_community(p: Problems, cfg: DictConfig) -> None:
+    """baseline=modular's community models: a local model (``name_or_path``, its ``tokenizer``) as any model the run
+    loads; an endpoint (``base_url``) only by the form of its URL (it is contacted when the stage starts)."""
+    for i in range(len(_get(cfg, "baseline.community") or [])):
+        key = f"baseline.community[{i}]"
+        name_or_path, tokenizer, url = (_get(cfg, f"{key}.{k}") for k in ("name_or_path", "tokenizer", "base_url"))
+        if name_or_path:
+            _check_model_ref(p, f"{key}.name_or_path", name_or_path)
+            if tokenizer:
+                _check_tokenizer_ref(p, f"{key}.tokenizer", tokenizer)
+        if url and _url_problem(url):
+            p.add(f"{key}.base_url", _url_problem(url))
+
+
+def _check_out_file(p: Problems, key: str, ref: str) -> None:
+    """An output file must be writable where it points: not a directory, no file where a parent folder must be."""
+    if not ref:
+        return
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        p.add(key, f"{ref!r} is a directory; give a file name (e.g. {str(path / 'responses.jsonl')!r})")
+        return
+    parent = next((d for d in path.parents if d.exists()), None)
+    if parent is not None and not parent.is_dir():
+        p.add(key, f"cannot create {ref!r}: {str(parent)!r} is a file, not a directory")
 
 
 def _check_data_ref(p: Problems, key: str, ref: str) -> None:
@@ -109,14 +171,23 @@ def _get(cfg: DictConfig, key: str) -> str:
 
 
 def _needs(stages: list[str], cfg: DictConfig) -> dict[str, bool]:
-    # the policy model.name_or_path is loaded by the training stages, and by an evaluation that neither reads
-    # a responses file nor evaluates another policy (eval.model_path, checked on its own)
+    # the policy model.name_or_path is loaded by the training stages, by an evaluation that neither reads a responses
+    # file nor evaluates another policy, and by stage=generate unless it answers with another policy (eval.model_path,
+    # checked on its own)
     evaluates_it = any(s in ("eval", "eval_base") for s in stages) and not (
         _get(cfg, "eval.model_path") or _get(cfg, "eval.responses_file"))
-    return {"policy": any(s in ("sft", "grpo") for s in stages) or evaluates_it,
+    generates_with_it = "generate" in stages and not _get(cfg, "eval.model_path")
+    return {"policy": any(s in ("sft", "grpo") for s in stages) or evaluates_it or generates_with_it,
             "train": any(s in ("estimator", "sft", "grpo") for s in stages),
-            "test": any(s in ("eval", "eval_base") for s in stages),
+            "test": any(s in ("eval", "eval_base", "generate") for s in stages),
+            "eval": any(s in ("eval", "eval_base") for s in stages),
+            "generate": "generate" in stages,
             "pope": "pope" in stages}
+
+
+NEEDS = ("policy", "train", "test", "eval", "generate", "pope")
+"""What ``_needs`` says the chosen stages read: the policy, the training data, the test data, the evaluation's
+responses file and NLI model, stage=generate's sections (``generate``, ``baseline``), POPE's logged responses."""
 
 
 def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str], needs: dict[str, bool]) -> None:
@@ -137,13 +208,20 @@ def _models_and_files(p: Problems, cfg: DictConfig, stages: list[str], needs: di
     if needs["test"]:
         test_file = _get(cfg, "benchmark.test_file")
         if not test_file and not cfg.benchmark.test_files and not OmegaConf.is_missing(cfg.benchmark, "test_file"):
-            p.add("benchmark.test_file", "required by the eval stage (or benchmark.test_files)")
+            p.add("benchmark.test_file", "required by stage(s) " + ", ".join(
+                s for s in stages if s in ("eval", "eval_base", "generate")) + " (or benchmark.test_files)")
         _check_data_ref(p, "benchmark.test_file", test_file)
         for name, ref in cfg.benchmark.test_files.items():
             _check_data_ref(p, f"benchmark.test_files.{name}", ref)
+    if needs["eval"]:
         _check_data_ref(p, "eval.responses_file", cfg.eval.responses_file)
         if cfg.eval.nli.backend != "none":
             _check_model_ref(p, "eval.nli.model", cfg.eval.nli.model)
+    if needs["generate"]:
+        _check_out_file(p, "generate.out_file", _get(cfg, "generate.out_file"))
+        kind = _get(cfg, "baseline.kind")
+        if getattr(kind, "value", kind) == "modular":  # a str or an Enum member
+            _check_community(p, cfg)
     if needs["pope"]:
         if not cfg.pope.responses_file:
             p.add("pope.responses_file", "required by stage=pope")
@@ -155,6 +233,7 @@ def _missing(cfg: DictConfig, needs: dict[str, bool]) -> list[str]:
     """Missing mandatory values (``???``) that the chosen stages need."""
     owner = {"model.name_or_path": needs["policy"] or needs["pope"], "benchmark.train_file": needs["train"],
              "benchmark.test_file": needs["test"] and not cfg.benchmark.test_files}
+    sections = {"generate.": needs["generate"], "baseline.": needs["generate"]}  # read by stage=generate only
     keys: set[str] = set()
     for key in cfg.keys():
         if key == "hydra":  # Hydra's own node (when composed with it) has runtime-only missing values
@@ -163,7 +242,8 @@ def _missing(cfg: DictConfig, needs: dict[str, bool]) -> list[str]:
             keys.add(str(key))
         elif OmegaConf.is_config(cfg._get_node(key)):
             keys |= OmegaConf.missing_keys(cfg._get_node(key))
-    return sorted(k for k in keys if owner.get(k, True))
+    return sorted(k for k in keys
+                  if owner.get(k, next((v for prefix, v in sections.items() if k.startswith(prefix)), True)))
 
 
 MISSING_HINT = "missing value (set it on the command line, e.g. key=value, or in an experiment preset)"
@@ -266,18 +346,20 @@ def _check_data_size(p: Problems, cfg: DictConfig, stages: list[str]) -> None:
     """The batch arithmetic against the data: one SFT batch (``trainer.sft.global_batch_size``) and one GRPO
     generation batch (``trainer.grpo.prompts_per_step``) must fit the training records the stage will use, counted
     with the run's own loading and splitting (``RunContext``, after ``benchmark.max_train_items``, the validation
-    share, ``benchmark.sft_file``). Only for the stages that run, once the data keys and that trainer are valid."""
+    share, ``benchmark.sft_file``). Only for the stages that run, once the data keys and that trainer are valid. The
+    parses are handed over to the run's context (``RunContext.hand_over``), which does not read the files again."""
     import logging
 
-    from opgrpo.app.context import RunContext
+    from opgrpo.app.context import RunContext, forget_handed_over
 
+    forget_handed_over()  # those of an earlier check (a multirun's previous job) that no run took
     wanted = [s for s in DATA_SETS if s in stages and not any(x.startswith(f"trainer.{s}.") for x in p)]
     if not wanted or any(x.startswith("benchmark.") for x in p) or not _get(cfg, "benchmark.train_file"):
         return
-    ctx = RunContext(cfg, _NoRunDir())  # type: ignore[arg-type]
+    ctx = RunContext(cfg, _NoRunDir(), hand_over=True)  # type: ignore[arg-type]
     quiet = [logging.getLogger(name) for name in ("opgrpo.app.context", "opgrpo.benchmark")]
     levels = [q.level for q in quiet]
-    for q in quiet:  # the run itself logs the data's warnings (bad rows, template SFT targets) when it reads it
+    for q in quiet:  # the run itself logs the data's warnings (bad rows, template SFT targets) when it takes the data
         q.setLevel(logging.ERROR)
     try:
         for stage in wanted:
@@ -354,7 +436,7 @@ def validate(cfg: DictConfig) -> None:
     broken = _interpolated_missing(cfg)  # before any check reads one of them
     reported: set[str] = set(broken) | {k for users in broken.values() for k in users}
     stages = _guarded(p, reported, _stages, p, cfg, default=[])
-    needs = _guarded(p, reported, _needs, stages, cfg, default=dict.fromkeys(("policy", "train", "test", "pope"), False))
+    needs = _guarded(p, reported, _needs, stages, cfg, default=dict.fromkeys(NEEDS, False))
     missing = _guarded(p, reported, _missing, cfg, needs, default=[])
     reported |= set(missing)
     for key in sorted(set(missing) | set(broken)):
@@ -373,6 +455,9 @@ def validate(cfg: DictConfig) -> None:
         _guarded(p, reported, _section, p, cfg, "spl")
     if "pope" in stages:
         _guarded(p, reported, _section, p, cfg, "pope")
+    if "generate" in stages:  # where the responses go, and who answers (baseline=none | modular)
+        _guarded(p, reported, _section, p, cfg, "generate")
+        _guarded(p, reported, _section, p, cfg, "baseline")
     _guarded(p, reported, _section, p, cfg, "opbench", stages)  # template/tau/judge always; files for stage=opbench
     # reference weights always (the multirun's report uses them); runs for report/compare
     _guarded(p, reported, _section, p, cfg, "report", stages)

@@ -136,3 +136,12 @@ def test_offline_prefetch_checks_the_cache(compose, fake_hub, tmp_path):
         _run(compose, tmp_path, ["experiment=paper"])
     statuses = [r["status"] for r in json.loads((tmp_path / "prefetch.json").read_text())]
     assert statuses == ["cached", "cached", "cached", "failed"]
+
+
+def test_modular_baseline_prefetches_every_community_model_and_its_base_once(compose, fake_hub, tmp_path):
+    fake = fake_hub()
+    _run(compose, tmp_path, ["experiment=paper", "baseline=modular", "eval.nli.backend=none"])
+    downloads = fake.downloads()
+    community = [d for d in downloads if d.startswith("bunsenfeng/")]
+    assert len(community) == 6 and "mistralai/Mistral-7B-Instruct-v0.1" in downloads
+    assert downloads.count("mistralai/Mistral-7B-Instruct-v0.1") == 1  # six keys name it, fetched once
