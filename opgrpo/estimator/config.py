@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import List  # noqa: UP035 (typing.List: OmegaConf-friendly schema)
 
 from opgrpo.judges import JudgeMode, Unlabelled, YesNoKind
-from opgrpo.text.perspectives import MASKINGS
-from opgrpo.utils.checks import Choice, Problems, choice_enum
+from opgrpo.text.perspectives import Masking
+from opgrpo.utils.checks import Choice, Problems
 
 
 class TrainText(Choice):
@@ -39,8 +39,6 @@ class BatchSampler(Choice):
     batch_sampler = "batch_sampler"
 
 
-Masking = choice_enum("Masking", MASKINGS, __name__)
-"""Keyword sources for masking (``MiningConfig.masking``; ``opgrpo.text.perspectives.MASKINGS``)."""
 TRAIN_TEXTS = tuple(t.value for t in TrainText)
 JUDGE_PROMPT_NAMES = tuple(j.value for j in JudgePrompt)
 BATCH_SAMPLERS = tuple(b.value for b in BatchSampler)

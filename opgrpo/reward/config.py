@@ -1,7 +1,7 @@
 """Every knob of the OP reward (weights, thresholds, buckets, masking, aggregation), paper preset by default.
 
 The component names (``COMPONENTS``) and the allowed values of the string settings (the enums ``RewardMode``,
-``Aggregation`` and ``Masking``, the last built from ``opgrpo.text.perspectives.MASKINGS``) are defined once; the
+``Aggregation``; ``Masking`` comes from ``opgrpo.text.perspectives``, shared with the estimator) are defined once; the
 Hydra schema types the fields with them, so OmegaConf rejects a wrong value when the config is composed.
 ``RewardConfig.problems()`` lists every invalid setting (keys relative to the ``reward`` section).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from opgrpo.text.perspectives import MASKINGS
-from opgrpo.utils.checks import Choice, Problems, choice_enum
+from opgrpo.text.perspectives import Masking
+from opgrpo.utils.checks import Choice, Problems
 
 COMPONENTS = ("coverage", "uniqueness", "format", "tag")
 """The four reward components, in the order of weights, TRL reward functions and tables."""
@@ -36,8 +36,6 @@ class Aggregation(Choice):
     gdpo = "gdpo"
 
 
-Masking = choice_enum("Masking", MASKINGS, __name__)
-"""Keyword sources for masking (``RewardConfig.masking``; ``opgrpo.text.perspectives.MASKINGS``)."""
 MODES = tuple(m.value for m in RewardMode)
 AGGREGATIONS = tuple(a.value for a in Aggregation)
 

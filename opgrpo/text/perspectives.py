@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from opgrpo.utils.checks import choice_enum
+
 __all__ = [
     "KW_TOKEN",
     "PHRASE_RE",
@@ -24,6 +26,7 @@ __all__ = [
     "STOPWORDS",
     "STRICT_RE",
     "Layout",
+    "Masking",
     "has_perspective_phrase",
     "lenient_blocks",
     "mask_keywords",
@@ -48,6 +51,8 @@ _TOKEN_RE = re.compile(r"\b\w+\b")
 KW_TOKEN = "[KW]"
 MASKINGS = ("situation", "none", "prompt")
 """Keyword sources for masking: the situation (paper), the whole decoded prompt (authors' code), or none."""
+Masking = choice_enum("Masking", MASKINGS, __name__)
+"""``MASKINGS`` as the Enum type of the config fields that choose one (reward.masking, estimator.mining.masking)."""
 
 
 def _load_stopwords() -> frozenset[str]:
