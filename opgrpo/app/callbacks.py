@@ -1,22 +1,29 @@
 """Hydra callbacks of the `opgrpo` app (registered under ``hydra.callbacks`` in conf/opgrpo.yaml).
 
-``SweepOutcome``: at the end of a multirun, read every job's ``status.json`` in the sweep directory, build the
-sweep report (``stage=report``: table, coverage-vs-uniqueness Pareto plot, curves) in ``<sweep>/report/``
-when at least one job completed with evaluation numbers, print which jobs failed or never finished, where
-the sweep and its report are, and remember the outcome so that the entrypoint exits non-zero (``opgrpo -m``
-must not report success when members failed). It reads files rather than in-process state, so it also
-sees jobs that a launcher (submitit) ran in other processes. A report that cannot be built is a warning
-with the reason, never a failed sweep.
+``SweepOutcome``:
+
+- at the start of a multirun, compose every arm (the sweeper's parameters and the command line's sweeps, expanded
+  as Hydra's basic sweeper does) and check each as its job would (opgrpo.app.validate.check, no run directory yet):
+  an invalid arm stops the sweep before any job starts, printing every failed arm with its whole reason (exit 2);
+- at its end, read every job's ``status.json`` in the sweep directory, build the sweep report (``stage=report``:
+  table, coverage-vs-uniqueness Pareto plot, curves) in ``<sweep>/report/`` when at least one job completed with
+  evaluation numbers, print which jobs failed or never finished and where the sweep and its report are, and exit
+  with status 1 when a job did not complete (``opgrpo -m`` must not report success when members failed). It reads
+  files rather than in-process state, so it also sees jobs that a launcher (submitit) ran in other processes. A
+  report that cannot be built is a warning with the reason, never a failed sweep.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from opgrpo.utils.runfiles import COMPLETED, RunFileError, read_status
 
@@ -33,8 +40,6 @@ class Outcome:
     report: str = ""  # the report's index.html ("" when none was built)
 
 
-LAST_MULTIRUN = Outcome()
-
 
 def sweep_outcome(sweep_dir: str | Path) -> Outcome:
     """Every job directory (one holding Hydra's ``.hydra/``) under ``sweep_dir`` and those not completed."""
@@ -48,7 +53,7 @@ def sweep_outcome(sweep_dir: str | Path) -> Outcome:
             status = {"status": "unreadable", "error": str(exc)}
         if status.get("status") != COMPLETED:
             why = status.get("error") or f"status {status.get('status', 'missing')}"
-            failed.append(f"{job.relative_to(sweep_dir)}: {str(why).splitlines()[0][:300]}")
+            failed.append(f"{job.relative_to(sweep_dir)}: " + str(why).strip().replace("\n", "\n    "))
     return Outcome(str(sweep_dir), len(jobs), failed)
 
 
@@ -83,6 +88,13 @@ class SweepOutcome(Callback):
     """Build the sweep's report, report failed jobs at the end of a multirun and make the entrypoint exit
     non-zero if there are any."""
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        failed = check_arms(config)
+        if failed:
+            sys.stderr.write(f"invalid configuration in {len(failed)} arm(s) of the sweep; no job was started:\n"
+                             + "\n".join(f"arm {arm}:\n  {why}" for arm, why in failed) + "\n")
+            raise SystemExit(2)
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         outcome = sweep_outcome(config.hydra.sweep.dir)
         try:
@@ -90,8 +102,6 @@ class SweepOutcome(Callback):
         except Exception:  # noqa: BLE001 - an unresolvable node: the paper weights
             weights = None
         outcome.report = sweep_report(outcome.sweep_dir, weights)
-        LAST_MULTIRUN.sweep_dir, LAST_MULTIRUN.jobs, LAST_MULTIRUN.failed, LAST_MULTIRUN.report = (
-            outcome.sweep_dir, outcome.jobs, outcome.failed, outcome.report)
         if outcome.failed:
             log.error("%d of %d job(s) of the sweep did not complete:\n  %s", len(outcome.failed), outcome.jobs,
                       "\n  ".join(outcome.failed))
@@ -99,3 +109,46 @@ class SweepOutcome(Callback):
                  outcome.jobs - len(outcome.failed))
         if outcome.report:
             log.info("sweep report: %s", outcome.report)
+        if outcome.failed:
+            raise SystemExit(1)
+
+
+def sweep_arms(config: Any) -> list[list[str]]:
+    """The override list of every job of a multirun, as Hydra's basic sweeper expands them: ``hydra.sweeper.params``
+    (a sweep preset's) then the command line's task overrides, their cartesian product."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    return [arm for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+            for arm in batch]
+
+
+def check_arms(config: Any) -> list[tuple[str, str]]:
+    """Compose and check every arm of a multirun as its job will (``sweep_arms``, opgrpo.app.validate.check without a
+    run directory); (the arm: job number and the overrides that differ between arms, the whole reason) of each one
+    that fails. A sweep whose arms a plugin sweeper (not Hydra's basic one) chooses is left to its jobs' own start-up
+    checks."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if "basic_sweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
+        return []
+    from opgrpo.app.runconfig import ConfigError
+    from opgrpo.app.validate import check
+
+    loader, failed, arms = GlobalHydra.instance().config_loader(), [], sweep_arms(config)
+    for number, arm in enumerate(arms):
+        try:
+            job = loader.load_sweep_config(config, list(arm))
+            HydraConfig.instance().set_config(job)
+            check(job)
+        except (ConfigError, OmegaConfBaseException, ConfigCompositionException) as exc:
+            why = str(exc).strip()
+            if exc.__cause__ is not None:  # Hydra's "Error merging override ...": the cause says what is wrong
+                why += "\n  " + str(exc.__cause__).strip().replace("\n", "\n  ")
+            swept = [o for o in arm if not all(o in other for other in arms)]
+            failed.append((f"{number} ({' '.join(swept) or 'no swept overrides'})", why))
+    HydraConfig.instance().set_config(config)
+    return failed

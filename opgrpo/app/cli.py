@@ -1,13 +1,14 @@
 """The `opgrpo` console script: one Hydra app for every stage (see ``opgrpo --help``).
 
-Hydra composes the config from ``conf/`` (found by path, see opgrpo.app.paths), this module validates it
-before anything heavy is imported, sets up the run directory and hands over to opgrpo.app.stages. The
-return value of the task function is the metric named by ``objective``, which Hydra sweepers optimise.
-Every start-up failure (a check of opgrpo.app.validate, a ``???`` or an interpolation that does not resolve)
-is one ``ConfigError`` naming its key(s), logged and written to ``status.json`` (failed), exit status 2; so is
-an enum setting given a value that is none of its choices on the command line (``reward.mode=bogus``), which Hydra
-would reject before the run directory exists (``main`` takes it off the command line and ``run`` reports it). The
-``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry (``help_stages``).
+Hydra composes the config from ``conf/`` (found by path, see opgrpo.app.paths; an enum setting given none of its
+choices fails right there, in Hydra's words, naming the key and the choices), this module builds the run's typed
+config and its context once and validates them (opgrpo.app.validate.check) before anything heavy is imported, sets up
+the run directory and hands over to opgrpo.app.stages. The return value of the task function is the metric named by
+``objective``, which Hydra sweepers optimise. Every start-up failure (a check of opgrpo.app.validate, a ``???`` or an
+interpolation that does not resolve) is one ``ConfigError`` naming its key(s), logged and written to ``status.json``
+(failed), exit status 2. A multirun checks every arm the same way before its first job starts
+(opgrpo.app.callbacks). The ``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry
+(``help_stages``).
 """
 from __future__ import annotations
 
@@ -22,20 +23,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from opgrpo.app.paths import PRIMARY, config_dir
-from opgrpo.app.schema import bad_choices, register
+from opgrpo.app.runconfig import ConfigError
+from opgrpo.app.schema import register
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
 
 log = logging.getLogger("opgrpo")
-
-BAD_CHOICES: list[str] = []
-"""Problems of the enum overrides ``main`` took off the command line (see ``opgrpo.app.schema.bad_choices``)."""
-CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
 
 
 def run(cfg: DictConfig) -> float | None:
     """Validate `cfg`, run its stage(s) in the Hydra output directory, return the objective metric."""
     from opgrpo.app.rundir import RunDir
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import check
     from opgrpo.training.distributed import export_submitit_env, setup_process_group
 
     export_submitit_env()  # a SLURM/submitit job with several tasks: one process group, every task a rank
@@ -43,10 +41,8 @@ def run(cfg: DictConfig) -> float | None:
     try:
         _check_launcher()
         _check_shared_run_dir()
-        if BAD_CHOICES:
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(BAD_CHOICES))
-        validate(cfg)
-        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # the resolved config.yaml; fails like a check would
+        ctx = check(cfg, run_dir)  # the typed config, built once, and the run's context (its data parsed once)
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # the resolved config.yaml
     except (ConfigError, OmegaConfBaseException) as exc:
         exc = _startup_error(exc, cfg)
         run_dir.fail(exc)
@@ -54,13 +50,13 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN":
             return None  # one bad run of a sweep must not stop the others; status.json says why
         raise SystemExit(2) from None
-    setup_process_group(deepspeed=cfg.deepspeed.enabled, timeout_min=cfg.dist_timeout_min)
+    setup_process_group(deepspeed=ctx.cfg.deepspeed.enabled, timeout_min=ctx.cfg.dist_timeout_min)
     run_dir.write_config(config_yaml)
     run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
     from opgrpo.app.stages import run_stages
 
     try:
-        run_stages(cfg, run_dir)
+        run_stages(ctx)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised or swallowed for sweeps
         run_dir.fail(exc)
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
@@ -68,10 +64,10 @@ def run(cfg: DictConfig) -> float | None:
             return None
         raise
     run_dir.set_status(COMPLETED, overrides=list(HydraConfig.get().overrides.task))
-    value = run_dir.objective(cfg.objective)
+    value = run_dir.objective(ctx.cfg.objective)
     log.info("run directory: %s", run_dir.path)
     if value is not None:
-        log.info("objective %s = %.4f", cfg.objective, value)
+        log.info("objective %s = %.4f", ctx.cfg.objective, value)
     return value
 
 
@@ -86,8 +82,6 @@ def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
     """The start-up failure as a ConfigError naming its key: an OmegaConf error no check foresaw (a ``???`` value or
     an interpolation that fails to resolve) becomes one; a run that would train without an ``experiment=`` preset
     gets the hint to pick one (the bare defaults are the paper's settings on the sample data)."""
-    from opgrpo.app.validate import ConfigError
-
     if not isinstance(exc, ConfigError):
         exc = ConfigError(f"invalid configuration:\n  {getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}")
@@ -105,8 +99,6 @@ def _check_launcher() -> None:
     hc = HydraConfig.get()
     target = str(hc.launcher.get("_target_", "")) if hc.launcher is not None else ""
     if hc.mode.name != "MULTIRUN" and "submitit" in target:
-        from opgrpo.app.validate import ConfigError
-
         raise ConfigError(f"invalid configuration:\n  launcher: {target.rsplit('.', 1)[-1]} only submits multiruns; "
                           "without -m this run would start here, on this machine. Add -m (opgrpo -m ... launcher=slurm)")
 
@@ -123,8 +115,6 @@ def _check_shared_run_dir() -> None:
         return
     if any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
         return
-    from opgrpo.app.validate import ConfigError
-
     raise ConfigError(f"invalid configuration:\n  hydra.run.dir: a run with {info.world_size} processes needs one run "
                       "directory shared by every rank; set OPGRPO_RUN_DIR=<dir> (or hydra.run.dir=<dir>) in the "
                       "launch command")
@@ -161,25 +151,14 @@ def help_stages() -> str:
 
 
 def main() -> None:
-    """Run the app; a multirun with failed or unfinished jobs exits with status 1 (see opgrpo.app.callbacks)."""
-    from opgrpo.app.callbacks import LAST_MULTIRUN
-
+    """Run the app; a multirun with failed or unfinished jobs exits with status 1, one with an invalid arm with status
+    2 before any job starts (opgrpo.app.callbacks)."""
     register()
-    args = sys.argv[1:]
-    bad = bad_choices([a for a in args if "=" in a and not a.startswith("-")])
-    if bad and any(a.startswith("-") and a.split("=")[0] not in CONFIG_FLAGS for a in args):
-        # a sweep (-m), --cfg, --help ...: no run directory to record it in; fail before any job starts
-        sys.stderr.write("invalid configuration:\n  " + "\n  ".join(bad.values()) + "\n")
-        sys.exit(2)
-    sys.argv[1:] = [a for a in args if a not in bad]
-    BAD_CHOICES[:] = bad.values()
     if not OmegaConf.has_resolver("opgrpo_help_stages"):
         OmegaConf.register_new_resolver("opgrpo_help_stages", help_stages)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = hydra.main(config_path=str(config_dir()), config_name=PRIMARY.removesuffix(".yaml"), version_base="1.3")(run)
     app()
-    if LAST_MULTIRUN.failed:
-        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,11 @@
 """The state one `opgrpo` run carries from stage to stage: ``RunContext``.
 
-A run's stages share three things: the composed config, the run directory, and what earlier stages
-produced (the fine-tuned estimator, the SFT and GRPO policies). They also share expensive objects that
-must be built once per run: the data files (read, and their bad rows logged, once; the start-up check's parse
-is handed over to the run, ``hand_over``), the reward's sentence encoder and the NLI scorer (``eval_base`` and
-``eval`` of a pipeline use the same one).
-``RunContext`` holds all of that behind documented methods; stages read nothing else.
+A run's stages share three things: the run's typed config (``OPGRPOConfig``, built once from Hydra's by
+opgrpo.app.runconfig), the run directory, and what earlier stages produced (the fine-tuned estimator, the SFT and
+GRPO policies). They also share expensive objects that must be built once per run: the data files (read, and their
+bad rows logged, once: the start-up check counts the training records with this same context, opgrpo.app.validate,
+and the run keeps that parse), the reward's sentence encoder and the NLI scorer (``eval_base`` and ``eval`` of a
+pipeline use the same one). ``RunContext`` holds all of that behind documented methods; stages read nothing else.
 """
 from __future__ import annotations
 
@@ -13,61 +13,31 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.app.rundir import RunDir
+from opgrpo.app.schema import OPGRPOConfig
 from opgrpo.app.tracking import JobTracker
-from opgrpo.app.schema import to_object
 
 log = logging.getLogger("opgrpo.app.context")
-
-_HANDED_OVER: dict[tuple, tuple[list, list[int], list]] = {}
-"""Parses of data files that a context with ``hand_over=True`` made (the start-up check, opgrpo.app.validate, counts
-the training records that way), by file and loader settings, until the run's context takes them: each file is parsed
-once per run."""
-
-
-def _file_identity(ref: str) -> tuple:
-    """What a parse of ``ref`` depends on: its resolved path with each file's size and modification time (a file
-    edited since is read again), or a hub id as given."""
-    path = Path(ref).expanduser()
-    if not ref or not path.exists():
-        return (ref,)
-    path = path.resolve()
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    return (str(path), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
-
-
-def forget_handed_over() -> None:
-    """Drop the parses no context took (a new start-up check hands over its own)."""
-    _HANDED_OVER.clear()
 
 
 @dataclass
 class RunContext:
     """Config, run directory, products of earlier stages, and the run's shared models and data."""
 
-    cfg: DictConfig
-    """The composed, validated config of this run."""
-    run: RunDir
-    """Where the run writes its config, status, metrics and each stage's folder."""
+    cfg: OPGRPOConfig
+    """The typed config of this run (stages read their sections from it: ``ctx.cfg.trainer.grpo``)."""
+    run: RunDir | None = None
+    """Where the run writes its config, status, metrics and each stage's folder; None while a multirun checks its
+    arms before any run directory exists (opgrpo.app.callbacks): nothing is written then."""
     estimator_path: str = ""
     """The estimator stage's fine-tuned model (when it ran in this run)."""
     policy_path: str = ""
     """The latest trained policy of this run (SFT, then GRPO), "" before any training stage."""
     tracker: JobTracker = field(default_factory=JobTracker)
     """This job's experiment tracker (its W&B run; does nothing when W&B is off or on ranks other than 0)."""
-    hand_over: bool = False
-    """Leave this context's parses of the data files to the next context of the process that reads the same file
-    with the same settings (the start-up check's count, opgrpo.app.validate): the run does not parse them again."""
     _items: dict = field(default_factory=dict, repr=False)
     _models: dict = field(default_factory=dict, repr=False)
-
-    def section(self, key: str) -> Any:
-        """Config section ``key`` (e.g. ``"reward"``, ``"trainer.grpo"``) as its lower-layer dataclass."""
-        return to_object(self.cfg, key)
 
     # ---- data ----------------------------------------------------------------------------------
     def items(self, ref: str, limit: int = -1) -> list:
@@ -87,42 +57,34 @@ class RunContext:
                 written.update((e.source, e.row, e.field, e.message) for e in new)
                 log.warning("%s: %d bad row(s) skipped, %d kept with a warning (see data_errors.jsonl)",
                             ref, bad, len(errors) - bad)
-                if self.run.main:
+                if self.run is not None and self.run.main:
                     with open(self.run.path / "data_errors.jsonl", "a") as fh:
                         for e in new:
                             fh.write(json.dumps(e.__dict__) + "\n")
             name = Path(ref).name + (f"[:{max_rows}]" if max_rows >= 0 else "")
-            self.run.log("data", {name: {"items": len(records), "bad_rows": bad}})
+            self._log("data", {name: {"items": len(records), "bad_rows": bad}})
             self._items[key] = (records, positions, len(records) + bad)  # rows read: the records and the bad rows
         return self._items[key]
 
     def _parse(self, kind: str, ref: str, limit: int, max_rows: int) -> tuple[list, list[int], list]:
-        """(records, each one's row position, row errors) of one file: the parse a context handed over (its row
-        warnings logged again, into this run's log), else the loader's (opgrpo.benchmark)."""
-        b = self.cfg.benchmark
-        settings = (kind, _file_identity(ref), b.format, b.on_error, b.hf_split, limit, max_rows)
-        parsed = _HANDED_OVER.pop(settings, None)
-        if parsed is not None:
-            from opgrpo.benchmark.loading import logger as loader_log
+        """(records, each one's row position, row errors) of one file (opgrpo.benchmark's loaders)."""
+        from opgrpo.benchmark import load_items
+        from opgrpo.benchmark.sft_file import load_sft_examples
 
-            for e in parsed[2]:
-                loader_log.warning("%s", e)
+        b, positions = self.cfg.benchmark, []
+        if kind == "sft":
+            records, errors = load_sft_examples(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
+                                                positions=positions)
         else:
-            from opgrpo.benchmark import load_items
-            from opgrpo.benchmark.sft_file import load_sft_examples
+            records, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
+                                         limit=None if limit < 0 else limit,
+                                         max_rows=None if max_rows < 0 else max_rows, positions=positions)
+        return records, positions, errors
 
-            positions: list[int] = []
-            if kind == "sft":
-                records, errors = load_sft_examples(ref, format=b.format, on_error=b.on_error,
-                                                    split=b.hf_split or None, positions=positions)
-            else:
-                records, errors = load_items(ref, format=b.format, on_error=b.on_error, split=b.hf_split or None,
-                                             limit=None if limit < 0 else limit,
-                                             max_rows=None if max_rows < 0 else max_rows, positions=positions)
-            parsed = (records, positions, errors)
-        if self.hand_over:
-            _HANDED_OVER[settings] = parsed
-        return parsed
+    def _log(self, stage: str, metrics: dict) -> None:
+        """``run.log`` once the run directory exists (a multirun's pre-check of its arms has none)."""
+        if self.run is not None:
+            self.run.log(stage, metrics)
 
     def train_val(self) -> tuple[list, list]:
         """(training items, validation items): the seeded split of ``benchmark.train_file`` (the estimator's items;
@@ -146,7 +108,7 @@ class RunContext:
             b = self.cfg.benchmark
             items, positions, rows = self._load(b.train_file, b.max_train_items, b.grpo_max_items)
             train, val = shuffled_split(items, b.val_fraction, b.split_seed, positions=positions, n_rows=rows)
-            self.run.log("data", {"grpo": {"rows": rows, "train": len(train), "val": len(val)}})
+            self._log("data", {"grpo": {"rows": rows, "train": len(train), "val": len(val)}})
             self._items["grpo_train_val"] = (train, val)
         return self._items["grpo_train_val"]
 
@@ -164,13 +126,13 @@ class RunContext:
                 if not examples:
                     raise ValueError(f"benchmark.sft_file: no usable row in {b.sft_file} (see data_errors.jsonl)")
                 split = shuffled_split(examples, b.sft_val_fraction, b.split_seed, positions=positions, n_rows=rows)
-                self.run.log("sft", {"targets": "file", "file": str(b.sft_file), "rows": rows,
+                self._log("sft", {"targets": "file", "file": str(b.sft_file), "rows": rows,
                                      "train_examples": len(split[0]), "val_examples": len(split[1])})
             else:
                 split = self.train_val()
                 log.warning("SFT targets are built from the training items with a template summary (no "
                             "benchmark.sft_file with LLM-written summaries, as the paper used)")
-                self.run.log("sft", {"targets": "template", "train_examples": len(split[0])})
+                self._log("sft", {"targets": "template", "train_examples": len(split[0])})
             self._items["sft_train_val"] = split
         return self._items["sft_train_val"]
 
@@ -221,8 +183,8 @@ class RunContext:
         cfg = self.cfg
         if cfg.reward.estimator_path or self.estimator_path:
             return cfg.reward.estimator_path or self.estimator_path
-        for key in ("eval.responses_file", "eval.model_path", "model.name_or_path"):
-            source = OmegaConf.select(cfg, key, default="")
+        for key, source in (("eval.responses_file", cfg.eval.responses_file), ("eval.model_path", cfg.eval.model_path),
+                            ("model.name_or_path", cfg.model.name_or_path)):
             found = run_estimator(source) if source else None
             if found:
                 log.info("reward estimator: %s, the one of the run %s comes from (%s)", found, key, source)
@@ -251,7 +213,7 @@ class RunContext:
 
     def nli_scorer(self):
         """The NLI entailment scorer of ``eval.nli`` (one per run: eval_base and eval share it)."""
-        cfg = self.section("eval.nli")
+        cfg = self.cfg.eval.nli
         key = ("nli", cfg.backend, cfg.model)
         if key not in self._models:
             from opgrpo.evaluation.nli import build_scorer

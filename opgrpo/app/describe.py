@@ -1,56 +1,93 @@
 """``opgrpo stage=describe``: every setting of the sections a user edits most, with its value and meaning.
 
-The text comes from the attribute docstrings of the config dataclasses (opgrpo.utils.fielddocs), the values
-from the composed config (interpolations shown unresolved, so nothing is loaded). ``describe=KEY`` picks
-one section (``describe=trainer.grpo``), ``describe=all`` every section.
+The text comes from the attribute docstrings of the config dataclasses (opgrpo.utils.fielddocs), the values from the
+run's typed config. ``describe=KEY`` picks one section (``describe=trainer.grpo``), ``describe=all`` every section
+and the top-level keys (``seed``, ``resume``, ``init_from``, ...). An unknown section is a start-up problem of the
+key ``describe`` that lists the valid ones (``describe_problem``).
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 from opgrpo.utils.fielddocs import field_docs
 
 DEFAULT_SECTIONS = ("reward", "trainer.grpo", "estimator")
+TOP_LEVEL = "top-level"
+"""The name ``describe=all`` gives the keys that belong to no section."""
 
 
-def _rows(node: DictConfig, prefix: str) -> Iterator[tuple[str, Any, str]]:
-    cls = OmegaConf.get_type(node)
-    docs = field_docs(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
-    for key in node.keys():
-        child = node._get_node(key)
-        child_type = OmegaConf.get_type(child) if OmegaConf.is_config(child) else None
-        if OmegaConf.is_dict(child) and child_type is not None and dataclasses.is_dataclass(child_type):
-            yield from _rows(child, f"{prefix}{key}.")
+def sections(cfg: Any, prefix: str = "") -> list[str]:
+    """Every section of ``cfg`` (a config dataclass), nested ones as ``trainer.grpo``."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.append(f"{prefix}{f.name}")
+            out.extend(sections(value, f"{prefix}{f.name}."))
+    return out
+
+
+def _section(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node if dataclasses.is_dataclass(node) else None
+
+
+def describe_problem(cfg: Any, section: str) -> str:
+    """Why ``describe=section`` names no section ("" when it does), listing the valid ones."""
+    if section in ("", "all") or _section(cfg, section) is not None:
+        return ""
+    return f"no config section {section!r}; expected all or one of: {', '.join(sections(cfg))}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _rows(node: Any, prefix: str, nested: bool = True) -> Iterator[tuple[str, Any, str]]:
+    docs = field_docs(type(node))
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            if nested:
+                yield from _rows(value, f"{prefix}{f.name}.")
             continue
-        if OmegaConf.is_missing(node, key):
-            value: Any = "???"
-        elif OmegaConf.is_interpolation(node, key):
-            value = child._value()
-        else:
-            value = OmegaConf.to_container(child) if OmegaConf.is_config(child) else child._value()
-        yield f"{prefix}{key}", value, docs.get(str(key), "")
+        yield f"{prefix}{f.name}", _plain(value), docs.get(f.name, "")
 
 
-def describe(cfg: DictConfig, section: str = "") -> str:
-    """The settings of ``section`` ("" = reward, trainer.grpo and estimator; "all" = every section)."""
+def _block(title: str, doc: str | None, rows: list[tuple[str, Any, str]]) -> list[str]:
+    out = [f"== {title} ==" + (f"  {doc.strip().splitlines()[0]}" if doc else "")]
+    width = max((len(k) + len(repr(v)) for k, v, _ in rows), default=0) + 3
+    out += [f"  {f'{k} = {v!r}':<{width}}  {text}" for k, v, text in rows]
+    return [*out, ""]
+
+
+def describe(cfg: Any, section: str = "") -> str:
+    """The settings of ``section`` ("" = reward, trainer.grpo and estimator; "all" = the top-level keys and every
+    section) of the typed config ``cfg``."""
+    problem = describe_problem(cfg, section)
+    if problem:
+        raise KeyError(f"describe: {problem}")
+    out: list[str] = []
     if section == "all":
-        keys = [k for k in cfg.keys() if OmegaConf.is_dict(cfg._get_node(k)) and k != "hydra"]
+        out += _block(TOP_LEVEL, "Keys of no section: what runs, seeds, resume, the objective.",
+                      list(_rows(cfg, "", nested=False)))
+        keys = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
     else:
         keys = [section] if section else list(DEFAULT_SECTIONS)
-    out = []
     for key in keys:
-        node = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if not OmegaConf.is_dict(node):
-            raise KeyError(f"describe: no config section {key!r}")
-        cls = OmegaConf.get_type(node)
-        out.append(f"== {key} ==" + (f"  {cls.__doc__.strip().splitlines()[0]}" if cls and cls.__doc__ else ""))
-        rows = list(_rows(node, f"{key}."))
-        width = max((len(k) + len(repr(v)) for k, v, _ in rows), default=0) + 3
-        for k, v, text in rows:
-            out.append(f"  {f'{k} = {v!r}':<{width}}  {text}")
-        out.append("")
+        node = _section(cfg, key)
+        out += _block(key, type(node).__doc__, list(_rows(node, f"{key}.")))
     return "\n".join(out)

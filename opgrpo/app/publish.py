@@ -17,16 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from opgrpo.app.context import RunContext
+from opgrpo.app.schema import OPGRPOConfig
 
 log = logging.getLogger("opgrpo.app.publish")
-
-
-def _get(cfg: DictConfig, key: str, default: Any = "") -> Any:
-    value = OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
-    return default if value is None else value
 
 
 # ---- model card ------------------------------------------------------------------------------------------
@@ -34,7 +28,7 @@ def _reward(ctx: RunContext, rewards: Any = None) -> dict[str, Any]:
     """The reward settings a GRPO card shows; ``rewards``: the stage's reward setup (TRL functions and weights)."""
     r = ctx.cfg.reward
     out: dict[str, Any] = {
-        "weights": OmegaConf.to_container(r.weights, resolve=True),
+        "weights": asdict(r.weights),
         "tau_cov (coverage threshold)": r.tau_cov,
         "tau_uniq (uniqueness threshold)": r.tau_uniq,
         "mode": r.mode,
@@ -63,19 +57,17 @@ def write_card(ctx: RunContext, stage: str, start_from: str = "", settings: Any 
     if not ctx.run.main or not (final / "config.json").is_file():
         return None
     cfg = ctx.cfg
-    settings = asdict(settings if settings is not None else ctx.section(f"trainer.{stage}"))
-    lora = ctx.section("model.lora")
+    settings = asdict(settings if settings is not None else getattr(cfg.trainer, stage))
+    lora = cfg.model.lora
     if lora.enabled:
         settings["lora"] = {k: v for k, v in asdict(lora).items() if k != "enabled"}
-    files = [f for f in (_get(cfg, "benchmark.train_file"), _get(cfg, "benchmark.sft_file") if stage == "sft" else "")
-             if f]
+    files = [f for f in (cfg.benchmark.train_file, cfg.benchmark.sft_file if stage == "sft" else "") if f]
     return write_model_card(
-        final, stage=stage, base_model=str(_get(cfg, "model.name_or_path")), start_from=start_from,
-        dataset=str(_get(cfg, "benchmark.name")), data_files=files, settings=settings,
-        reward=_reward(ctx, rewards) if stage == "grpo" else None, hub_model_id=str(_get(cfg, "hub.model_id")),
+        final, stage=stage, base_model=str(cfg.model.name_or_path), start_from=start_from,
+        dataset=str(cfg.benchmark.name), data_files=files, settings=settings,
+        reward=_reward(ctx, rewards) if stage == "grpo" else None, hub_model_id=str(cfg.hub.model_id),
         train_examples=(metrics or {}).get("num_examples", (metrics or {}).get("num_prompts")),
-        model_name=Path(str(_get(cfg, "hub.model_id"))).name if _get(cfg, "hub.model_id") else "",
-        tags=list(_get(cfg, "tags", []) or []))
+        model_name=Path(str(cfg.hub.model_id)).name if cfg.hub.model_id else "", tags=list(cfg.tags))
 
 
 def eval_numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -103,18 +95,18 @@ def card_evaluation(ctx: RunContext, policy: str, metrics: dict[str, Any]) -> Pa
 
     cfg = ctx.cfg
     ours = {str(ctx.run.path / s / "final") for s in ("sft", "grpo")}
-    if not ctx.run.main or str(policy) not in ours or _get(cfg, "eval.responses_file"):
+    if not ctx.run.main or str(policy) not in ours or cfg.eval.responses_file:
         return None
     nli = cfg.eval.nli
     items = (metrics.get("responses") or {}).get("items", "the")
-    note = (f"On {items} test items of {_get(cfg, 'benchmark.name')}, one sampled response each (prompt "
+    note = (f"On {items} test items of {cfg.benchmark.name}, one sampled response each (prompt "
             f"{cfg.eval.generation.prompt}, "
             f"temperature {cfg.eval.generation.temperature}). "
             + (f"NLI: {nli.backend} with `{nli.model}`; accuracy = share of items whose entailment score is above "
                f"{cfg.eval.threshold}. " if nli.backend != "none" else "No NLI scoring (eval.nli.backend=none). ")
             + "Reward rates are the OP reward's, with the estimator named under Reward.")
     return update_model_card_evaluation(policy, eval_numbers(metrics), eval_note=note,
-                                        dataset=str(_get(cfg, "benchmark.name")))
+                                        dataset=str(cfg.benchmark.name))
 
 
 # ---- push ------------------------------------------------------------------------------------------------
@@ -123,9 +115,9 @@ def push_final(ctx: RunContext) -> str | None:
     ``hub.model_id`` on rank 0 and log ``hub/model_id``, ``hub/url``; returns the commit URL (None: nothing pushed)."""
     from opgrpo.models.hub import push_folder
 
-    if not _get(ctx.cfg, "hub.push", False) or not ctx.run.main:
+    if not ctx.cfg.hub.push or not ctx.run.main:
         return None
-    settings = ctx.section("hub")
+    settings = ctx.cfg.hub
     final = Path(ctx.policy_path) if ctx.policy_path else None
     if final is None or final.parent.parent != ctx.run.path:
         raise RuntimeError("hub.push: this run trained no model to push (ctx.policy_path is "
@@ -137,7 +129,7 @@ def push_final(ctx: RunContext) -> str | None:
 
 
 # ---- prefetch --------------------------------------------------------------------------------------------
-def model_refs(cfg: DictConfig) -> list:
+def model_refs(cfg: OPGRPOConfig) -> list:
     """Every model the config names (``opgrpo.models.hub.ModelRef``: config key, hub id or path): the policy, the
     estimator's base model, the estimator's judge (kind transformers), the NLI model (unless eval.nli.backend=none),
     the evaluation judge (kind transformers), reward.estimator_path, eval.model_path, pope.model_path when set,
@@ -145,25 +137,25 @@ def model_refs(cfg: DictConfig) -> list:
     HTTP judges name a served model, not one to download."""
     from opgrpo.models.hub import ModelRef
 
-    refs = []
-    gguf = _get(cfg, "model.gguf_file")
-    refs.append(ModelRef("model.name_or_path", str(_get(cfg, "model.name_or_path")),
-                         [gguf, "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"] if gguf else None))
-    refs.append(ModelRef("estimator.base_model", str(_get(cfg, "estimator.base_model"))))
-    if _get(cfg, "estimator.judge.kind") == "transformers":
-        refs.append(ModelRef("estimator.judge.model", str(_get(cfg, "estimator.judge.model"))))
-    if _get(cfg, "eval.nli.backend") != "none":
-        refs.append(ModelRef("eval.nli.model", str(_get(cfg, "eval.nli.model"))))
-    if _get(cfg, "eval.judge.kind") == "transformers":
-        refs.append(ModelRef("eval.judge.model", str(_get(cfg, "eval.judge.model"))))
-    for key in ("reward.estimator_path", "eval.model_path", "pope.model_path"):
-        if _get(cfg, key):
-            refs.append(ModelRef(key, str(_get(cfg, key))))
-    if _get(cfg, "baseline.kind") == "modular":
-        for i, spec in enumerate(_get(cfg, "baseline.community") or []):
-            if spec.get("name_or_path"):
+    gguf = cfg.model.gguf_file
+    refs = [ModelRef("model.name_or_path", str(cfg.model.name_or_path),
+                     [gguf, "*.json", "*.jinja", "tokenizer*", "*.model", "*.txt"] if gguf else None),
+            ModelRef("estimator.base_model", str(cfg.estimator.base_model))]
+    if cfg.estimator.judge.kind == "transformers":
+        refs.append(ModelRef("estimator.judge.model", str(cfg.estimator.judge.model)))
+    if cfg.eval.nli.backend != "none":
+        refs.append(ModelRef("eval.nli.model", str(cfg.eval.nli.model)))
+    if cfg.eval.judge.kind == "transformers":
+        refs.append(ModelRef("eval.judge.model", str(cfg.eval.judge.model)))
+    for key, ref in (("reward.estimator_path", cfg.reward.estimator_path), ("eval.model_path", cfg.eval.model_path),
+                     ("pope.model_path", cfg.pope.model_path)):
+        if ref:
+            refs.append(ModelRef(key, str(ref)))
+    if cfg.baseline.kind == "modular":
+        for i, spec in enumerate(cfg.baseline.community):
+            if spec.name_or_path:
                 refs.append(ModelRef(f"baseline.community[{i}].name_or_path", str(spec.name_or_path)))
-            if spec.get("tokenizer"):  # whole: in the presets it is also the LoRA adapters' base model
+            if spec.tokenizer:  # whole: in the presets it is also the LoRA adapters' base model
                 refs.append(ModelRef(f"baseline.community[{i}].tokenizer", str(spec.tokenizer)))
     return [r for r in refs if r.ref]
 
@@ -175,7 +167,7 @@ def prefetch_models(ctx: RunContext) -> list:
 
     from opgrpo.models.hub import prefetch, prefetch_table
 
-    token = ctx.section("hub").token() if OmegaConf.select(ctx.cfg, "hub") is not None else None
+    token = ctx.cfg.hub.token()
     fetched = prefetch(model_refs(ctx.cfg), token=token)
     print(f"prefetch into the HF cache {constants.HF_HUB_CACHE}:\n{prefetch_table(fetched)}")
     (ctx.run.path / "prefetch.json").write_text(json.dumps([asdict(f) for f in fetched], indent=2))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from opgrpo.benchmark.loading import FORMATS, ON_ERROR
 from opgrpo.estimator.config import EstimatorConfig
@@ -466,42 +466,3 @@ def register() -> None:
         OmegaConf.register_new_resolver("opgrpo_hydra_subdir", _hydra_subdir)
         OmegaConf.register_new_resolver("opgrpo_add", _add)
     ConfigStore.instance().store(name="opgrpo_schema", node=OPGRPOConfig)
-
-
-def to_object(cfg: DictConfig, key: str) -> Any:
-    """The section `key` as its (lower-layer) dataclass instance."""
-    return OmegaConf.to_object(OmegaConf.select(cfg, key))
-
-
-def bad_choices(overrides: list[str]) -> dict[str, str]:
-    """The command-line overrides (``key=value``, each value of a sweep) that set an enum setting of the schema to none
-    of its choices, each with its problem (``reward.mode: must be one of [bucketed, continuous]; got 'x'``). OmegaConf
-    rejects such a value while Hydra composes the config, before there is a run directory to record it in, so the
-    entrypoint checks the command line first (opgrpo.app.cli); anything else is left to Hydra."""
-    from enum import Enum
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf.errors import ValidationError
-    from omegaconf.nodes import EnumNode
-
-    schema, parser, found = OmegaConf.structured(OPGRPOConfig), OverridesParser.create(), {}
-    for text in overrides:
-        try:
-            override = parser.parse_override(text)
-            default = OmegaConf.select(schema, override.key_or_group, default=None)
-            if not isinstance(default, Enum) or override.is_delete():
-                continue
-            values = list(override.sweep_iterator()) if override.is_discrete_sweep() else [override.value()]
-        except Exception:  # noqa: BLE001, S112 - not an override this check reads (a flag's value): Hydra's job
-            continue
-        for value in values:
-            if not isinstance(value, (str, int, float)) or (isinstance(value, str) and "${" in value):
-                continue  # null, a list, an interval sweep, an interpolation: OmegaConf names the key when it fails
-            try:
-                EnumNode.validate_and_convert_to_enum(type(default), value)
-            except ValidationError:
-                p = Problems()
-                p.enum(override.key_or_group, value, type(default))
-                found[text] = p[0]
-                break
-    return found

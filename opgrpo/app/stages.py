@@ -13,11 +13,9 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
-
 from opgrpo.app.context import RunContext
 from opgrpo.app.publish import card_evaluation, prefetch_models, push_final, write_card
-from opgrpo.app.rundir import RunDir
+from opgrpo.app.runconfig import stages_of
 from opgrpo.app.tracking import report_to, reward_used, tracked_job
 
 log = logging.getLogger("opgrpo.app.stages")
@@ -31,10 +29,10 @@ def _trainer_kwargs(ctx: RunContext, stage: str) -> dict:
 
     deepspeed: dict | str = ""
     if ctx.cfg.deepspeed.enabled:  # every rank hands the dict to its trainer; rank 0 keeps a copy for the record
-        deepspeed = OmegaConf.to_container(ctx.cfg.deepspeed.config, resolve=True)
+        deepspeed = dict(ctx.cfg.deepspeed.config)
         if ctx.run.main:
             (ctx.run.path / "deepspeed.json").write_text(json.dumps(deepspeed, indent=2))
-    return dict(peft=lora_config(ctx.section("model.lora")), report_to=report_to(ctx.cfg), resume=ctx.cfg.resume,
+    return dict(peft=lora_config(ctx.cfg.model.lora), report_to=report_to(ctx.cfg), resume=ctx.cfg.resume,
                 deepspeed=deepspeed, chat_template=ctx.cfg.model.chat_template,
                 callbacks=ctx.tracker.trainer_callbacks(stage))
 
@@ -45,7 +43,7 @@ def stage_sft(ctx: RunContext) -> None:
 
     train, _ = ctx.sft_train_val()  # benchmark.sft_file (95/5), else the training items with template summaries
     out_dir = ctx.run.stage_dir("sft")
-    metrics = run_sft(ctx.current_policy(), train, ctx.section("trainer.sft"), out_dir, **_trainer_kwargs(ctx, "sft"))
+    metrics = run_sft(ctx.current_policy(), train, ctx.cfg.trainer.sft, out_dir, **_trainer_kwargs(ctx, "sft"))
     write_card(ctx, "sft", ctx.current_policy(), metrics=metrics)  # sft/final/README.md: base model, data, settings
     ctx.policy_path = str(out_dir / "final")
     ctx.run.log("sft", metrics)
@@ -79,7 +77,7 @@ def grpo_rewards(ctx: RunContext):
     reward in ``spl.mode=reward`` (r - alpha log pi + beta log pi_ref)."""
     from opgrpo.reward import grpo_reward_setup
 
-    cfg = ctx.section("reward")
+    cfg = ctx.cfg.reward
     tokenizer = None
     if cfg.masking == "prompt":  # the authors' variant masks with the decoded chat prompt
         from opgrpo.models.generation import load_tokenizer
@@ -104,11 +102,11 @@ def grpo_rewards(ctx: RunContext):
 def grpo_settings(ctx: RunContext):
     """``trainer.grpo`` with ``spl.enabled`` (algorithm=spl) applied: beta / entropy_coef (mode=loss) or the KL
     moved into the reward (mode=reward, see opgrpo.training.spl)."""
-    settings = ctx.section("trainer.grpo")
+    settings = ctx.cfg.trainer.grpo
     if ctx.cfg.spl.enabled:
         from opgrpo.training.spl import spl_settings
 
-        settings = spl_settings(settings, ctx.section("spl"))
+        settings = spl_settings(settings, ctx.cfg.spl)
     return settings
 
 
@@ -119,7 +117,7 @@ def stage_estimator(ctx: RunContext) -> None:
     from opgrpo.estimator.stage import run_estimator_stage
 
     train, val = ctx.train_val()
-    cfg = ctx.section("estimator")
+    cfg = ctx.cfg.estimator
     # Mining uses the whole training CSV (SPEC, the authors' create_dataset.py); the 10% validation items are
     # held back only when the held-out evaluation uses them (a labels file defines their triplets).
     hold_out = bool(val and cfg.judge.labels_file)
@@ -150,13 +148,13 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
     if e.responses_file:
         responses, source = partial(load_responses, e.responses_file), e.responses_file
     else:
-        responses = partial(generate_for_items, policy=policy, **asdict(ctx.section("eval.generation")),
-                            chat_template=m.chat_template, gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "",
+        responses = partial(generate_for_items, policy=policy, **asdict(ctx.cfg.eval.generation),
+                            chat_template=m.chat_template, gguf_file=m.gguf_file if policy == m.name_or_path else "",
                             dtype=m.dtype, trust_remote_code=m.trust_remote_code, device=ctx.cfg.device)
         source = policy
     metrics = evaluate(ctx.test_splits(), ctx.run.stage_dir(name), responses=responses, source=source,
-                       nli=ctx.section("eval.nli"), nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
-                       reward=ctx.section("reward"), threshold=e.threshold, judge=ctx.section("eval.judge"),
+                       nli=ctx.cfg.eval.nli, nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
+                       reward=ctx.cfg.reward, threshold=e.threshold, judge=ctx.cfg.eval.judge,
                        estimator=ctx.estimator_identity(), prompt=e.generation.prompt,
                        tokenizer=partial(_eval_tokenizer, policy, m))
     ctx.run.log(name, metrics)
@@ -168,7 +166,7 @@ def _eval_tokenizer(policy: str, m) -> object:
     from opgrpo.models.generation import load_tokenizer
 
     return load_tokenizer(policy, chat_template=m.chat_template, trust_remote_code=m.trust_remote_code,
-                          gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "")
+                          gguf_file=m.gguf_file if policy == m.name_or_path else "")
 
 
 def stage_eval_base(ctx: RunContext) -> None:
@@ -185,13 +183,13 @@ def stage_pope(ctx: RunContext) -> None:
     from opgrpo.evaluation.pope import load_logged_responses, run_pope
     from opgrpo.models.generation import load_tokenizer
 
-    cfg = ctx.section("pope")
+    cfg = ctx.cfg.pope
     rows = load_logged_responses(cfg.responses_file)
     utility = None
     if any(cfg.utility_key not in r for r in rows):
         from opgrpo.reward import OPRewardScorer
 
-        reward = ctx.section("reward")
+        reward = ctx.cfg.reward
         results = OPRewardScorer(ctx.encoder(), reward, batch_size=reward.encode_batch_size).score(
             [r.get("situation", "") for r in rows], [r["response"] for r in rows],
             [r.get("references", []) for r in rows])
@@ -214,7 +212,7 @@ def stage_opbench(ctx: RunContext) -> None:
     ``opbench.users_file``; cluster coverage at ``opbench.tau``, Prism / ModelSlant / Full scores in opbench/."""
     from opgrpo.evaluation.opbench import run_opbench
 
-    out = run_opbench(ctx.section("opbench"), ctx.run.stage_dir("opbench"))
+    out = run_opbench(ctx.cfg.opbench, ctx.run.stage_dir("opbench"))
     ctx.run.log("opbench", out)
 
 
@@ -231,9 +229,9 @@ def stage_generate(ctx: RunContext) -> None:
     policy = e.model_path or ctx.current_policy()
     out_file = ctx.cfg.generate.out_file or ctx.run.stage_dir("generate") / "responses.jsonl"
     out = generate_responses_file(ctx.test_splits(), out_file, policy=policy,
-                                  generation=asdict(ctx.section("eval.generation")), baseline=ctx.section("baseline"),
+                                  generation=asdict(ctx.cfg.eval.generation), baseline=ctx.cfg.baseline,
                                   chat_template=m.chat_template, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                  gguf_file=m.gguf_file if policy == OmegaConf.select(m, "name_or_path", default="") else "", device=ctx.cfg.device)
+                                  gguf_file=m.gguf_file if policy == m.name_or_path else "", device=ctx.cfg.device)
     ctx.run.log("generate", out)
 
 
@@ -334,18 +332,19 @@ def run_on_ranks(name: str, ctx: RunContext) -> None:
     ctx.estimator_path, ctx.policy_path = outcome["estimator_path"], outcome["policy_path"]
 
 
-def run_stages(cfg: DictConfig, run: RunDir) -> RunContext:
-    """Seed, then run ``cfg.stage`` (or the pipeline's stages in order); a pipeline ends with its table."""
+def run_stages(ctx: RunContext) -> RunContext:
+    """Seed, then run ``stage`` (or the pipeline's stages in order) in ``ctx`` (the checked config, the run directory,
+    the data the start-up check parsed); a pipeline ends with its table."""
     import numpy as np
     import torch
 
     from opgrpo.app.summary import before_after_table
 
+    cfg, run = ctx.cfg, ctx.run
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    ctx = RunContext(cfg, run)
-    stages = list(cfg.pipeline) if cfg.stage == "pipeline" else [cfg.stage]
+    stages = stages_of(cfg)
     with tracked_job(cfg, run) as tracker:  # one W&B run per job; finished (exit 1 on error) when the block ends
         ctx.tracker = tracker
         for name in stages:

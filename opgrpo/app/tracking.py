@@ -22,19 +22,24 @@ trainers' ``report_to`` never holds ``wandb``: only the other trackers of ``logg
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from opgrpo.app.rundir import RunDir
 from opgrpo.training.distributed import dist_info
+
+if TYPE_CHECKING:
+    from opgrpo.app.schema import OPGRPOConfig, RewardSection
 
 log = logging.getLogger("opgrpo.app.tracking")
 
@@ -59,11 +64,11 @@ FINAL_TRAIN_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_pe
 
 
 # ---- which trackers ----------------------------------------------------------------------------------------
-def report_to(cfg: DictConfig) -> list[str]:
+def report_to(cfg: OPGRPOConfig) -> list[str]:
     """The trainers' ``report_to``: the ``logger.report_to`` trackers. Never ``wandb``: the project's own
     ``JobTracker`` callbacks log to W&B (transformers' ``WandbCallback`` would log the same numbers again,
     unprefixed, into whichever run happens to be open)."""
-    return [name for name in cfg.logger.get("report_to", []) or [] if name != "wandb"]
+    return [name for name in cfg.logger.report_to if name != "wandb"]
 
 
 def report_to_problems(names: Sequence[str]) -> list[str]:
@@ -98,12 +103,9 @@ def wandb_disabled_by_env() -> bool:
     return os.environ.get("WANDB_MODE", "").strip().lower() == "disabled"
 
 
-def wandb_enabled(cfg: DictConfig) -> bool:
+def wandb_enabled(cfg: OPGRPOConfig) -> bool:
     """``logger.backend=wandb`` and neither ``logger.wandb.mode`` nor the environment disables it."""
     return cfg.logger.backend == "wandb" and cfg.logger.wandb.mode != "disabled" and not wandb_disabled_by_env()
-
-
-report_to_wandb = wandb_enabled  # the former name
 
 
 def is_main_process() -> bool:
@@ -154,7 +156,7 @@ def _multirun_overrides(multirun_dir: str | Path) -> list[str] | None:
         return None
 
 
-def run_name(cfg: DictConfig, overrides: Sequence[str], multirun_dir: str | Path | None = None) -> str:
+def run_name(cfg: OPGRPOConfig, overrides: Sequence[str], multirun_dir: str | Path | None = None) -> str:
     """``logger.wandb.name``, else the job's overrides joined by commas (the swept ones in a multirun)."""
     if cfg.logger.wandb.name:
         return str(cfg.logger.wandb.name)
@@ -178,13 +180,13 @@ def hydra_job() -> tuple[list[str], str]:
     return list(hc.overrides.task), str(hc.sweep.dir) if multirun else ""
 
 
-def wandb_init_kwargs(cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str],
+def wandb_init_kwargs(cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str],
                       multirun_dir: str | Path | None = None) -> dict[str, Any]:
     """The ``wandb.init`` arguments of one job (see the module docstring)."""
     w = cfg.logger.wandb
     run_dir = Path(run_dir).resolve()
     group = w.group or (sweep_group(multirun_dir) if multirun_dir else None)
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     config["job"] = {"run_dir": str(run_dir), "overrides": list(overrides),
                      "sweep_dir": str(multirun_dir or "")}
     return {
@@ -209,7 +211,7 @@ class JobTracker:
     def active(self) -> bool:
         return self.run is not None
 
-    def start(self, cfg: DictConfig, run_dir: str | Path, overrides: Sequence[str] | None = None,
+    def start(self, cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str] | None = None,
               multirun_dir: str | Path | None = None) -> JobTracker:
         """Start the job's run. ``overrides`` / ``multirun_dir`` default to Hydra's job config (``hydra_job``);
         pass ``multirun_dir=""`` for a single run."""
@@ -272,14 +274,14 @@ class JobTracker:
             log.error("W&B run did not finish cleanly: %s: %s", type(exc).__name__, exc)
 
 
-def reward_used(reward: DictConfig, funcs: Sequence[Any], weights: Sequence[float], trl_aggregation: str) -> dict:
+def reward_used(reward: RewardSection, funcs: Sequence[Any], weights: Sequence[float], trl_aggregation: str) -> dict:
     """What a GRPO stage trained on, for the run's config (``set_config({"reward_used": ...})``): the component
     weights inside the OP reward, the aggregation, and TRL's weight of each reward function by name (with
     ``aggregation=total`` that is 1 for ``op_total`` and 0 for the components it only logs, the same in every run of a
     weight sweep: the swept weights are the ``weights`` here)."""
     return {
         "aggregation": str(reward.aggregation),
-        "weights": OmegaConf.to_container(reward.weights, resolve=True),
+        "weights": asdict(reward.weights),
         "trl_aggregation": trl_aggregation,
         "trl_reward_weights": {getattr(f, "__name__", f"reward_{i}"): float(w)
                                for i, (f, w) in enumerate(zip(funcs, weights))},
@@ -287,7 +289,7 @@ def reward_used(reward: DictConfig, funcs: Sequence[Any], weights: Sequence[floa
 
 
 @contextmanager
-def tracked_job(cfg: DictConfig, run: RunDir, overrides: Sequence[str] | None = None,
+def tracked_job(cfg: OPGRPOConfig, run: RunDir, overrides: Sequence[str] | None = None,
                 multirun_dir: str | Path | None = None) -> Iterator[JobTracker]:
     """A started ``JobTracker`` for the block; at its end the run directory's summary goes to the run's summary
     and the run finishes (exit code 1 when the block raised)."""
@@ -310,14 +312,9 @@ def _rewrite(key: str) -> str:
     return f"train/{key}"
 
 
-_CALLBACK_CLASS: Any = None
-
-
+@functools.cache
 def _stage_callback_class():
     """``StageWandbCallback`` (built on first use: transformers is only imported by the training stages)."""
-    global _CALLBACK_CLASS
-    if _CALLBACK_CLASS is not None:
-        return _CALLBACK_CLASS
     from transformers import TrainerCallback
 
     class StageWandbCallback(TrainerCallback):
@@ -346,8 +343,7 @@ def _stage_callback_class():
                 row[f"{self.stage}/train/global_step"] = int(state.global_step)
                 self.run.log(row)
 
-    _CALLBACK_CLASS = StageWandbCallback
-    return _CALLBACK_CLASS
+    return StageWandbCallback
 
 
 def _scalar(value: Any) -> Any:

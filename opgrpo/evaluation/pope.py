@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from opgrpo.utils.checks import Choice
+from opgrpo.utils.checks import Choice, Problems
 
 __all__ = ["POPEConfig", "importance_weights", "pope_estimate", "load_logged_responses", "run_pope"]
 
@@ -88,15 +88,23 @@ class POPEConfig:
     seed: int = 0
     """Bootstrap seed."""
 
+    def problems(self) -> list[str]:
+        """Every invalid setting as ``key: message`` (keys relative to ``pope``)."""
+        p = Problems()
+        if p.finite("confidence", self.confidence) and not 0.0 < self.confidence < 1.0:
+            p.add("confidence", f"must be in (0, 1) (got {self.confidence})")
+        if self.n_bootstrap < 0:
+            p.add("n_bootstrap", f"must be >= 0 (got {self.n_bootstrap})")
+        p.positive("batch_size", self.batch_size)
+        p.positive("temperature", self.temperature)
+        p.finite("coverage_coef", self.coverage_coef)
+        return list(p)
+
     def validate(self) -> "POPEConfig":
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"pope.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"pope.confidence must be in (0, 1), got {self.confidence}")
-        if self.n_bootstrap < 0 or self.batch_size < 1 or self.temperature <= 0:
-            raise ValueError("pope.n_bootstrap must be >= 0, pope.batch_size >= 1 and pope.temperature > 0")
-        if not math.isfinite(self.coverage_coef):
-            raise ValueError(f"pope.coverage_coef must be finite, got {self.coverage_coef}")
+        """Raise ``ConfigProblemsError`` (a ValueError) listing every invalid field; return self when valid."""
+        p = Problems("pope.")
+        p.extend_from("", self.problems())
+        p.raise_if_any()
         return self
 
 

@@ -78,16 +78,35 @@ def test_stage_describe_prints_the_sections_without_loading_models(tmp_path):
 
 
 def test_multirun_with_a_failed_member_exits_non_zero_and_names_it(tmp_path):
-    """Issue 16.5: one bad job (validation fails) must not make `opgrpo -m` report success; the good job still runs."""
-    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=describe", "reward.tau_cov=0.5,2.0",
-                f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    """Issue 16.5: one job that fails while it runs must not make `opgrpo -m` report success; the good job still runs,
+    and the summary gives the failed job's whole reason (issue 30.2). Here arm 1 prefetches a hub id that is not in
+    the cache with the Hub off: valid at start-up, failed at run time."""
+    from opgrpo.app.resources import minilm_path
+
+    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=prefetch", "eval.nli.backend=none",
+                f"estimator.base_model={minilm_path()},nosuch/model-abc", f"hydra.sweep.dir={tmp_path}/sweep"],
+               tmp_path)
     assert res.returncode == 1, res.stderr[-3000:]
     assert json.loads((tmp_path / "sweep" / "0" / "status.json").read_text())["status"] == "completed"
     assert json.loads((tmp_path / "sweep" / "1" / "status.json").read_text())["status"] == "failed"
     log = res.stdout + res.stderr  # Hydra's job logging goes to stdout
     assert "1 of 2 job(s) of the sweep did not complete" in log
-    assert "\n  1: " in log and "reward.tau_cov" in log
+    assert "\n  1: RuntimeError: prefetch: could not fetch estimator.base_model = 'nosuch/model-abc'" in log
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in log  # the reason, not only its first words
     assert f"sweep directory: {tmp_path}/sweep" in log
+
+
+def test_multirun_with_an_invalid_arm_starts_no_job(tmp_path):
+    """Issue 30.2: every arm is composed and checked before the first job starts; the invalid arm is named with its
+    whole reason, exit 2, and no job ran (no sweep directory)."""
+    res = _run([str(BIN), "-m", "experiment=cpu_demo", "stage=describe", "reward.tau_cov=0.5,2.0",
+                "reward.weights.coverage=0.1,-1", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "invalid configuration in 3 arm(s) of the sweep; no job was started" in res.stderr
+    assert "arm 1 (reward.tau_cov=0.5 reward.weights.coverage=-1):" in res.stderr
+    assert "arm 2 (reward.tau_cov=2.0 reward.weights.coverage=0.1):\n  invalid configuration:\n  reward.tau_cov: must " \
+           "be in [0, 1] (got 2.0)" in res.stderr
+    assert "arm 0 " not in res.stderr and not (tmp_path / "sweep").exists()
 
 
 def test_cluster_launcher_without_multirun_fails_at_startup(tmp_path):

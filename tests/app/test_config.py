@@ -5,8 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from opgrpo.app.paths import config_dir
-from opgrpo.app.schema import to_object
-from opgrpo.app.validate import ConfigError, validate
+from opgrpo.app.runconfig import to_config
+from opgrpo.app.validate import ConfigError, check
 
 CONF = config_dir()
 GROUPS = ["model", "benchmark", "reward", "estimator", "trainer", "eval", "deepspeed", "logger", "launcher"]
@@ -43,7 +43,7 @@ def test_every_experiment_composes(experiment, compose):
 
 def test_cpu_demo_is_valid_and_small(compose):
     cfg = compose(["experiment=cpu_demo"])
-    validate(cfg)
+    check(cfg)
     assert cfg.pipeline == ["estimator", "eval_base", "sft", "grpo", "eval"]
     assert cfg.eval.nli.backend == "causal_lm"
     assert cfg.trainer.grpo.max_completion_length <= 128
@@ -79,7 +79,7 @@ def test_sections_become_lower_layer_dataclasses(compose):
     from opgrpo.reward import RewardConfig
 
     cfg = compose(["experiment=cpu_demo", "reward.weights.coverage=0.5"])
-    reward = to_object(cfg, "reward")
+    reward = to_config(cfg).reward
     assert isinstance(reward, RewardConfig) and reward.weights.coverage == 0.5
 
 
@@ -120,7 +120,7 @@ def test_unknown_key_fails_at_composition(compose):
 def test_validation_names_the_key(override, key, compose):
     cfg = compose(["experiment=cpu_demo", *override.split()])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     assert key in str(err.value)
 
 
@@ -145,13 +145,13 @@ def test_a_wrong_choice_fails_at_composition_naming_the_key(override, key, compo
 def test_all_zero_weights_fail(compose):
     cfg = compose(["experiment=cpu_demo"] + [f"reward.weights.{k}=0" for k in ("coverage", "uniqueness", "format", "tag")])
     with pytest.raises(ConfigError, match="reward.weights"):
-        validate(cfg)
+        check(cfg)
 
 
 def test_several_mistakes_reported_together(compose):
     cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "eval.threshold=-1"])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     assert "reward.tau_cov" in str(err.value) and "eval.threshold" in str(err.value)
 
 
@@ -159,12 +159,12 @@ def test_each_section_reports_every_problem_not_the_first(compose):
     cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "reward.weights.tag=-1",
                    "trainer.grpo.lr=0", "trainer.grpo.top_p=3", "eval.generation.top_p=2", "eval.nli.batch_size=0"])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     for key in ("reward.tau_cov", "reward.weights.tag", "trainer.grpo.lr", "trainer.grpo.top_p",
                 "eval.generation.top_p", "eval.nli.batch_size"):
         assert f"  {key}: " in str(err.value), key
     # the lower layers report the same problems without Hydra, keys relative to their section
-    reward = to_object(cfg, "reward")
+    reward = to_config(cfg).reward
     reward.mode = "fuzzy"  # a plain string from Python (Hydra refuses it while composing: reward.mode is an enum)
     assert [p.split(":")[0] for p in reward.problems()] == ["weights.tag", "tau_cov", "mode"]
     with pytest.raises(ValueError, match="reward.tau_cov.*reward.mode"):
@@ -174,12 +174,12 @@ def test_each_section_reports_every_problem_not_the_first(compose):
 def test_a_missing_mandatory_value_is_a_listed_problem(compose):
     cfg = compose(["experiment=paper"])  # the paper preset leaves the data files to the user
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     assert "benchmark.train_file: missing value" in str(err.value)
     assert "benchmark.test_file: " in str(err.value)
     # a stage that does not read the test file does not ask for it
     with pytest.raises(ConfigError) as err:
-        validate(compose(["experiment=paper", "stage=grpo", "benchmark.val_fraction=1.5"]))
+        check(compose(["experiment=paper", "stage=grpo", "benchmark.val_fraction=1.5"]))
     assert "benchmark.test_file" not in str(err.value) and "benchmark.val_fraction" in str(err.value)
 
 
@@ -203,16 +203,18 @@ def test_describe_documents_every_setting_of_a_section(compose, capsys):
     from opgrpo.app.describe import describe
     from opgrpo.reward import RewardConfig
 
-    text = describe(compose(["experiment=cpu_demo", "reward.tau_cov=0.61"]), "reward")
+    text = describe(to_config(compose(["experiment=cpu_demo", "reward.tau_cov=0.61"])), "reward")
     assert "reward.tau_cov = 0.61" in text and "Cosine threshold for a candidate/reference match" in text
     for f in fields(RewardConfig):
         if f.name != "weights":
             assert f"reward.{f.name} = " in text, f.name
     assert "reward.weights.coverage = 0.3" in text
-    grpo = describe(compose(["experiment=cpu_demo"]), "trainer.grpo")
+    grpo = describe(to_config(compose(["experiment=cpu_demo"])), "trainer.grpo")
     undocumented = [line for line in grpo.splitlines()[1:] if line.strip() and line.rstrip().endswith("=")]
     assert not undocumented
-    assert "benchmark.train_file = '???'" in describe(compose(["experiment=paper"]), "benchmark")  # shown, not raised
+    # stage=describe needs no data: the paper preset's unset data files read as "" (not raised)
+    assert "benchmark.train_file = ''" in describe(to_config(compose(["experiment=paper", "stage=describe"])),
+                                                   "benchmark")
 
 
 @pytest.mark.parametrize("contents", [[], ["README.md"], ["config.json"], ["model.safetensors"]])
@@ -226,12 +228,12 @@ def test_a_directory_without_a_model_is_refused_naming_the_key(compose, tmp_path
         cfg = compose(["experiment=cpu_demo", "stage=eval" if key != "model.name_or_path" else "stage=grpo",
                        f"{key}={model}"])
         with pytest.raises(ConfigError) as err:
-            validate(cfg)
+            check(cfg)
         assert f"{key}: " in str(err.value) and "holds no model" in str(err.value), key
 
 
 def test_real_model_directories_pass(compose, minilm_path, tiny_lm):
-    validate(compose(["experiment=cpu_demo", "stage=grpo", f"model.name_or_path={tiny_lm}",
+    check(compose(["experiment=cpu_demo", "stage=grpo", f"model.name_or_path={tiny_lm}",
                       f"reward.estimator_path={minilm_path}"]))
 
 
@@ -253,7 +255,7 @@ def test_every_setting_is_documented(compose):
 
     from opgrpo.app.describe import describe
 
-    rows = [line.strip() for line in describe(compose(["experiment=cpu_demo"]), "all").splitlines()
+    rows = [line.strip() for line in describe(to_config(compose(["experiment=cpu_demo"])), "all").splitlines()
             if line.startswith("  ")]
     assert len(rows) > 150
     undocumented = [r.split(" = ")[0] for r in rows if not re.search(r"\S\s{2,}\S", r)]
@@ -264,12 +266,12 @@ def test_validation_checks_only_the_models_the_stage_loads(compose, tiny_lm, res
     """Issue 20.5: evaluating another policy (eval.model_path) or a responses file must not require the default
     policy (Qwen2.5-3B, not in an offline cache) to be present."""
     offline_default = ["eval=cpu", "estimator=cpu", "model.name_or_path=Qwen/not-in-any-cache"]
-    validate(compose([*offline_default, "stage=eval", f"eval.model_path={tiny_lm}"]))
-    validate(compose([*offline_default, "stage=eval", f"eval.responses_file={responses_file}"]))
+    check(compose([*offline_default, "stage=eval", f"eval.model_path={tiny_lm}"]))
+    check(compose([*offline_default, "stage=eval", f"eval.responses_file={responses_file}"]))
     with pytest.raises(ConfigError, match="model.name_or_path"):  # it is what eval would load here
-        validate(compose([*offline_default, "stage=eval"]))
+        check(compose([*offline_default, "stage=eval"]))
     with pytest.raises(ConfigError, match="model.name_or_path"):  # training always starts from it
-        validate(compose([*offline_default, "stage=sft", f"eval.model_path={tiny_lm}"]))
+        check(compose([*offline_default, "stage=sft", f"eval.model_path={tiny_lm}"]))
 
 
 def test_a_capped_test_file_is_said(compose, caplog):
@@ -280,7 +282,7 @@ def test_a_capped_test_file_is_said(compose, caplog):
 
     cfg = compose(["experiment=cpu_demo"])  # keeps one item per split of the 14 sample test items
     with caplog.at_level(logging.WARNING, logger="opgrpo.app.context"):
-        splits = RunContext(cfg, RunDir(__import__("tempfile").mkdtemp())).test_splits()
+        splits = RunContext(to_config(cfg), RunDir(__import__("tempfile").mkdtemp())).test_splits()
     assert sum(len(v) for v in splits.values()) == 7
     assert "using 7 of 14 test items: benchmark.max_test_items=1 per split" in caplog.text
 
@@ -288,57 +290,57 @@ def test_a_capped_test_file_is_said(compose, caplog):
 def test_deepspeed_presets_pass_validation_on_cpu(compose):
     """ZeRO-2 and ZeRO-3 run on CPU (DeepSpeed's CPU accelerator, gloo): validation no longer refuses them."""
     for preset in ("zero2", "zero3"):
-        validate(compose(["experiment=cpu_demo", "stage=grpo", f"deepspeed={preset}"]))
+        check(compose(["experiment=cpu_demo", "stage=grpo", f"deepspeed={preset}"]))
 
 
 @pytest.mark.parametrize("reward", ["cpu", "paper", "continuous", "authors_masking"])
 def test_cpu_calibration_travels_with_the_estimator(compose, reward):
     """Issue 20.6: `experiment=cpu_demo reward=continuous` fell back to the paper's 0.7 / 0.78, where MiniLM gives
     coverage ~0; the thresholds now belong to the estimator preset, whichever reward preset is picked."""
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
 
-    r = to_object(compose(["experiment=cpu_demo", f"reward={reward}"]), "reward")
+    r = to_config(compose(["experiment=cpu_demo", f"reward={reward}"])).reward
     assert (r.tau_cov, r.tau_uniq) == (0.55, 0.6)
-    paper = to_object(compose([f"reward={reward}"]), "reward")  # estimator=paper: the paper's mpnet thresholds
+    paper = to_config(compose([f"reward={reward}"])).reward  # estimator=paper: the paper's mpnet thresholds
     assert (paper.tau_cov, paper.tau_uniq) == (0.7, 0.78)
 
 
 def test_threshold_offsets_and_pinned_values(compose):
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
 
-    r = to_object(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.1", "reward.tau_uniq_delta=-0.05"]), "reward")
+    r = to_config(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.1", "reward.tau_uniq_delta=-0.05"])).reward
     assert (r.tau_cov, r.tau_uniq) == (0.65, 0.55)
-    pinned = to_object(compose(["experiment=cpu_demo", "reward.tau_cov=0.8"]), "reward")
+    pinned = to_config(compose(["experiment=cpu_demo", "reward.tau_cov=0.8"])).reward
     assert (pinned.tau_cov, pinned.tau_uniq) == (0.8, 0.6)
     with pytest.raises(ConfigError, match="reward.tau_cov"):
-        validate(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.6"]))
+        check(compose(["experiment=cpu_demo", "reward.tau_cov_delta=0.6"]))
 
 
 def test_report_settings_fail_at_startup(compose, tmp_path):
     with pytest.raises(ConfigError, match="report.run_dirs: stage=report/compare needs"):
-        validate(compose(["stage=report"]))
+        check(compose(["stage=report"]))
     with pytest.raises(ConfigError, match="report.run_dirs: no such directory"):
-        validate(compose(["stage=compare", f"report.run_dirs=[{tmp_path / 'nope'}]"]))
+        check(compose(["stage=compare", f"report.run_dirs=[{tmp_path / 'nope'}]"]))
     with pytest.raises(ConfigError, match="report.reference_weights.coverage: must be >= 0"):
-        validate(compose(["experiment=cpu_demo", "stage=describe", "report.reference_weights.coverage=-1"]))
-    validate(compose(["stage=report", f"report.sweep_dir={tmp_path}"]))
+        check(compose(["experiment=cpu_demo", "stage=describe", "report.reference_weights.coverage=-1"]))
+    check(compose(["stage=report", f"report.sweep_dir={tmp_path}"]))
 
 
 def test_interpolated_missing_values_are_listed_problems(compose):
     """Issue 18.4: a ``???`` that other keys interpolate raised InterpolationToMissingValueError (a traceback, no
     status.json) instead of a ConfigError listing it, whatever the stage."""
     with pytest.raises(ConfigError) as err:
-        validate(compose(["experiment=cpu_demo", "stage=describe", "seed=???"]))
+        check(compose(["experiment=cpu_demo", "stage=describe", "seed=???"]))
     message = str(err.value)
     assert "  seed: missing value" in message
     for user in ("trainer.sft.seed", "trainer.grpo.seed", "eval.generation.seed"):  # ${seed} in the presets
         assert user in message.split("  seed: ", 1)[1].splitlines()[0], user
     with pytest.raises(ConfigError) as err:
-        validate(compose(["experiment=cpu_demo", "estimator.calibration.tau_cov=???"]))
+        check(compose(["experiment=cpu_demo", "estimator.calibration.tau_cov=???"]))
     assert "  estimator.calibration.tau_cov: missing value" in str(err.value)
     assert "reward.tau_cov interpolates it" in str(err.value)  # reward/cpu.yaml: tau_cov from the calibration
     with pytest.raises(ConfigError, match="  init_from: missing value.*model.name_or_path, reward.estimator_path"):
-        validate(compose(["experiment=cpu_learning", "init_from=???"]))
+        check(compose(["experiment=cpu_learning", "init_from=???"]))
 
 
 def test_batch_arithmetic_is_checked_against_the_training_data(compose):
@@ -346,29 +348,29 @@ def test_batch_arithmetic_is_checked_against_the_training_data(compose):
     counted from the data at start-up. Sample data: 36 training situations."""
     # 36 items, ceil(0.1 x 36) = 4 held out: 32 for training; 33 > 32 is refused, naming the key and the counts
     with pytest.raises(ConfigError) as err:
-        validate(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=34"]))
+        check(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=34"]))
     assert ("trainer.grpo.prompts_per_step: 34 prompts per generation batch, but stage grpo has 32 training "
             "records (benchmark.train_file, 4 held out for validation)") in str(err.value)
     assert "trainer.sft" not in str(err.value)  # SFT does not run in stage=grpo
-    validate(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=32"]))
+    check(compose(["experiment=cpu_demo", "stage=grpo", "trainer.grpo.prompts_per_step=32"]))
     # max_train_items=20: 20 items, ceil(0.1 x 20) = 2 held out, 18 for training
     capped = ["experiment=cpu_demo", "benchmark.max_train_items=20"]
     with pytest.raises(ConfigError) as err:
-        validate(compose([*capped, "trainer.sft.global_batch_size=20", "trainer.grpo.prompts_per_step=20"]))
+        check(compose([*capped, "trainer.sft.global_batch_size=20", "trainer.grpo.prompts_per_step=20"]))
     assert "trainer.sft.global_batch_size: 20 examples per optimizer step, but stage sft has 18" in str(err.value)
     assert "trainer.grpo.prompts_per_step: 20 prompts per generation batch, but stage grpo has 18" in str(err.value)
     assert "benchmark.max_train_items=20, 2 held out" in str(err.value)
-    validate(compose([*capped, "trainer.sft.global_batch_size=16", "trainer.grpo.prompts_per_step=18"]))
+    check(compose([*capped, "trainer.sft.global_batch_size=16", "trainer.grpo.prompts_per_step=18"]))
     # val_fraction=0.5: 18 of 36 held out, 18 left
     with pytest.raises(ConfigError, match="prompts_per_step: 20 prompts .* has 18 training records"):
-        validate(compose(["experiment=cpu_demo", "stage=grpo", "benchmark.val_fraction=0.5",
+        check(compose(["experiment=cpu_demo", "stage=grpo", "benchmark.val_fraction=0.5",
                           "trainer.grpo.prompts_per_step=20"]))
     # only the stages that run: an evaluation does not care about the trainers' batches
-    validate(compose(["experiment=cpu_demo", "stage=eval", "trainer.grpo.prompts_per_step=1024",
+    check(compose(["experiment=cpu_demo", "stage=eval", "trainer.grpo.prompts_per_step=1024",
                       "trainer.sft.global_batch_size=256"]))
     # the bare defaults (the paper's batches on the sample data) fail at start-up on both keys
     with pytest.raises(ConfigError) as err:
-        validate(compose([]))
+        check(compose([]))
     assert "trainer.grpo.prompts_per_step: 1024 prompts" in str(err.value)
     assert "trainer.sft.global_batch_size: 256 examples" in str(err.value)
 
@@ -379,7 +381,7 @@ def test_the_data_count_is_the_one_the_run_trains_on(compose, tmp_path):
     from opgrpo.app.context import RunContext
     from opgrpo.app.rundir import RunDir
 
-    ctx = RunContext(compose(["experiment=cpu_demo"]), RunDir(tmp_path))
+    ctx = RunContext(to_config(compose(["experiment=cpu_demo"])), RunDir(tmp_path))
     assert len(ctx.train_val()[0]) == 32
     for method in ("sft_train_val", "grpo_train_val"):
         if hasattr(ctx, method):
@@ -390,5 +392,5 @@ def test_an_unreadable_training_file_is_a_listed_problem(compose, tmp_path):
     bad = tmp_path / "train.csv"
     bad.write_text("id,prompt,answer\n1,A situation,not a perspective line\n")
     with pytest.raises(ConfigError, match="benchmark.train_file: cannot be read"):
-        validate(compose(["experiment=cpu_demo", "stage=grpo", f"benchmark.train_file={bad}",
+        check(compose(["experiment=cpu_demo", "stage=grpo", f"benchmark.train_file={bad}",
                           "benchmark.on_error=fail"]))

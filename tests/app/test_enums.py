@@ -17,7 +17,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from opgrpo.app.schema import OPGRPOConfig, bad_choices, to_object
+from opgrpo.app.runconfig import to_config
+from opgrpo.app.schema import OPGRPOConfig
 
 BIN = Path(sys.executable).parent / "opgrpo"
 CHOICES = {"reward.mode": "[bucketed, continuous]",
@@ -135,44 +136,57 @@ def test_composed_values_become_enum_members_of_the_lower_layer(compose):
     from opgrpo.training.grpo import LossType
 
     cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "trainer.grpo.loss_type=dr_grpo"])
-    assert to_object(cfg, "reward").mode is RewardMode.continuous
-    assert to_object(cfg, "trainer.grpo").loss_type is LossType.dr_grpo
-    assert to_object(cfg, "eval.nli").backend is NLIBackend.causal_lm  # from the preset's YAML
+    assert to_config(cfg).reward.mode is RewardMode.continuous
+    assert to_config(cfg).trainer.grpo.loss_type is LossType.dr_grpo
+    assert to_config(cfg).eval.nli.backend is NLIBackend.causal_lm  # from the preset's YAML
     assert compose(["reward=continuous"]).reward.mode == "continuous"  # a group option's YAML string
 
 
-def test_bad_choices_reads_the_command_line_like_hydra():
-    got = bad_choices(["reward.mode=bogus", "reward.mode=bucketed,continuous", "reward.mode=bucketed,nope",
-                       "reward.mode=RewardMode.continuous", "trainer.grpo.loss_type=ppo", "eval.nli.backend=1",
-                       "reward=continuous", "reward.tau_cov=abc", "~reward.mode", "hydra.run.dir=/x",
-                       "reward.mode=${oc.env:MODE}", "reward.mode=null", "+trainer.grpo.extra.optim=adamw"])
-    assert got == {"reward.mode=bogus": "reward.mode: must be one of [bucketed, continuous]; got 'bogus'",
-                   "reward.mode=bucketed,nope": "reward.mode: must be one of [bucketed, continuous]; got 'nope'",
-                   "trainer.grpo.loss_type=ppo": f"trainer.grpo.loss_type: must be one of "
-                                                 f"{CHOICES['trainer.grpo.loss_type']}; got 'ppo'",
-                   "eval.nli.backend=1": f"eval.nli.backend: must be one of {CHOICES['eval.nli.backend']}; got 1"}
+@pytest.mark.parametrize("override, key, bad", [
+    ("reward.mode=bogus", "reward.mode", "bogus"),
+    ("trainer.grpo.loss_type=ppo", "trainer.grpo.loss_type", "ppo"),
+    ("eval.nli.backend=1", "eval.nli.backend", "1"),
+])
+def test_composition_rejects_each_wrong_choice_naming_key_and_choices(compose, override, key, bad):
+    """What the removed command-line pre-check found, the structured config finds when Hydra composes."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(["experiment=cpu_demo", override])
+    cause = err.value.__cause__
+    assert cause.full_key == key and f"expected one of {CHOICES[key]}" in str(cause) and bad in str(cause)
 
 
-def test_a_wrong_choice_fails_at_startup_listed_with_status(tmp_path):
-    """Through the real entrypoint: exit 2, every wrong key with its choices, status.json failed, no traceback."""
-    res = _run(["experiment=cpu_demo", "stage=describe", "reward.mode=bogus", "trainer.grpo.loss_type=ppo",
-                "eval.nli.backend=magic", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+@pytest.mark.parametrize("override", ["reward.mode=RewardMode.continuous", "reward=continuous", "~reward.mode",
+                                      "reward.mode=null"])
+def test_composition_accepts_what_is_not_a_wrong_choice(compose, override):
+    """A group option, a member's qualified name, a deletion or null are not wrong choices (null: no value)."""
+    try:
+        compose(["experiment=cpu_demo", override])
+    except Exception as exc:  # noqa: BLE001 - only a wrong-choice rejection fails this test
+        assert "expected one of" not in str(getattr(exc, "__cause__", exc)), override
+
+
+def test_a_wrong_choice_fails_at_startup_naming_key_and_choices(tmp_path):
+    """Through the real entrypoint: Hydra's composition error names the key and the choices; no run has started, so
+    there is no run directory (no status.json, no config.yaml) and no Python traceback."""
+    res = _run(["experiment=cpu_demo", "stage=describe", "reward.mode=bogus", f"hydra.run.dir={tmp_path}/run"],
+               tmp_path)
     log = res.stdout + res.stderr
-    assert res.returncode == 2, log[-3000:]
-    assert "Traceback" not in log and "Error merging override" not in log
-    status = json.loads((tmp_path / "run" / "status.json").read_text())
-    assert status["status"] == "failed"
-    for key, bad in (("reward.mode", "bogus"), ("trainer.grpo.loss_type", "ppo"), ("eval.nli.backend", "magic")):
-        line = f"{key}: must be one of {CHOICES[key]}; got '{bad}'"
-        assert line in log and line in status["error"], key
-    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert res.returncode != 0, log[-3000:]
+    assert "Traceback" not in log
+    assert "reward.mode" in log and "Invalid value 'bogus', expected one of [bucketed, continuous]" in log
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_wrong_choice_in_a_sweep_fails_before_any_job(tmp_path):
     res = _run(["-m", "experiment=cpu_demo", "stage=describe", "reward.mode=bucketed,bogus",
                 f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert res.returncode == 2, (res.stdout + res.stderr)[-3000:]
-    assert "reward.mode: must be one of [bucketed, continuous]; got 'bogus'" in res.stderr
+    assert "arm 1 (reward.mode=bogus)" in res.stderr, res.stderr[-3000:]
+    assert "Invalid value 'bogus', expected one of [bucketed, continuous]" in res.stderr
+    assert "full_key: reward.mode" in res.stderr
+    assert "arm 0" not in res.stderr  # the valid arm is not listed
     assert not (tmp_path / "sweep").exists()
 
 
@@ -199,11 +213,11 @@ def test_what_a_run_records_keeps_plain_strings(compose, tmp_path):
 
     cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "logger.wandb.mode=offline",
                    "trainer.grpo.loss_type=dr_grpo", "trainer.grpo.scale_rewards=batch"])
-    config = wandb_init_kwargs(cfg, tmp_path, ["reward.mode=continuous"])["config"]
+    config = wandb_init_kwargs(to_config(cfg), tmp_path, ["reward.mode=continuous"])["config"]
     assert json.loads(json.dumps(config))["reward"]["mode"] == "continuous"
     assert yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))["reward"]["mode"] == "continuous"
     run = RunDir(tmp_path / "run")
-    run.log("grpo", {"settings": dataclasses.asdict(to_object(cfg, "trainer.grpo"))})
+    run.log("grpo", {"settings": dataclasses.asdict(to_config(cfg).trainer.grpo)})
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["settings/loss_type"] == "dr_grpo" and record["settings/scale_rewards"] == "batch"
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["grpo/settings/vllm_mode"] == "colocate"
@@ -212,5 +226,5 @@ def test_what_a_run_records_keeps_plain_strings(compose, tmp_path):
 def test_describe_shows_the_values_as_strings(compose):
     from opgrpo.app.describe import describe
 
-    text = describe(compose(["experiment=cpu_demo", "reward.mode=continuous"]), "reward")
+    text = describe(to_config(compose(["experiment=cpu_demo", "reward.mode=continuous"])), "reward")
     assert "reward.mode = 'continuous'" in text and "reward.masking = 'situation'" in text

@@ -7,6 +7,8 @@ import logging
 
 import pytest
 
+from opgrpo.app.runconfig import to_config
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, minilm_path):
@@ -46,7 +48,7 @@ def test_standalone_eval_uses_the_runs_estimator(compose, finished_run, tmp_path
     from opgrpo.app.rundir import RunDir
 
     target = finished_run / ("eval/responses.jsonl" if key == "eval.responses_file" else "grpo/final")
-    ctx = RunContext(compose(["experiment=cpu_demo", "stage=eval", f"{key}={target}"]), RunDir(tmp_path / "new"))
+    ctx = RunContext(to_config(compose(["experiment=cpu_demo", "stage=eval", f"{key}={target}"])), RunDir(tmp_path / "new"))
     assert ctx.encoder_path() == str(finished_run / "estimator" / "model")
     assert ctx.estimator_identity()["tuned"]
     assert "untuned" not in caplog.text
@@ -56,7 +58,7 @@ def test_untuned_base_estimator_is_warned_and_labelled(compose, tmp_path, caplog
     from opgrpo.app.context import RunContext
     from opgrpo.app.rundir import RunDir
 
-    ctx = RunContext(compose(["experiment=cpu_demo", "stage=eval"]), RunDir(tmp_path))
+    ctx = RunContext(to_config(compose(["experiment=cpu_demo", "stage=eval"])), RunDir(tmp_path))
     with caplog.at_level(logging.WARNING):
         path = ctx.encoder_path()
     assert path == ctx.cfg.estimator.base_model and not ctx.estimator_identity()["tuned"]

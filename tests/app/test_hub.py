@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+from opgrpo.app.runconfig import to_config
+from opgrpo.app.validate import check
+
 
 class FakeHubApi:
     """Records the HfApi calls that would reach the network."""
@@ -73,12 +76,12 @@ def test_push_folder_refuses_a_folder_without_a_model(tmp_path, monkeypatch):
     (["hub.push=true", "hub.model_id=org/x", "stage=eval"], "hub.push", "train no model to push"),
 ])
 def test_a_push_that_cannot_work_fails_at_start_up_naming_the_key(compose, monkeypatch, overrides, key, text):
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
 
     FakeHubApi(monkeypatch)
     cfg = compose(["experiment=cpu_demo", "stage=sft", "hub.token_env=OPGRPO_TEST_HUB_TOKEN", *overrides])
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     assert any(line.strip().startswith(f"{key}:") and text in line for line in str(err.value).splitlines()), err.value
 
 
@@ -107,7 +110,7 @@ def test_run_ends_by_pushing_its_final_model(compose, tiny_lm, tmp_path, monkeyp
                    "hub.push=true", "hub.model_id=org/op-grpo-test", "hub.token_env=OPGRPO_TEST_HUB_TOKEN",
                    "hub.private=false"])
     run = RunDir(tmp_path / "run")
-    run_stages(cfg, run)
+    run_stages(check(cfg, run))
     final = run.path / "sft" / "final"
     assert [name for name, _, _ in fake.calls] == ["create_repo", "upload_folder"]
     assert fake.calls[0][1] == ("org/op-grpo-test",) and fake.calls[0][2]["private"] is False
@@ -134,7 +137,7 @@ def test_eval_stage_writes_its_numbers_into_the_pushed_card(compose, tiny_lm, tm
                    "benchmark.max_test_items=2", "hub.push=true", "hub.model_id=org/op-grpo-test",
                    "hub.token_env=OPGRPO_TEST_HUB_TOKEN"])
     run = RunDir(tmp_path / "run")
-    run_stages(cfg, run)
+    run_stages(check(cfg, run))
     final = run.path / "sft" / "final"
     upload = [kw for name, _, kw in fake.calls if name == "upload_folder"]
     assert len(upload) == 1 and upload[0]["folder_path"] == str(final) and upload[0]["repo_id"] == "org/op-grpo-test"
@@ -159,7 +162,7 @@ def test_grpo_card_names_base_model_data_reward_weights_and_thresholds(compose, 
 
     cfg = compose(["experiment=cpu_demo", "model.name_or_path=Qwen/Qwen2.5-3B-Instruct", "reward.weights.coverage=0.5",
                    "reward.tau_cov=0.61", "trainer.grpo.lr=2e-6", "hub.model_id=org/op-grpo-3b"])
-    ctx = RunContext(cfg, RunDir(tmp_path))
+    ctx = RunContext(to_config(cfg), RunDir(tmp_path))
     _model_folder(tmp_path / "grpo" / "final")
 
     def op_total(prompts, completions, **kw):

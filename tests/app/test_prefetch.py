@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from opgrpo.app.runconfig import to_config
+
 PAPER_MODELS = ["Qwen/Qwen2.5-3B-Instruct", "sentence-transformers/paraphrase-mpnet-base-v2",
                 "Qwen/Qwen2.5-7B-Instruct", "microsoft/deberta-v2-xlarge-mnli"]
 REPO_FILES = ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "onnx/model.onnx",
@@ -57,11 +59,11 @@ def _run(compose, tmp_path, overrides):
     from opgrpo.app.context import RunContext
     from opgrpo.app.rundir import RunDir
     from opgrpo.app.stages import STAGES
-    from opgrpo.app.validate import validate
+    from opgrpo.app.validate import check
 
     cfg = compose(["stage=prefetch", *overrides])
-    validate(cfg)  # the paper preset without its data files is a valid prefetch config
-    ctx = RunContext(cfg, RunDir(tmp_path))
+    check(cfg)  # the paper preset without its data files is a valid prefetch config
+    ctx = RunContext(to_config(cfg), RunDir(tmp_path))
     STAGES["prefetch"](ctx)
     return json.loads((tmp_path / "prefetch.json").read_text())
 

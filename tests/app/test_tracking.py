@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from opgrpo.app.runconfig import to_config
 from opgrpo.app.rundir import RunDir
 from opgrpo.app.tracking import (
     TRACKER_MODULES,
@@ -261,22 +262,22 @@ def test_report_to_never_hands_wandb_to_the_trainers(compose):
 def test_logger_report_to_is_checked_at_start_up(compose, tmp_path, monkeypatch):
     import importlib.util
 
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
 
     with pytest.raises(ConfigError) as err:
-        validate(compose([*SWEEP, "logger.report_to=[nosuchtracker,wandb]"]))
+        check(compose([*SWEEP, "logger.report_to=[nosuchtracker,wandb]"]))
     assert "logger.report_to: unknown tracker 'nosuchtracker'" in str(err.value)
     assert "logger.report_to: 'wandb' is not a report_to entry" in str(err.value)
     if importlib.util.find_spec("trackio") is None:  # not installed here: refused, naming the package
         with pytest.raises(ConfigError) as err:
-            validate(compose(["experiment=cpu_demo", "stage=eval", "logger.report_to=[trackio]"]))
+            check(compose(["experiment=cpu_demo", "stage=eval", "logger.report_to=[trackio]"]))
         assert "logger.report_to: 'trackio' needs the trackio package, which is not installed" in str(err.value)
     fake = tmp_path / "site"
     (fake / "trackio").mkdir(parents=True)
     (fake / "trackio" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(fake))
     cfg = compose([*SWEEP, "logger.report_to=[trackio]"])
-    validate(cfg)
+    check(cfg)
     assert report_to(cfg) == ["trackio"]
 
 
@@ -326,7 +327,7 @@ def test_reward_used_shows_the_swept_weights_beside_trls(compose):
     def coverage():
         pass
 
-    used = reward_used(cfg.reward, [op_total, coverage], [1.0, 0.0], "sum_then_normalize")
+    used = reward_used(to_config(cfg).reward, [op_total, coverage], [1.0, 0.0], "sum_then_normalize")
     assert used["weights"]["uniqueness"] == 0.4 and used["aggregation"] == cfg.reward.aggregation
     assert used["trl_reward_weights"] == {"op_total": 1.0, "coverage": 0.0}
     assert used["trl_aggregation"] == "sum_then_normalize"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opgrpo.app.validate import ConfigError, validate
+from opgrpo.app.validate import ConfigError, check
 
 BIN = Path(sys.executable).parent / "opgrpo"
 GENERATE = ["experiment=cpu_demo", "stage=generate"]
@@ -20,7 +20,7 @@ GENERATE = ["experiment=cpu_demo", "stage=generate"]
 
 def _problems(cfg) -> str:
     with pytest.raises(ConfigError) as err:
-        validate(cfg)
+        check(cfg)
     return str(err.value)
 
 
@@ -61,7 +61,7 @@ def test_the_generating_policy_is_checked(compose, model_dir):
     message = _problems(compose([*GENERATE, "model.name_or_path=Qwen/not-in-any-cache"]))
     assert "  model.name_or_path: 'Qwen/not-in-any-cache' is neither a local directory nor in the hub cache" in message
     # another policy answers (eval.model_path): the default one is not loaded, so not asked for ...
-    validate(compose([*GENERATE, "model.name_or_path=Qwen/not-in-any-cache", f"eval.model_path={model_dir}"]))
+    check(compose([*GENERATE, "model.name_or_path=Qwen/not-in-any-cache", f"eval.model_path={model_dir}"]))
     # ... and that policy is checked instead
     message = _problems(compose([*GENERATE, f"model.name_or_path={model_dir}", "eval.model_path=/no/such/main"]))
     assert "  eval.model_path: no such model directory '/no/such/main'" in message
@@ -99,7 +99,7 @@ def test_a_bad_community_model_names_its_baseline_key_and_good_ones_pass(compose
     assert "baseline.community[0]" not in message
     # a valid tiny config passes: a local community model with its tokenizer, and an endpoint (its URL is not
     # contacted at start-up), the responses into a folder still to be made
-    validate(compose([*GENERATE, "baseline=modular", f"model.name_or_path={model_dir}",
+    check(compose([*GENERATE, "baseline=modular", f"model.name_or_path={model_dir}",
                       _community(good + f", tokenizer: '{model_dir}'", "base_url: 'http://127.0.0.1:9/v1', model: m"),
                       f"generate.out_file={tmp_path / 'out' / 'responses.jsonl'}"]))
     # the preset's hub ids (LoRA adapters on Mistral-7B), offline and not cached
@@ -120,7 +120,7 @@ def test_a_bad_community_model_names_its_baseline_key_and_good_ones_pass(compose
         for name in files:
             (folder / "snapshots" / ("0" * 40) / name).write_text("{}")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    validate(compose([*GENERATE, "baseline=modular", f"model.name_or_path={model_dir}"]))
+    check(compose([*GENERATE, "baseline=modular", f"model.name_or_path={model_dir}"]))
 
 
 def test_the_sections_own_problems_are_gathered_under_their_keys(compose, model_dir, tmp_path):
@@ -140,4 +140,4 @@ def test_the_sections_own_problems_are_gathered_under_their_keys(compose, model_
         message = _problems(compose([*GENERATE, f"model.name_or_path={model_dir}", f"generate.out_file={out}"]))
         assert "  generate.out_file: " in message and why in message, out
     # stages that do not generate do not read these sections
-    validate(compose(["experiment=cpu_demo", "stage=describe", "baseline.top_p=2", "generate.out_file=responses.csv"]))
+    check(compose(["experiment=cpu_demo", "stage=describe", "baseline.top_p=2", "generate.out_file=responses.csv"]))

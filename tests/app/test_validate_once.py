@@ -1,6 +1,5 @@
-"""Each data file is parsed once per run: the start-up check counts the training records with the run's own loading
-(opgrpo.app.validate) and hands that parse over to the run's context (``RunContext.hand_over``), which no longer reads
-the file a second time (on the paper run: a 12,000-row CSV)."""
+"""Each data file is parsed once per run: the start-up check counts the training records with the run's own context
+(opgrpo.app.validate.check), which keeps that parse for the stages (on the paper run: a 12,000-row CSV)."""
 from __future__ import annotations
 
 import csv
@@ -10,10 +9,8 @@ import sys
 
 import pytest
 
-from opgrpo.app import context
-from opgrpo.app.context import RunContext
 from opgrpo.app.rundir import RunDir
-from opgrpo.app.validate import validate
+from opgrpo.app.validate import check
 
 
 @pytest.fixture
@@ -34,10 +31,7 @@ def parses(monkeypatch):
 
     for module, name in ((opgrpo.benchmark, "load_items"), (opgrpo.benchmark.sft_file, "load_sft_examples")):
         monkeypatch.setattr(module, name, counting(name, getattr(module, name)))
-    forget = getattr(context, "forget_handed_over", lambda: None)  # (absent before the hand-over existed)
-    forget()
     yield calls
-    forget()
 
 
 def _train_file(cfg) -> str:
@@ -51,18 +45,17 @@ def _sample_rows(compose) -> list[list[str]]:
 
 
 def test_the_start_up_count_is_the_runs_parse(compose, parses, tmp_path):
-    """stage=pipeline [estimator, sft, grpo] on the sample data: the check counts SFT's and GRPO's records (one parse:
-    both read all rows), then the run's estimator, SFT and GRPO data take that parse (before the hand-over: a second one)."""
+    """stage=pipeline [estimator, sft, grpo] on the sample data: the check counts SFT's and GRPO's records with the
+    run's own context (one parse: both read all rows), and the run's estimator, SFT and GRPO data come from it."""
     cfg = compose(["experiment=cpu_demo", "pipeline=[estimator,sft,grpo]"])
-    validate(cfg)
+    ctx = check(cfg, RunDir(tmp_path / "run"))
     assert parses == [("load_items", _train_file(cfg))]
-    ctx = RunContext(cfg, RunDir(tmp_path / "run"))
     train, val = ctx.train_val()
     assert (len(train), len(val)) == (32, 4)  # 36 sample situations, ceil(0.1 x 36) held out
     assert len(ctx.sft_train_val()[0]) == 32 and len(ctx.grpo_train_val()[0]) == 32
     assert parses == [("load_items", _train_file(cfg))]
-    # a second run in the same process (a multirun's next job) parses again: nothing outlives the hand-over
-    RunContext(cfg, RunDir(tmp_path / "next")).train_val()
+    # a second run in the same process (a multirun's next job) parses again: nothing outlives a run's context
+    check(cfg, RunDir(tmp_path / "next")).train_val()
     assert parses == [("load_items", _train_file(cfg))] * 2
 
 
@@ -78,31 +71,30 @@ def test_grpos_capped_rows_and_the_sft_file_are_parsed_once(compose, parses, tmp
             w.writerow([f"Situation {i}", target])
     cfg = compose(["experiment=cpu_demo", "pipeline=[sft,grpo]", "benchmark.grpo_max_items=30",
                    f"benchmark.sft_file={sft}"])
-    validate(cfg)
-    ctx = RunContext(cfg, RunDir(tmp_path / "run"))
+    ctx = check(cfg, RunDir(tmp_path / "run"))
     assert len(ctx.sft_train_val()[0]) == 19  # int(20 x 0.95)
     assert len(ctx.grpo_train_val()[0]) == 27  # int(30 x 0.9)
     assert sorted(parses) == [("load_items", _train_file(cfg)), ("load_sft_examples", str(sft))]
 
 
-def test_a_file_edited_after_the_check_is_read_again(compose, parses, tmp_path):
+def test_each_job_reads_the_file_as_it_is_at_its_check(compose, parses, tmp_path):
+    """Two jobs of a multirun, the file edited between them: each job's context parses the file at its own check."""
     rows = _sample_rows(compose)
     train = tmp_path / "train.csv"
     with open(train, "w", newline="") as fh:
         csv.writer(fh).writerows(rows[:31])  # header + 30 items
     cfg = compose(["experiment=cpu_demo", "stage=grpo", f"benchmark.train_file={train}"])
-    validate(cfg)
-    assert len(RunContext(cfg, RunDir(tmp_path / "run")).grpo_train_val()[0]) == 27  # int(30 x 0.9)
+    assert len(check(cfg, RunDir(tmp_path / "run")).grpo_train_val()[0]) == 27  # int(30 x 0.9)
     assert parses == [("load_items", str(train))]
-    validate(cfg)  # the next job of a multirun, whose file changes between its check and its run
     with open(train, "w", newline="") as fh:
         csv.writer(fh).writerows(rows[:21])  # 20 items now
-    assert len(RunContext(cfg, RunDir(tmp_path / "next")).grpo_train_val()[0]) == 18  # int(20 x 0.9)
-    assert parses == [("load_items", str(train))] * 3
+    assert len(check(cfg, RunDir(tmp_path / "next")).grpo_train_val()[0]) == 18  # int(20 x 0.9)
+    assert parses == [("load_items", str(train))] * 2
 
 
-def test_the_runs_log_and_data_errors_still_get_the_bad_rows(compose, parses, tmp_path, caplog):
-    """The check parses quietly; the run, taking its parse, logs each bad row and writes data_errors.jsonl."""
+def test_the_bad_rows_are_logged_and_written_once(compose, parses, tmp_path, caplog):
+    """The check's parse logs each bad row once and writes data_errors.jsonl into the run directory; the run's stages
+    reading the same data add nothing."""
     rows = _sample_rows(compose)
     train = tmp_path / "train.csv"
     with open(train, "w", newline="") as fh:
@@ -110,19 +102,24 @@ def test_the_runs_log_and_data_errors_still_get_the_bad_rows(compose, parses, tm
         w.writerows(rows)
         w.writerow(["bad-1", "A situation with no perspectives", "", ""])
     cfg = compose(["experiment=cpu_demo", "stage=grpo", f"benchmark.train_file={train}"])
-    with caplog.at_level(logging.WARNING):
-        validate(cfg)
-    assert not [r for r in caplog.records if r.name.startswith(("opgrpo.benchmark", "opgrpo.app.context"))]
-    caplog.clear()
     run = RunDir(tmp_path / "run")
     with caplog.at_level(logging.WARNING):
-        RunContext(cfg, run).grpo_train_val()
+        ctx = check(cfg, run)
+        ctx.grpo_train_val()
     assert parses == [("load_items", str(train))]
     loader = [r.getMessage() for r in caplog.records if r.name == "opgrpo.benchmark.loading"]
     assert len(loader) == 1 and loader[0].startswith(f"{train}: row ") and "field 'answer'" in loader[0], loader
-    assert "1 bad row(s) skipped" in caplog.text
+    assert caplog.text.count("1 bad row(s) skipped") == 1
     errors = [json.loads(line) for line in (run.path / "data_errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and errors[0]["source"] == str(train) and not errors[0]["kept"]
+
+
+def test_a_check_without_a_run_directory_writes_nothing(compose, tmp_path, monkeypatch):
+    """A multirun's pre-check of its arms (no run directory yet) parses and counts but writes no file."""
+    monkeypatch.chdir(tmp_path)
+    ctx = check(compose(["experiment=cpu_demo", "stage=grpo"]))
+    assert ctx.run is None and len(ctx.grpo_train_val()[0]) == 32
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_eval_reward_with_authors_masking_covers_a_raw_reference_line(compose, t
     situation masking each give 0."""
     from fake_encoder import FakeEncoder, unit
 
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
     from opgrpo.evaluation.run import evaluate, reward_means
 
     path = tmp_path / "test.csv"
@@ -94,7 +94,7 @@ def test_eval_reward_with_authors_masking_covers_a_raw_reference_line(compose, t
     (item,), errors = load_items(path)
     assert errors == [] and item.references == [RAW_LINE]
     cfg = compose(["reward=authors_masking", "eval.nli.backend=none"])
-    reward, nli = to_object(cfg, "reward"), to_object(cfg, "eval.nli")
+    reward, nli = to_config(cfg).reward, to_config(cfg).eval.nli
     assert reward.masking == "prompt" and reward.tau_cov == 0.7
 
     def encoder():
@@ -111,5 +111,5 @@ def test_eval_reward_with_authors_masking_covers_a_raw_reference_line(compose, t
     (row,) = [json.loads(line) for line in (tmp_path / "eval" / "reward_items.jsonl").read_text().splitlines()]
     assert row["coverage"] == 5.0
     # the same response under situation masking: "analysis" stays, the sentence is not the reference's twin
-    situation = to_object(compose(["reward=paper"]), "reward")
+    situation = to_config(compose(["reward=paper"])).reward
     assert reward_means([item], [EVAL_RESPONSE], encoder(), situation)["coverage"] == 0.0

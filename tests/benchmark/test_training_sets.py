@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 
+from opgrpo.app.runconfig import to_config
 from opgrpo.benchmark import load_items
 from opgrpo.benchmark.sft_file import SFTExample, load_sft_examples
 from opgrpo.benchmark.splits import pandas_permutation, shuffled_split
@@ -115,7 +116,7 @@ def _context(compose, tmp_path, *overrides):
     from opgrpo.app.rundir import RunDir
 
     cfg = compose(["experiment=cpu_demo", f"benchmark.train_file={tmp_path / 'train.csv'}", *overrides])
-    return RunContext(cfg, RunDir(tmp_path / "run"))
+    return RunContext(to_config(cfg), RunDir(tmp_path / "run"))
 
 
 def test_context_grpo_items_and_sft_targets_from_file(compose, tmp_path):
@@ -149,7 +150,7 @@ def test_context_without_sft_file_uses_the_labelled_template(compose, tmp_path):
 
 
 def test_benchmark_settings_in_the_presets_and_their_checks(compose, tmp_path):
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
 
     paper = compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"]).benchmark
     assert (paper.grpo_max_items, paper.val_fraction, paper.sft_val_fraction, paper.split_seed) == (12000, 0.1, 0.05, 42)
@@ -158,7 +159,7 @@ def test_benchmark_settings_in_the_presets_and_their_checks(compose, tmp_path):
                           (f"benchmark.sft_file={tmp_path / 'missing.csv'}", "benchmark.sft_file"),
                           ("benchmark.sft_val_fraction=1.0", "benchmark.sft_val_fraction")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            validate(compose(["experiment=cpu_demo", override]))
+            check(compose(["experiment=cpu_demo", override]))
 
 
 def test_a_bad_row_read_by_two_stages_is_reported_once(compose, tmp_path):
@@ -216,7 +217,7 @@ def test_estimator_stage_with_a_labels_file_holds_the_validation_items_back(comp
     write_train(tmp_path / "train.csv", 10)
     seen = _run_estimator_stage_recording(monkeypatch, tmp_path)
     ctx = _context(compose, tmp_path)
-    assert ctx.section("estimator").judge.labels_file  # cpu_demo: the sample data's pair labels
+    assert ctx.cfg.estimator.judge.labels_file  # cpu_demo: the sample data's pair labels
     stage_estimator(ctx)
     train, val = ctx.train_val()
     assert len(seen["mined"]) == 9 and situations(seen["mined"]) == situations(train)

@@ -71,20 +71,20 @@ def test_modular_baseline_through_the_cli(tmp_path, tiny_lm):
 def test_baseline_presets_compose(compose):
     from omegaconf import OmegaConf
 
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
 
-    assert to_object(compose(["experiment=cpu_demo"]), "baseline").kind == "none"
-    feng = to_object(compose(["experiment=cpu_demo", "baseline=modular"]), "baseline")
+    assert to_config(compose(["experiment=cpu_demo"])).baseline.kind == "none"
+    feng = to_config(compose(["experiment=cpu_demo", "baseline=modular"])).baseline
     assert (feng.kind, feng.prompts, feng.temperature, feng.top_p, feng.max_new_tokens) == ("modular", "feng2024", 0.1,
                                                                                             1.0, 200)
     assert [c.label for c in feng.community] == ["news_center", "news_left", "news_right", "reddit_center",
                                                  "reddit_left", "reddit_right"]
     assert feng.problems() == []
-    paper = to_object(compose(["experiment=paper", "baseline=modular_paper"]), "baseline")
+    paper = to_config(compose(["experiment=paper", "baseline=modular_paper", "stage=describe"])).baseline
     assert (paper.prompts, paper.top_p, paper.max_new_tokens, len(paper.community)) == ("authors", 0.9, 500, 6)
     cfg = compose(["experiment=cpu_demo", "baseline=modular", "baseline.community=[{base_url: 'http://h:8000/v1'}]",
                    "generate.out_file=x.csv"])
     assert OmegaConf.select(cfg, "baseline.community")[0].model == ""
-    assert to_object(cfg, "baseline").problems() == ["community[0].model: the endpoint http://h:8000/v1 needs the "
+    assert to_config(cfg).baseline.problems() == ["community[0].model: the endpoint http://h:8000/v1 needs the "
                                                      "served model name"]
-    assert to_object(cfg, "generate").problems()[0].startswith("out_file: must end in .jsonl or .ndjson")
+    assert to_config(cfg).generate.problems()[0].startswith("out_file: must end in .jsonl or .ndjson")

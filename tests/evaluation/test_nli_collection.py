@@ -195,7 +195,7 @@ def test_nli_text_is_validated():
 def test_paper_eval_preset_collects_as_the_authors(compose):
     from hydra.errors import ConfigCompositionException
 
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
 
     paper = compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"]).eval
     assert (paper.generation.max_attempts, paper.nli.text, paper.nli.dtype) == (4, "core", "float32")
@@ -204,7 +204,7 @@ def test_paper_eval_preset_collects_as_the_authors(compose):
     cpu = compose(["experiment=cpu_demo"]).eval
     assert (cpu.generation.max_attempts, cpu.nli.text) == (1, "auto")
     with pytest.raises(ConfigError, match=r"eval\.generation\.max_attempts"):
-        validate(compose(["experiment=cpu_demo", "eval.generation.max_attempts=0"]))
+        check(compose(["experiment=cpu_demo", "eval.generation.max_attempts=0"]))
     with pytest.raises(ConfigCompositionException, match=r"eval\.nli\.text"):  # an enum: refused while composing
         compose(["experiment=cpu_demo", "eval.nli.text=summary"])
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from opgrpo.app.runconfig import to_config
 from opgrpo.evaluation.pope import importance_weights, pope_estimate
 from opgrpo.models.logprobs import sequence_logprobs
 
@@ -109,7 +110,7 @@ def test_stage_pope_writes_pope_json(tiny_model, tmp_path, compose):
     from opgrpo.app.context import RunContext
     from opgrpo.app.rundir import RunDir
     from opgrpo.app.stages import stage_pope
-    from opgrpo.app.validate import validate
+    from opgrpo.app.validate import check
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
@@ -122,9 +123,9 @@ def test_stage_pope_writes_pope_json(tiny_model, tmp_path, compose):
 
     cfg = compose(["stage=pope", f"model.name_or_path={tiny_model}", f"pope.responses_file={path}",
                     "pope.coverage_coef=0.5", "pope.n_bootstrap=100", "device=cpu"])
-    validate(cfg)
+    check(cfg)
     run = RunDir(tmp_path / "run")
-    stage_pope(RunContext(cfg, run))
+    stage_pope(RunContext(to_config(cfg), run))
     out = json.loads((tmp_path / "run" / "pope" / "pope.json").read_text())
     assert out["n"] == 6 and out["ess"] == pytest.approx(6.0)
     assert out["utility"] == pytest.approx(1.0)
@@ -137,7 +138,7 @@ def test_stage_pope_writes_pope_json(tiny_model, tmp_path, compose):
     with pytest.raises(ConfigCompositionException, match=r"pope\.weighting"):  # an enum: refused while composing
         compose(["stage=pope", f"model.name_or_path={tiny_model}", "pope.weighting=dr"])
     with pytest.raises(ValueError, match="pope.responses_file"):
-        validate(compose(["stage=pope", f"model.name_or_path={tiny_model}"]))
+        check(compose(["stage=pope", f"model.name_or_path={tiny_model}"]))
 
 
 def _prompt(row):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from opgrpo.app.runconfig import to_config
 from opgrpo.sweep.records import (
     find_run_dirs,
     load_run,
@@ -461,7 +462,7 @@ def _ctx(compose, tmp_path, overrides):
     from opgrpo.app.context import RunContext
     from opgrpo.app.rundir import RunDir
 
-    return RunContext(compose(overrides), RunDir(tmp_path / "this_run"))
+    return RunContext(to_config(compose(overrides)), RunDir(tmp_path / "this_run"))
 
 
 def test_stage_report_takes_run_dirs_and_writes_where_asked(sweep, tmp_path, compose, capsys):

@@ -77,10 +77,10 @@ def test_ablation_drops_one_component_at_a_time(hydra_compose):
                          "reward.weights.coverage=0.5"])
     assert dict(cfg.reward.weights) == {"coverage": 0.5, "uniqueness": 0.0, "format": 0.1, "tag": 1.0}
     assert cfg.reward.mode == "continuous"
-    from opgrpo.app.validate import validate
+    from opgrpo.app.validate import check
 
     for job in jobs:  # every arm passes start-up validation (never all-zero weights)
-        validate(hydra_compose(["experiment=cpu_demo", "sweep=ablation", *job]))
+        check(hydra_compose(["experiment=cpu_demo", "sweep=ablation", *job]))
 
 
 def test_thresholds_grid(hydra_compose):

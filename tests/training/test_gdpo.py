@@ -9,6 +9,8 @@ import pytest
 from gdpo_reference import gdpo_advantages, sum_advantages
 from helpers import TINY, make_items
 
+from opgrpo.app.runconfig import to_config
+
 S = 1 / math.sqrt(2)  # z-score of 1 in the pair (1, 0): mean 0.5, Bessel std sqrt(0.5)
 
 
@@ -98,7 +100,7 @@ def _context(cfg):
 
     from opgrpo.app.context import RunContext
 
-    ctx = RunContext(cfg, run=None)
+    ctx = RunContext(to_config(cfg), run=None)
     ctx.encoder = lambda: FakeEncoder()
     return ctx
 
@@ -125,14 +127,14 @@ def test_one_aggregation_knob_decides_what_trl_gets(compose):
 def test_the_old_knobs_are_gone_and_bad_values_name_the_key(compose):
     from hydra.errors import ConfigCompositionException
 
-    from opgrpo.app.validate import validate
+    from opgrpo.app.validate import check
 
     for old in ("reward.trl_weighting=components", "trainer.grpo.multi_objective_aggregation=gdpo"):
         with pytest.raises(ConfigCompositionException):
             compose(["experiment=cpu_demo", old])
     with pytest.raises(ConfigCompositionException, match=r"reward\.aggregation"):  # an enum: refused while composing
         compose(["experiment=cpu_demo", "reward.aggregation=sum"])
-    validate(compose(["experiment=cpu_demo", "reward.aggregation=gdpo"]))
+    check(compose(["experiment=cpu_demo", "reward.aggregation=gdpo"]))
 
 
 # ---------------------------------------------------------------- GDPO weights (issue 17.6)
@@ -192,14 +194,14 @@ def test_paper_weights_under_gdpo_invert_the_total_and_the_preset_keeps_its_orde
 
 
 def test_gdpo_preset_keeps_the_paper_total_and_checks_its_weights(compose):
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
     from opgrpo.reward import RewardConfig, RewardWeights
 
     cfg = compose(["experiment=cpu_demo", "reward=gdpo"])
-    validate(cfg)
+    check(cfg)
     assert [cfg.reward.weights[c] for c in ("coverage", "uniqueness", "format", "tag")] == [0.3, 0.3, 0.1, 1.0]
     with pytest.raises(ConfigError, match="reward.gdpo_weights.tag"):
-        validate(compose(["experiment=cpu_demo", "reward=gdpo", "reward.gdpo_weights.tag=-1"]))
+        check(compose(["experiment=cpu_demo", "reward=gdpo", "reward.gdpo_weights.tag=-1"]))
     # gdpo_weights only matter under gdpo; the warning names the key that holds the weights in use
     assert RewardConfig(gdpo_weights=RewardWeights(1.5, 0.3, 0.2, 0.2)).trained_weights() == [0.3, 0.3, 0.1, 1.0]
     assert RewardConfig(aggregation="gdpo").warnings()[0].startswith("weights: aggregation=gdpo with weights "

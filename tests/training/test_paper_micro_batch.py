@@ -5,10 +5,10 @@ from __future__ import annotations
 
 
 def test_paper_preset_micro_batch_is_the_authors(compose, tmp_path):
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
     from opgrpo.training.grpo import grpo_config_kwargs
 
-    grpo = to_object(compose(["experiment=paper", "benchmark.train_file=x.csv"]), "trainer.grpo")
+    grpo = to_config(compose(["experiment=paper", "benchmark.train_file=x.csv"])).trainer.grpo
     assert (grpo.per_device_batch_size, grpo.gradient_checkpointing, str(grpo.loss_type)) == (40, True, "bnpo")
     for world in (1, 2, 4, 8):  # 256 prompts x 10 completions = 2560 per optimizer step, whole micro-batches of 40
         assert grpo.problems(world_size=world) == [], world

@@ -11,6 +11,7 @@ from helpers import TINY, completion_length, make_items
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from opgrpo.app.runconfig import to_config
 from opgrpo.training.grpo import GRPOSettings, build_grpo_dataset, grpo_config
 from opgrpo.training.spl import SPLConfig, SPLShapingReward, spl_settings, spl_shaping
 
@@ -140,18 +141,18 @@ def test_reward_mode_trains_with_the_shaping_reward(tiny_model, tmp_path):
 def test_algorithm_group_and_sweeps_compose(compose):
     from opgrpo.app.context import RunContext
     from opgrpo.app.stages import grpo_settings
-    from opgrpo.app.validate import ConfigError, validate
+    from opgrpo.app.validate import ConfigError, check
 
     cfg = compose(["experiment=cpu_demo"])
     assert cfg.spl.enabled is False
     cfg = compose(["experiment=cpu_demo", "algorithm=spl", "spl.alpha=0.1"])
-    validate(cfg)
+    check(cfg)
     assert (cfg.spl.enabled, cfg.spl.alpha, cfg.spl.beta, cfg.spl.mode) == (True, 0.1, 0.001, "loss")
-    s = grpo_settings(RunContext(cfg, run=None))
+    s = grpo_settings(RunContext(to_config(cfg), run=None))
     assert (s.beta, s.entropy_coef) == (0.001, pytest.approx(0.099))
     cfg = compose(["experiment=cpu_demo", "algorithm=spl", "spl.alpha=0.0001"])
     with pytest.raises(ConfigError, match="spl.alpha"):
-        validate(cfg)
+        check(cfg)
 
     # multirun: spl.alpha and reward.aggregation sweep like the reward weights
     args = ["experiment=cpu_demo", "algorithm=spl", "spl.alpha=0.01,0.1", "reward.aggregation=total,gdpo",
@@ -161,6 +162,6 @@ def test_algorithm_group_and_sweeps_compose(compose):
     seen = set()
     for job in jobs:
         cfg = compose(job)
-        validate(cfg)
+        check(cfg)
         seen.add((cfg.spl.alpha, cfg.reward.aggregation, cfg.reward.weights.coverage))
     assert seen == {(a, g, c) for a in (0.01, 0.1) for g in ("total", "gdpo") for c in (0.1, 0.5)}

@@ -444,17 +444,17 @@ def test_trainer_paper_preset_builds_the_authors_optimizer_settings(compose, tmp
     """Issue 17.5: SFT as run_sft.sh on the authors' verl fork (sft_trainer.yaml: lr 1e-5 cosine, 10% warmup, AdamW
     betas (0.9, 0.95), weight decay 0.01, clipping 1.0, global batch 256, length 1300, 1 epoch); GRPO with verl's
     token-mean per micro-batch (TRL bnpo) and weight decay 0.01. Checked on the built TRL configs."""
-    from opgrpo.app.schema import to_object
+    from opgrpo.app.runconfig import to_config
     from opgrpo.training.grpo import grpo_config
     from opgrpo.training.sft import sft_config
 
     cfg = compose(["experiment=paper", "benchmark.train_file=x.csv"])
-    sft = sft_config(to_object(cfg, "trainer.sft"), tmp_path / "sft", world_size=4)
+    sft = sft_config(to_config(cfg).trainer.sft, tmp_path / "sft", world_size=4)
     assert (sft.learning_rate, sft.lr_scheduler_type.value, sft.warmup_steps) == (1e-5, "cosine", 0.1)
     assert (sft.adam_beta1, sft.adam_beta2, sft.weight_decay, sft.max_grad_norm) == (0.9, 0.95, 0.01, 1.0)
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps * 4 == 256
     assert (sft.max_length, sft.num_train_epochs) == (1300, 1.0)
-    grpo = grpo_config(to_object(cfg, "trainer.grpo"), tmp_path / "grpo", world_size=4)
+    grpo = grpo_config(to_config(cfg).trainer.grpo, tmp_path / "grpo", world_size=4)
     assert (grpo.loss_type, grpo.weight_decay, grpo.learning_rate, grpo.beta) == ("bnpo", 0.01, 1e-6, 0.001)
 
 
