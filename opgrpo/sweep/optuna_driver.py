@@ -32,8 +32,7 @@ Storage and parallel trials: the study lives in Optuna's journal file ``<study_d
 ask for trials one at a time under a lock file, so together they run exactly ``n_trials``. The same command
 resumes the study: a trial left running by a driver that is gone (its process no longer exists on this host, or
 its heartbeat file ``trial_<n>/.heartbeat`` is older than ``--stale-after`` seconds) is marked failed
-(``interrupted``) and its values are retried as a new trial; trials of live drivers are left alone. A study of
-an earlier version (``study.db``, sqlite) is resumed from that file. ``<study_dir>`` is a sweep directory for
+(``interrupted``) and its values are retried as a new trial; trials of live drivers are left alone. ``<study_dir>`` is a sweep directory for
 ``opgrpo.sweep.report.build_report``; the driver writes that report to ``<study_dir>/report`` at the end
 (``--no-report`` to skip).
 
@@ -70,7 +69,6 @@ from opgrpo.sweep.optuna_run import StudyResult, run_study
 from opgrpo.sweep.optuna_spec import load_spec, resolve_spec
 from opgrpo.sweep.optuna_study import (
     JOURNAL,
-    LEGACY_DB,
     objectives_of,
     open_storage,
     split_launcher,
@@ -85,7 +83,7 @@ from opgrpo.sweep.optuna_trial import (
     trial_command,
 )
 
-__all__ = ["HEARTBEAT", "HEARTBEAT_S", "HOST", "JOURNAL", "LEGACY_DB", "STALE_AFTER_S", "Launcher", "StudyResult",
+__all__ = ["HEARTBEAT", "HEARTBEAT_S", "HOST", "JOURNAL", "STALE_AFTER_S", "Launcher", "StudyResult",
            "heartbeat", "identical_objective_warning", "is_stale", "launch", "main", "objectives_of", "open_storage",
            "read_outcome", "read_values", "run_objective", "run_study", "split_launcher", "touch_heartbeat",
            "trial_command", "trial_overrides", "write_outputs", "write_pareto_plot"]

@@ -280,19 +280,6 @@ def test_trials_through_a_hydra_launcher(tmp_path):
     assert osw.split_launcher(["launcher=slurm"], "submitit_local") == ("submitit_local", [])
 
 
-def test_sqlite_study_of_an_earlier_version_resumes(tmp_path):
-    import optuna
-
-    study_dir = (tmp_path / "study").resolve()
-    study_dir.mkdir()
-    old = optuna.create_study(storage=f"sqlite:///{study_dir / 'study.db'}", study_name="t", direction="maximize")
-    old.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={
-        "x": optuna.distributions.FloatDistribution(0, 1)}, value=0.5))
-    res = osw.run_study(_spec(tmp_path, SINGLE_SPEC), study_dir, n_trials=2, report=False,
-                        launcher=lambda cmd, run_dir, t: _write_run(run_dir, {"m": _x(cmd)}) or 0)
-    assert len(res.study.trials) == 2 and not (study_dir / osw.JOURNAL).exists()
-
-
 @pytest.fixture(scope="module")
 def hydra_compose():
     opgrpo.app.schema.register()
