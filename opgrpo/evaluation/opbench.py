@@ -36,7 +36,7 @@ not reproduced: these are the unweighted OvertonScores.
 This module holds the settings (``OPBenchConfig``), the judging of the rows (:func:`judge_rows`) and the stage
 (:func:`run_opbench`); the parts: ``opgrpo.evaluation.opbench_files`` reads the files,
 ``opgrpo.evaluation.opbench_prompts`` holds the templates and reads the replies, ``opgrpo.evaluation.opbench_scores``
-computes the scores. Their names are importable from here too.
+computes the scores.
 """
 from __future__ import annotations
 
@@ -49,17 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.evaluation.judge_eval import JudgeEvalConfig
-from opgrpo.evaluation.opbench_files import (
-    SOURCES,
-    SUFFIXES,
-    USER_COLUMNS,
-    UserRow,
-    load_opbench_responses,
-    load_users,
-)
+from opgrpo.evaluation.opbench_files import SOURCES, SUFFIXES, UserRow, load_opbench_responses, load_users
 from opgrpo.evaluation.opbench_prompts import (
     _PLACEHOLDER,
-    EXAMPLES_HEADER,
     MAX_RATING,
     MIN_RATING,
     MULTI_TEMPLATE,
@@ -73,9 +65,7 @@ from opgrpo.evaluation.opbench_prompts import (
 from opgrpo.evaluation.opbench_scores import opbench_scores
 from opgrpo.utils.checks import Problems
 
-__all__ = ["EXAMPLES_HEADER", "MAX_RATING", "MIN_RATING", "MULTI_TEMPLATE", "ORIGINAL_TEMPLATE", "SOURCES", "SUFFIXES",
-           "TEMPLATES", "UNPARSEABLE_REASONS", "USER_COLUMNS", "OPBenchConfig", "UserRow", "fill_template", "judge_rows",
-           "load_opbench_responses", "load_users", "opbench_scores", "parse_rating", "run_opbench"]
+__all__ = ["BENCHMARK_QUESTIONS", "TEMPLATES", "OPBenchConfig", "judge_rows", "run_opbench"]
 
 logger = logging.getLogger(__name__)
 

@@ -59,17 +59,11 @@ from opgrpo.sweep.records import (
     wandb_runs,
 )
 from opgrpo.sweep.report_html import _write_html
-from opgrpo.sweep.report_text import (
-    MAIN_COLUMNS,
-    _write_markdown,
-    cell_text,
-    markdown_table,
-    report_notes,
-)
+from opgrpo.sweep.report_text import _write_markdown, report_notes
 from opgrpo.sweep.table import group_table, reference_weights, runs_table
 from opgrpo.utils.runfiles import COMPLETED, FAILED
 
-__all__ = ["MAIN_COLUMNS", "build_report", "cell_text", "main", "markdown_table", "report_dir", "report_notes"]
+__all__ = ["build_report", "main", "report_dir"]
 
 log = logging.getLogger("opgrpo.sweep.report")
 
