@@ -18,7 +18,7 @@ JOURNAL = "study.journal"
 """The study's journal file in the study directory (Optuna's JournalFileBackend)."""
 
 
-def _sampler(spec: StudySpec):
+def build_sampler(spec: StudySpec):
     if not spec.sampler:
         return None
     target = spec.sampler["_target_"]

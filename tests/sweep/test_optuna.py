@@ -251,11 +251,11 @@ def test_running_trials_of_live_drivers_are_left_alone(tmp_path):
     mine = SimpleNamespace(number=7, user_attrs={"driver": f"{osw.HOST}:{os.getpid()}", "run_dir": str(run_dir)})
     osw.touch_heartbeat(run_dir)
     assert osw.is_stale(mine, study_dir)  # no worker of this process runs it
-    optuna_heartbeat._LIVE.add((str(study_dir), 7))
+    optuna_heartbeat.LIVE.add((str(study_dir), 7))
     try:
         assert not osw.is_stale(mine, study_dir)
     finally:
-        optuna_heartbeat._LIVE.discard((str(study_dir), 7))
+        optuna_heartbeat.LIVE.discard((str(study_dir), 7))
 
 
 def test_trials_through_a_hydra_launcher(tmp_path):

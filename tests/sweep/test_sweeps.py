@@ -326,10 +326,10 @@ def test_read_outcome_reasons(tmp_path):
     assert osw.read_outcome(run, "m", 0)[1] == "objective 'm' is missing or not a finite number in summary.json (True)"
     (run / "summary.json").write_text(json.dumps({"m": 3}))
     assert osw.read_outcome(run, "m", 0) == (3.0, "")
-    optuna_trial._mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
+    optuna_trial.mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
     status = json.loads((run / "status.json").read_text())
     assert (status["status"], status["error"], status["overrides"]) == ("failed", "gave up", ["x=1"])
-    optuna_trial._mark_failed(run, "again", [])  # already failed: kept as it was
+    optuna_trial.mark_failed(run, "again", [])  # already failed: kept as it was
     assert json.loads((run / "status.json").read_text())["error"] == "gave up"
 
 
