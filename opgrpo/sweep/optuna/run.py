@@ -1,4 +1,4 @@
-"""Running an Optuna study for ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver): :func:`run_study` opens (or resumes,
+"""Running an Optuna study for ``opgrpo-optuna`` (opgrpo.app.optuna_cli): :func:`run_study` opens (or resumes,
 or joins) the study and runs its trials, ``n_jobs`` worker threads at a time; the workers ask for trials one at a
 time under the study directory's lock file, retry the trials of drivers that are gone, launch each trial and tell
 Optuna its values.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_heartbeat import (
+from opgrpo.sweep.optuna.heartbeat import (
     HOST,
     LIVE,
     LIVE_LOCK,
@@ -24,16 +24,16 @@ from opgrpo.sweep.optuna_heartbeat import (
     is_stale,
     touch_heartbeat,
 )
-from opgrpo.sweep.optuna_outputs import write_atomic, write_outputs
-from opgrpo.sweep.optuna_spec import StudySpec, format_value
-from opgrpo.sweep.optuna_study import (
+from opgrpo.sweep.optuna.outputs import write_atomic, write_outputs
+from opgrpo.sweep.optuna.spec import StudySpec, format_value
+from opgrpo.sweep.optuna.study import (
     build_sampler,
     objectives_of,
     open_storage,
     split_launcher,
     trial_overrides,
 )
-from opgrpo.sweep.optuna_trial import (
+from opgrpo.sweep.optuna.trial import (
     Launcher,
     launch,
     mark_failed,

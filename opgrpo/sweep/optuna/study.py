@@ -1,4 +1,4 @@
-"""Setting up an Optuna study for ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver): its storage (the journal file in
+"""Setting up an Optuna study for ``opgrpo-optuna`` (opgrpo.app.optuna_cli): its storage (the journal file in
 the study directory), its sampler, its objective(s) and direction(s), and the
 overrides of each trial (base overrides, the spec's fixed settings, the sampled values).
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_spec import StudySpec, format_value
+from opgrpo.sweep.optuna.spec import StudySpec, format_value
 
 log = logging.getLogger("opgrpo.optuna")
 

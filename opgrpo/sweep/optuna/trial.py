@@ -1,4 +1,4 @@
-"""One trial of an Optuna study (``opgrpo-optuna``, opgrpo.sweep.optuna_driver): its command, its launch as a
+"""One trial of an Optuna study (``opgrpo-optuna``, opgrpo.app.optuna_cli): its command, its launch as a
 subprocess, and its outcome read from the run directory (``status.json``, ``summary.json``, ``config.yaml``).
 """
 from __future__ import annotations

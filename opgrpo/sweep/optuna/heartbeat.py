@@ -1,4 +1,4 @@
-"""Which running trials of an Optuna study still have a live driver (``opgrpo-optuna``, opgrpo.sweep.optuna_driver).
+"""Which running trials of an Optuna study still have a live driver (``opgrpo-optuna``, opgrpo.app.optuna_cli).
 
 A driver touches ``trial_<n>/.heartbeat`` while it waits for a trial and records itself (``host:pid``) on the trial;
 another driver on the same study treats a RUNNING trial as stale (to be retried) when its driver's process is gone

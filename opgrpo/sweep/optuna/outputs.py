@@ -1,4 +1,4 @@
-"""What an Optuna study of ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver) writes in its study directory after every
+"""What an Optuna study of ``opgrpo-optuna`` (opgrpo.app.optuna_cli) writes in its study directory after every
 trial: ``study.csv``, ``best.json`` and, for a multi-objective study, ``pareto.csv`` / ``pareto.json`` and Optuna's
 Pareto-front plot ``pareto_front.html``; several drivers rewrite them, so each file is replaced atomically.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_spec import StudySpec
+from opgrpo.sweep.optuna.spec import StudySpec
 
 log = logging.getLogger("opgrpo.optuna")
 
