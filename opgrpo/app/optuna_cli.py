@@ -3,8 +3,8 @@
 Why hand-written: Hydra's Optuna sweeper plugin (hydra-optuna-sweeper, what ``opgrpo -m hydra/sweeper=optuna``
 would use) pins ``optuna<3`` and does not support Optuna >= 4, which this project needs. So this small driver
 uses Optuna's ask/tell API directly and reads the plugin's spec layout (``sweeps/optuna.yaml``, read by
-``opgrpo.sweep.optuna.spec`` with the sweep syntax parsed here, by Hydra's override parser): ``hydra.sweeper.{direction, objectives, study_name, n_trials, n_jobs, storage,
-sampler, params}`` and the top-level ``objective``. It should give way to the plugin once a release supports
+``opgrpo.sweep.optuna.spec``, its sweep syntax parsed here by Hydra's override parser): ``hydra.sweeper.{direction,
+objectives, study_name, n_trials, n_jobs, storage, sampler, params}`` and the top-level ``objective``. It should give way to the plugin once a release supports
 Optuna >= 4. For every trial it
 
 1. asks Optuna for values of the search space (``params`` in Hydra's sweep syntax, see the spec file),
