@@ -1,11 +1,11 @@
 """`opgrpo-optuna`: an Optuna search over reward weights and thresholds, one `opgrpo` run per trial.
 
-Why hand-written: Hydra's Optuna sweeper plugin (hydra-optuna-sweeper, what ``opgrpo -m hydra/sweeper=optuna``
-would use) pins ``optuna<3`` and does not support Optuna >= 4, which this project needs. So this small driver
-uses Optuna's ask/tell API directly and reads the plugin's spec layout (``sweeps/optuna.yaml``, read by
+Why hand-written: Hydra's Optuna sweeper plugin (hydra-optuna-sweeper, what ``opgrpo -m hydra/sweeper=optuna`` would
+use) pins ``optuna<3`` and does not support Optuna >= 4, which this project needs. So this small driver uses
+Optuna's ask/tell API directly and reads the plugin's spec layout (``sweeps/optuna.yaml``, read by
 ``opgrpo.sweep.optuna.spec``, its sweep syntax parsed here by Hydra's override parser): ``hydra.sweeper.{direction,
-objectives, study_name, n_trials, n_jobs, storage, sampler, params}`` and the top-level ``objective``. It should give way to the plugin once a release supports
-Optuna >= 4. For every trial it
+objectives, study_name, n_trials, n_jobs, storage, sampler, params}`` and the top-level ``objective``. It should
+give way to the plugin once a release supports Optuna >= 4. For every trial it
 
 1. asks Optuna for values of the search space (``params`` in Hydra's sweep syntax, see the spec file),
 2. runs ``python -m opgrpo <base overrides> <trial overrides> hydra.run.dir=<study_dir>/trial_<n>`` as a

@@ -54,10 +54,10 @@ def _reward(ctx: RunContext, rewards: Any = None) -> dict[str, Any]:
 
 def write_card(ctx: RunContext, stage: str, start_from: str = "", settings: Any = None,
                metrics: dict[str, Any] | None = None, rewards: Any = None) -> Path | None:
-    """(Re)write ``<stage>/final/README.md`` (opgrpo.models.model_card.write_model_card) with what the config says
-    about the run; ``start_from``: the checkpoint the stage trained from; ``settings``: the trainer settings it
-    used (default ``trainer.<stage>``); ``metrics``: the stage's (for the number of training examples); ``rewards``: GRPO's reward
-    setup (funcs, weights, trl_aggregation). Rank 0 only; None when there is no final model."""
+    """(Re)write ``<stage>/final/README.md`` (opgrpo.models.model_card.write_model_card) with what the config says about
+    the run; ``start_from``: the checkpoint the stage trained from; ``settings``: the trainer settings it used
+    (default ``trainer.<stage>``); ``metrics``: the stage's (for the number of training examples); ``rewards``:
+    GRPO's reward setup (funcs, weights, trl_aggregation). Rank 0 only; None when there is no final model."""
     from opgrpo.models.model_card import write_model_card
 
     final = ctx.run.path / stage / "final"
