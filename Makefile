@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: env demo test test-all test-fast bench bench-overhead gpu-check help
+.PHONY: env demo test test-all bench bench-overhead gpu-check help
 help:
 	@echo "make demo | make test | make test-all | make bench | make bench-overhead | make gpu-check | make env"
 
@@ -24,8 +24,6 @@ test: env
 # Everything the CPU can run, the slow tests included (~20 min on 2 cores)
 test-all: env
 	$(PY) -m pytest -q $(ARGS) || [ $$? -eq 5 ]
-
-test-fast: test
 
 bench: env
 	$(PY) benchmarks/reward_throughput.py

@@ -1,4 +1,5 @@
-"""A run's models in and out of the Hugging Face Hub, from the composed config (opgrpo.models.hub does the work).
+"""A run's models in and out of the Hugging Face Hub, from the composed config (the work is done by
+opgrpo.models.model_card, opgrpo.models.hub and opgrpo.models.prefetch).
 
 - ``write_card(ctx, stage, start_from)``: ``<stage>/final/README.md`` with the run's base model, data, reward and
   trainer settings (after the SFT and GRPO stages); ``card_evaluation(ctx, policy, metrics)`` adds the eval stage's
@@ -47,11 +48,11 @@ def _reward(ctx: RunContext, rewards: Any = None) -> dict[str, Any]:
 
 def write_card(ctx: RunContext, stage: str, start_from: str = "", settings: Any = None,
                metrics: dict[str, Any] | None = None, rewards: Any = None) -> Path | None:
-    """(Re)write ``<stage>/final/README.md`` (opgrpo.models.hub.write_model_card) with what the config says about the
-    run; ``start_from``: the checkpoint the stage trained from; ``settings``: the trainer settings it used (default
-    ``trainer.<stage>``); ``metrics``: the stage's (for the number of training examples); ``rewards``: GRPO's reward
-    setup (funcs, weights, trl_aggregation). Rank 0 only; None when there is no final model."""
-    from opgrpo.models.hub import write_model_card
+    """(Re)write ``<stage>/final/README.md`` (opgrpo.models.model_card.write_model_card) with what the config says about
+    the run; ``start_from``: the checkpoint the stage trained from; ``settings``: the trainer settings it used
+    (default ``trainer.<stage>``); ``metrics``: the stage's (for the number of training examples); ``rewards``:
+    GRPO's reward setup (funcs, weights, trl_aggregation). Rank 0 only; None when there is no final model."""
+    from opgrpo.models.model_card import write_model_card
 
     final = ctx.run.path / stage / "final"
     if not ctx.run.main or not (final / "config.json").is_file():
@@ -91,7 +92,7 @@ def eval_numbers(metrics: dict[str, Any]) -> dict[str, float]:
 def card_evaluation(ctx: RunContext, policy: str, metrics: dict[str, Any]) -> Path | None:
     """Add ``metrics`` (an eval stage's output for ``policy``'s generated responses) to ``policy``'s model card when
     ``policy`` is a final model this run trained; None (nothing written) otherwise."""
-    from opgrpo.models.hub import update_model_card_evaluation
+    from opgrpo.models.model_card import update_model_card_evaluation
 
     cfg = ctx.cfg
     ours = {str(ctx.run.path / s / "final") for s in ("sft", "grpo")}
@@ -130,12 +131,12 @@ def push_final(ctx: RunContext) -> str | None:
 
 # ---- prefetch --------------------------------------------------------------------------------------------
 def model_refs(cfg: OPGRPOConfig) -> list:
-    """Every model the config names (``opgrpo.models.hub.ModelRef``: config key, hub id or path): the policy, the
+    """Every model the config names (``opgrpo.models.prefetch.ModelRef``: config key, hub id or path): the policy, the
     estimator's base model, the estimator's judge (kind transformers), the NLI model (unless eval.nli.backend=none),
     the evaluation judge (kind transformers), reward.estimator_path, eval.model_path, pope.model_path when set,
     and with baseline=modular every community model (and its tokenizer's files).
     HTTP judges name a served model, not one to download."""
-    from opgrpo.models.hub import ModelRef
+    from opgrpo.models.prefetch import ModelRef
 
     gguf = cfg.model.gguf_file
     refs = [ModelRef("model.name_or_path", str(cfg.model.name_or_path),
@@ -165,7 +166,7 @@ def prefetch_models(ctx: RunContext) -> list:
     run directory; raises RuntimeError naming every model that could not be fetched."""
     from huggingface_hub import constants
 
-    from opgrpo.models.hub import prefetch, prefetch_table
+    from opgrpo.models.prefetch import prefetch, prefetch_table
 
     token = ctx.cfg.hub.token()
     fetched = prefetch(model_refs(ctx.cfg), token=token)

@@ -61,7 +61,7 @@ _HUB_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
 
 # --------------------------------------------------------------------------------------------- rows
 
-def _text(value: Any, field: str) -> str | None:
+def field_text(value: Any, field: str) -> str | None:
     """A field as stripped text, None when absent/empty (NaN counts as absent)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -74,7 +74,7 @@ def _text(value: Any, field: str) -> str | None:
 _NOT_UTF8 = re.compile("[\udc80-\udcff\ufffd]")
 
 
-def _check_utf8(field: str, text: str) -> None:
+def check_utf8(field: str, text: str) -> None:
     """Raise for a huge text or one holding undecodable bytes (a lone surrogate from surrogateescape, or the
     U+FFFD of a lenient reader upstream)."""
     if len(text) > MAX_FIELD_CHARS:
@@ -111,7 +111,7 @@ def _parse_answer(answer: str) -> list[Perspective]:
 
 def _parse_perspective_list(value: Any) -> list[Perspective]:
     if isinstance(value, str):  # reference lines in one string, as in ``answer``
-        _check_utf8("perspectives", value)
+        check_utf8("perspectives", value)
         try:
             return _parse_answer(value)
         except _RowError as e:
@@ -121,7 +121,7 @@ def _parse_perspective_list(value: Any) -> list[Perspective]:
     out: list[Perspective] = []
     for k, entry in enumerate(value, 1):
         if isinstance(entry, str):
-            _check_utf8(f"perspectives[{k}]", entry)
+            check_utf8(f"perspectives[{k}]", entry)
             try:
                 out.extend(_parse_answer(entry))
             except _RowError as e:
@@ -130,11 +130,11 @@ def _parse_perspective_list(value: Any) -> list[Perspective]:
         if not isinstance(entry, Mapping):
             raise _RowError(f"perspectives[{k}]",
                             f"expected {{name, text}} or a reference line, got {type(entry).__name__}")
-        name, text = (_text(entry.get(key), f"perspectives[{k}].{key}") for key in ("name", "text"))
+        name, text = (field_text(entry.get(key), f"perspectives[{k}].{key}") for key in ("name", "text"))
         for key, got in (("name", name), ("text", text)):
             if got is None:
                 raise _RowError(f"perspectives[{k}].{key}", "missing or empty")
-            _check_utf8(f"perspectives[{k}].{key}", got)
+            check_utf8(f"perspectives[{k}].{key}", got)
         # the reference line must read back as this one perspective (a name may hold "." or "(e.g., ...)")
         perspective = Perspective(name, text.replace("\r\n", "\n"))
         if "\n" in name or parse_reference(perspective.line)[0] != name:
@@ -170,10 +170,10 @@ def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str,
                  strict: bool) -> tuple[Item, DataError | None]:
     """Build an Item from one row; raises _RowError when the row is unusable."""
     situation_key = "prompt" if "prompt" in row else "situation"
-    situation = _text(row.get(situation_key), situation_key)
+    situation = field_text(row.get(situation_key), situation_key)
     if situation is None:
         raise _RowError(situation_key, "missing or empty situation")
-    _check_utf8(situation_key, situation)
+    check_utf8(situation_key, situation)
 
     listed = row.get("perspectives")
     if isinstance(listed, float) and math.isnan(listed):
@@ -181,16 +181,16 @@ def _row_to_item(row: Mapping[str, Any], source: str, rownum: int, stem: str,
     if listed is not None and listed != [] and listed != "":
         perspectives = _parse_perspective_list(listed)
     else:
-        answer = _text(row.get("answer"), "answer")
+        answer = field_text(row.get("answer"), "answer")
         if answer is None:
             field_name = "answer" if "answer" in row or "perspectives" not in row else "perspectives"
             raise _RowError(field_name, "missing or empty answer")
-        _check_utf8("answer", answer)
+        check_utf8("answer", answer)
         perspectives = _parse_answer(answer)
 
-    item_id = _text(row.get("id"), "id")
+    item_id = field_text(row.get("id"), "id")
     if item_id is not None:
-        _check_utf8("id", item_id)
+        check_utf8("id", item_id)
     item = Item(item_id or f"{stem}:{rownum}", situation, perspectives, f"{source}:{rownum}")
 
     note = None
@@ -325,13 +325,13 @@ def load_items(path: str | Path, *, format: str = "auto", on_error: str = "skip"
     rows read = the items plus the skipped rows, ``opgrpo.benchmark.splits.shuffled_split`` takes both). Returns
     the items and the row errors (skipped rows and rows kept with a warning).
     """
-    return _load(path, format=format, on_error=on_error, split=split, limit=limit, max_rows=max_rows,
-                 positions=positions)
+    return load_converted(path, format=format, on_error=on_error, split=split, limit=limit, max_rows=max_rows,
+                          positions=positions)
 
 
-def _load(path: str | Path, *, format: str, on_error: str, split: str | None, limit: int | None,
-          max_rows: int | None, positions: list[int] | None, convert: Callable | None = None,
-          columns: tuple[tuple[str, ...], ...] = ()) -> tuple[list, list[DataError]]:
+def load_converted(path: str | Path, *, format: str, on_error: str, split: str | None, limit: int | None,
+                   max_rows: int | None, positions: list[int] | None, convert: Callable | None = None,
+                   columns: tuple[tuple[str, ...], ...] = ()) -> tuple[list, list[DataError]]:
     """``load_items`` with the row converter and the required CSV columns as arguments (the SFT file uses them)."""
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")

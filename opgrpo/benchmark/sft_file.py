@@ -22,7 +22,7 @@ from typing import Any
 
 from opgrpo.benchmark.filetext import RowError
 from opgrpo.benchmark.items import DataError
-from opgrpo.benchmark.loading import _check_utf8, _load, _text
+from opgrpo.benchmark.loading import check_utf8, field_text, load_converted
 from opgrpo.text.perspectives import parse_strict_layout
 
 __all__ = ["SITUATION_COLUMNS", "TARGET_COLUMNS", "SFTExample", "load_sft_examples"]
@@ -49,15 +49,15 @@ class SFTExample:
 def _row_to_example(row: Mapping[str, Any], source: str, rownum: int, stem: str,
                     strict: bool) -> tuple[SFTExample, DataError | None]:
     situation_key = next((c for c in SITUATION_COLUMNS if c in row), SITUATION_COLUMNS[0])
-    situation = _text(row.get(situation_key), situation_key)
+    situation = field_text(row.get(situation_key), situation_key)
     if situation is None:
         raise RowError(situation_key, "missing or empty situation")
-    _check_utf8(situation_key, situation)
+    check_utf8(situation_key, situation)
     target_key = next((c for c in TARGET_COLUMNS if c in row), TARGET_COLUMNS[0])
-    target = _text(row.get(target_key), target_key)
+    target = field_text(row.get(target_key), target_key)
     if target is None:
         raise RowError(target_key, "missing or empty target response")
-    _check_utf8(target_key, target)
+    check_utf8(target_key, target)
     target = target.replace("\r\n", "\n").replace("\r", "\n")
     if not parse_strict_layout(target).strict:
         raise RowError(target_key, "not the target layout: one non-empty <core perspectives> block followed by one "
@@ -72,5 +72,5 @@ def load_sft_examples(path: str | Path, *, format: str = "auto", on_error: str =
     ``positions``, a list, receives each example's 0-based row position among the rows read (for
     opgrpo.benchmark.splits.shuffled_split, the authors' 95/5 split of this file).
     """
-    return _load(path, format=format, on_error=on_error, split=split, limit=None, max_rows=None,
-                 positions=positions, convert=_row_to_example, columns=(SITUATION_COLUMNS, TARGET_COLUMNS))
+    return load_converted(path, format=format, on_error=on_error, split=split, limit=None, max_rows=None,
+                          positions=positions, convert=_row_to_example, columns=(SITUATION_COLUMNS, TARGET_COLUMNS))

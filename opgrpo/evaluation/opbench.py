@@ -36,7 +36,7 @@ not reproduced: these are the unweighted OvertonScores.
 This module holds the settings (``OPBenchConfig``), the judging of the rows (:func:`judge_rows`) and the stage
 (:func:`run_opbench`); the parts: ``opgrpo.evaluation.opbench_files`` reads the files,
 ``opgrpo.evaluation.opbench_prompts`` holds the templates and reads the replies, ``opgrpo.evaluation.opbench_scores``
-computes the scores. Their names are importable from here too.
+computes the scores.
 """
 from __future__ import annotations
 
@@ -52,30 +52,26 @@ from opgrpo.evaluation.judge_eval import JudgeEvalConfig
 from opgrpo.evaluation.opbench_files import (
     SOURCES,
     SUFFIXES,
-    USER_COLUMNS,
     UserRow,
     load_opbench_responses,
     load_users,
 )
 from opgrpo.evaluation.opbench_prompts import (
-    _PLACEHOLDER,
-    EXAMPLES_HEADER,
     MAX_RATING,
     MIN_RATING,
     MULTI_TEMPLATE,
     ORIGINAL_TEMPLATE,
+    PLACEHOLDER,
     UNPARSEABLE_REASONS,
-    _clip,
-    _examples_text,
+    clip_text,
+    examples_text,
     fill_template,
     parse_rating,
 )
 from opgrpo.evaluation.opbench_scores import opbench_scores
 from opgrpo.utils.checks import Problems
 
-__all__ = ["EXAMPLES_HEADER", "MAX_RATING", "MIN_RATING", "MULTI_TEMPLATE", "ORIGINAL_TEMPLATE", "SOURCES", "SUFFIXES",
-           "TEMPLATES", "UNPARSEABLE_REASONS", "USER_COLUMNS", "OPBenchConfig", "UserRow", "fill_template", "judge_rows",
-           "load_opbench_responses", "load_users", "opbench_scores", "parse_rating", "run_opbench"]
+__all__ = ["BENCHMARK_QUESTIONS", "TEMPLATES", "OPBenchConfig", "judge_rows", "run_opbench"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +135,7 @@ class OPBenchConfig:
             if not path.is_file():
                 p.add("template_file", f"no such file {self.template_file!r}")
             else:
-                found = set(_PLACEHOLDER.findall(path.read_text(encoding="utf-8")))
+                found = set(PLACEHOLDER.findall(path.read_text(encoding="utf-8")))
                 missing = [f"{{{k}}}" for k in ("freeresponse", "llm_response") if k not in found]
                 if missing:
                     p.add("template_file", f"has no {' and no '.join(missing)} placeholder")
@@ -185,10 +181,10 @@ def judge_rows(rows: Sequence[UserRow], responses: Mapping[str, str], judge: Any
             records[i].update(rating=MIN_RATING, error="empty_response")
             counts["empty_response_rows"] += 1
             continue
-        prompts[i] = fill_template(template, question=_clip(row.question, j.max_question_chars),
+        prompts[i] = fill_template(template, question=clip_text(row.question, j.max_question_chars),
                                    freeresponse=row.freeresponse, selection_text=row.selection_text,
-                                   llm_response=_clip(response, j.max_response_chars),
-                                   examples=_examples_text(row.examples) if fewshot else "")
+                                   llm_response=clip_text(response, j.max_response_chars),
+                                   examples=examples_text(row.examples) if fewshot else "")
     pending = list(prompts)
     for attempt in range(max(0, j.max_retries) + 1):
         if not pending:

@@ -46,15 +46,15 @@ Predict the participant's rating: would this participant feel that the response 
 OvertonBench's verbatim prompt, which the authors' repository does not contain (see the module docstring)."""
 
 EXAMPLES_HEADER = "\nThe participant's own ratings of other responses to this question:\n"
-_PLACEHOLDER = re.compile(r"\{(question|freeresponse|llm_response|examples|selection_text)\}")
+PLACEHOLDER = re.compile(r"\{(question|freeresponse|llm_response|examples|selection_text)\}")
 
 
 def fill_template(template: str, **values: str) -> str:
     """``template`` with its known placeholders filled (other braces are left as written)."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
 
 
-def _examples_text(examples: Sequence[tuple[str, int]]) -> str:
+def examples_text(examples: Sequence[tuple[str, int]]) -> str:
     if not examples:
         return ""
     body = "\n".join(f"Response: {r}\nRating: {s}\n" for r, s in examples)
@@ -86,7 +86,7 @@ def parse_rating(reply: str | None) -> tuple[int | None, str]:
     return int(value), ""
 
 
-def _clip(text: str, limit: int) -> str:
+def clip_text(text: str, limit: int) -> str:
     from opgrpo.evaluation.judge_eval import TRUNCATION_MARK
 
     return text if len(text) <= limit else text[:limit] + TRUNCATION_MARK

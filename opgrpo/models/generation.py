@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from opgrpo.models.batching import pad_token_id, padded_batches
-from opgrpo.models.devices import resolve_device, resolve_dtype  # noqa: F401 (resolve_device is re-exported)
+from opgrpo.models.devices import resolve_device, resolve_dtype
 from opgrpo.text.clean import clean_messages
 
 log = logging.getLogger(__name__)
@@ -121,28 +121,6 @@ def generate_responses(
         bar.update(len(idx))
     bar.close()
     return out
-
-
-def generate_responses_vllm(
-    name_or_path: str,
-    prompts: Sequence[list[dict]],
-    *,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    max_new_tokens: int = 1200,
-    num_return_sequences: int = 1,
-    seed: int = 42,
-    dtype: str = "auto",
-    chat_template: str = "",
-    tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.9,
-) -> list[list[str]]:
-    """The same as `generate_responses` with vLLM (GPU only; imported lazily); ``dtype``, ``tensor_parallel_size``
-    and ``gpu_memory_utilization`` go to the engine (``vllm.LLM``)."""
-    llm = load_vllm(name_or_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
-                    gpu_memory_utilization=gpu_memory_utilization)
-    return vllm_chat(llm, prompts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                     num_return_sequences=num_return_sequences, chat_template=chat_template)
 
 
 def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_parallel_size: int = 1,

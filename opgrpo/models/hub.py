@@ -11,8 +11,7 @@
   (ONNX, OpenVINO, TF, Flax, ``original/`` checkpoints, ``.bin`` files shadowed by ``.safetensors``) are left out.
 
 This module holds the push (``HubSettings``, ``push_folder``); the card is written by ``opgrpo.models.model_card``,
-the prefetch done by ``opgrpo.models.prefetch``, hub ids told from paths by ``opgrpo.models.hub_ids``; their names
-are importable from here too.
+the prefetch done by ``opgrpo.models.prefetch``, hub ids told from paths by ``opgrpo.models.hub_ids``.
 
 Plain arguments only (no Hydra); huggingface_hub is imported when a function needs it.
 """
@@ -24,26 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from opgrpo.models.hub_ids import FILE_SUFFIXES, is_hub_id
-from opgrpo.models.model_card import (
-    CARD_TEMPLATE,
-    EVAL_SECTION,
-    model_card,
-    update_model_card_evaluation,
-    write_model_card,
-)
-from opgrpo.models.prefetch import (
-    FOREIGN_WEIGHTS,
-    Fetched,
-    ModelRef,
-    prefetch,
-    prefetch_table,
-)
 from opgrpo.utils.checks import Problems
 
-__all__ = ["CARD_TEMPLATE", "EVAL_SECTION", "FILE_SUFFIXES", "FOREIGN_WEIGHTS", "TRAINING_STAGES", "Fetched",
-           "HubSettings", "ModelRef", "is_hub_id", "model_card", "prefetch", "prefetch_table", "push_folder",
-           "update_model_card_evaluation", "write_model_card"]
+__all__ = ["TRAINING_STAGES", "HubSettings", "push_folder"]
 
 logger = logging.getLogger(__name__)
 

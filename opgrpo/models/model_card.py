@@ -1,4 +1,4 @@
-"""The model card of a run's model (opgrpo.models.hub): ``folder/README.md``, a ``huggingface_hub.ModelCard``.
+"""The model card of a run's model: ``folder/README.md``, a ``huggingface_hub.ModelCard``.
 
 Its metadata (``ModelCardData``: base model, data sets, tags, ``model-index`` eval results) is what the Hub reads;
 its text says how the model was trained (base model, data, reward weights and thresholds, the trainer's main

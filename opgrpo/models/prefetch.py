@@ -1,4 +1,4 @@
-"""Prefetching the models a config names (opgrpo.models.hub): ``prefetch(refs)`` downloads every hub id into the
+"""Prefetching the models a config names: ``prefetch(refs)`` downloads every hub id into the
 HF cache (``snapshot_download``; local paths are skipped and said so), so that compute nodes without internet run
 with ``HF_HUB_OFFLINE=1``. Weights in formats the project never loads (ONNX, OpenVINO, TF, Flax, ``original/``
 checkpoints, ``.bin`` files shadowed by ``.safetensors``) are left out.

@@ -165,7 +165,7 @@ def compare_run_dirs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, lab
     """
     from opgrpo.sweep.plots import plot_pareto
     from opgrpo.sweep.records import check_estimators, runs_from_dirs
-    from opgrpo.sweep.report import cell_text, markdown_table, report_notes
+    from opgrpo.sweep.report_text import cell_text, markdown_table, report_notes
     from opgrpo.sweep.table import runs_table
     from opgrpo.utils.runfiles import COMPLETED
 

@@ -58,18 +58,12 @@ from opgrpo.sweep.records import (
     runs_from_dirs,
     wandb_runs,
 )
-from opgrpo.sweep.report_html import _write_html
-from opgrpo.sweep.report_text import (
-    MAIN_COLUMNS,
-    _write_markdown,
-    cell_text,
-    markdown_table,
-    report_notes,
-)
+from opgrpo.sweep.report_html import write_html
+from opgrpo.sweep.report_text import report_notes, write_markdown
 from opgrpo.sweep.table import group_table, reference_weights, runs_table
 from opgrpo.utils.runfiles import COMPLETED, FAILED
 
-__all__ = ["MAIN_COLUMNS", "build_report", "cell_text", "main", "markdown_table", "report_dir", "report_notes"]
+__all__ = ["build_report", "main", "report_dir"]
 
 log = logging.getLogger("opgrpo.sweep.report")
 
@@ -135,13 +129,13 @@ def build_report(sweep_dir: str | Path | None, out_dir: str | Path, *, run_dirs:
     df.to_csv(paths["csv"], index=False)
     groups.to_csv(paths["groups_csv"], index=False)
     paired.to_csv(paths["paired_csv"], index=False)
-    _write_markdown(df, records, paths["markdown"], source, front, notes, warnings, groups)
+    write_markdown(df, records, paths["markdown"], source, front, notes, warnings, groups)
     plot_pareto(records, df, paths["pareto_plot"])
     if plot_curves(records, paths["curves_plot"], weights) is None:
         paths["curves_plot"].unlink(missing_ok=True)  # a stale one from an earlier report would mislead
         paths["curves_plot"] = None
-    _write_html(df, groups, records, paths["html"], source,
-                {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings, paired)
+    write_html(df, groups, records, paths["html"], source,
+               {"pareto": paths["pareto_plot"], "curves": paths["curves_plot"]}, notes, warnings, paired)
     status = list(df["status"]) if len(df) else []
     return {
         "runs": len(records),

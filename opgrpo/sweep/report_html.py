@@ -11,12 +11,12 @@ from pathlib import Path
 
 from opgrpo.sweep.records import EVAL_STAGE
 from opgrpo.sweep.report_text import (
-    _common_line,
-    _counts_line,
-    _display_columns,
-    _failed_rows,
-    _group_display,
     cell_text,
+    common_line,
+    counts_line,
+    display_columns,
+    failed_rows,
+    group_display,
 )
 from opgrpo.utils.runfiles import COMPLETED
 
@@ -76,8 +76,8 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Path | None],
-                notes: Sequence[str], warnings: Sequence[str], paired=None) -> None:
+def write_html(df, g, records, path: Path, source: str, images: Mapping[str, Path | None],
+               notes: Sequence[str], warnings: Sequence[str], paired=None) -> None:
     """One self-contained page: the interactive scatter, the grouped table (sortable), the arms compared item by
     item (``paired``, when any two share items), the curves, every run, the failed, unfinished and skipped runs,
     the notes."""
@@ -85,19 +85,19 @@ def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pa
 
     esc = html.escape
     done = df[df["status"] == COMPLETED]
-    failed = pd.DataFrame(_failed_rows(records), columns=["run", "status", "error", "overrides", "path"])
+    failed = pd.DataFrame(failed_rows(records), columns=["run", "status", "error", "overrides", "path"])
     front = g.attrs.get("front_order", [])
     replicated = bool(len(g)) and int(g["n_seeds"].max()) > 1
     body = [
-        f"<h1>Sweep report</h1><p><code>{esc(source)}</code></p><p>{esc(_counts_line(df))}</p>",
-        f"<p>{esc(_common_line(df))}</p>",
+        f"<h1>Sweep report</h1><p><code>{esc(source)}</code></p><p>{esc(counts_line(df))}</p>",
+        f"<p>{esc(common_line(df))}</p>",
         *(f'<p class="warning"><strong>Warning:</strong> {esc(w)}</p>' for w in warnings),
         "<h2>Coverage vs uniqueness</h2>",
         _scatter_html(g, images.get("pareto")),
         (f"<p>Pareto front (both maximised): {esc(', '.join(front) or 'none')}. Hover over a point for its runs, "
          "overrides and NLI numbers; drag to zoom, double-click to reset.</p>"),
         f"<h2>Runs{' (seed replicates grouped)' if replicated else ''}</h2>",
-        _html_table(_group_display(g, df), "groups") if len(g) else "<p>(no completed run)</p>",
+        _html_table(group_display(g, df), "groups") if len(g) else "<p>(no completed run)</p>",
         ('<p class="note">One row per group of runs that differ only by their seed: each number is the mean over '
          "the seeds ± the half-width of its 95% Student-t interval (none for one seed). Rows on the Pareto front "
          "are highlighted; click a column to sort. Every number of every group: <code>groups.csv</code>; of every "
@@ -106,7 +106,7 @@ def _write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pa
         "<h2>Reward components over GRPO steps</h2>",
         _img(images.get("curves"), "reward curves"),
         f"<details><summary>Every completed run, every column ({len(done)})</summary>",
-        _html_table(done[_display_columns(df)], "runs") if len(done) else "<p>(none)</p>",
+        _html_table(done[display_columns(df)], "runs") if len(done) else "<p>(none)</p>",
         ('<p class="note"><code>grpo_last/*</code> are the last GRPO step\'s reward components, the total at the '
          "reference weights and <code>grpo_last/reward</code>, the run's own trained total.</p></details>"),
         "<h2>Failed, unfinished and skipped runs</h2>",

@@ -25,7 +25,7 @@ from opgrpo.sweep.table import (
 from opgrpo.utils.runfiles import COMPLETED, FAILED
 
 
-def _counts_line(df) -> str:
+def counts_line(df) -> str:
     n = {k: int((df["status"] == k).sum()) for k in (COMPLETED, FAILED, UNFINISHED, SKIPPED)}
     return (f"{len(df)} runs: {n[COMPLETED]} completed, {n[FAILED]} failed, {n[UNFINISHED]} unfinished, "
             f"{n[SKIPPED]} skipped (no evaluation numbers)")
@@ -42,7 +42,7 @@ def _shared_facts(df) -> dict[str, str]:
     return out
 
 
-def _common_line(df) -> str:
+def common_line(df) -> str:
     common = df.attrs.get("common_overrides", {})
     line = "Overrides shared by every run: " + (" ".join(f"{k}={v}" for k, v in common.items()) or "none")
     shared = _shared_facts(df)
@@ -60,7 +60,7 @@ def cell_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _display_columns(df) -> list[str]:
+def display_columns(df) -> list[str]:
     """The columns worth showing: overrides that vary, metrics that some run has; not path/error."""
     constant = set(df.attrs.get("common_overrides", {})) | set(_shared_facts(df))
     cols = []
@@ -112,29 +112,29 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _failed_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+def failed_rows(records: Sequence[RunRecord]) -> list[list[str]]:
     """Failed, unfinished and skipped runs: name, status, reason, overrides, path."""
     return [[r.name, r.status, r.error, " ".join(f"{k}={v}" for k, v in r.overrides.items()), r.path]
             for r in records if r.status != COMPLETED]
 
 
-def _write_markdown(df, records, path: Path, source: str, front: Sequence[str], notes: Sequence[str],
-                    warnings: Sequence[str], groups=None) -> None:
+def write_markdown(df, records, path: Path, source: str, front: Sequence[str], notes: Sequence[str],
+                   warnings: Sequence[str], groups=None) -> None:
     done = df[df["status"] == COMPLETED]
-    cols = _display_columns(df)
+    cols = display_columns(df)
     parts = [f"# Sweep report: {source}", "",
-             _counts_line(df) + ".", "",
-             _common_line(df), "",
+             counts_line(df) + ".", "",
+             common_line(df), "",
              *(x for w in warnings for x in (f"**Warning:** {w}", "")),
              *(x for n in notes for x in (n, "")),
              "Pareto front (coverage rate vs uniqueness rate, both maximised): " + (", ".join(front) or "none"), "",
              "## Completed runs", "",
              markdown_table(cols, done[cols].values.tolist()) if len(done) else "(none)", ""]
     if groups is not None and len(groups) and int(groups["n_seeds"].max()) > 1:
-        shown = _group_display(groups, df)
+        shown = group_display(groups, df)
         parts += ["## Seed replicates grouped (mean ± 95% t-interval half-width)", "",
                   markdown_table(list(shown.columns), shown.values.tolist()), ""]
-    failed = _failed_rows(records)
+    failed = failed_rows(records)
     parts += ["## Failed, unfinished and skipped runs", "",
               markdown_table(["run", "status", "error", "overrides", "path"], failed) if failed else "(none)", ""]
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -150,12 +150,12 @@ def _mean_text(value: Any, half: Any) -> str:
     return text + (f" ± {half:.2g}" if text and isinstance(half, float) and not math.isnan(half) else "")
 
 
-def _group_display(g, df):
+def group_display(g, df):
     """The grouped table as shown: group, n_seeds, the overrides and facts that vary, the main numbers as
     "mean ± half-width", pareto, the runs (a DataFrame of strings)."""
     import pandas as pd
 
-    shown = [c for c in _display_columns(df) if c in g.columns and not is_seed_key(c)
+    shown = [c for c in display_columns(df) if c in g.columns and not is_seed_key(c)
              and c not in ("run", "status") and c not in MAIN_COLUMNS and g[c].dtype.kind == "O"]
     out = pd.DataFrame({"group": g["group"], "n_seeds": g["n_seeds"].astype(str)})
     for c in shown:

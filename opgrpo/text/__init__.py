@@ -1,2 +1,2 @@
 """Pure text of the method (no torch): perspective sentences, layout tags, keyword masking (perspectives),
-and the implicit/explicit prompts (prompts)."""
+the implicit/explicit prompts (prompts), and the one text cleaning every model input goes through (clean)."""

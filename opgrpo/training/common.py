@@ -388,7 +388,7 @@ def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool, clean: 
 def save_final(trainer, output_dir: str | os.PathLike) -> Path:
     """Save the trained policy + tokenizer to ``output_dir/final`` (LoRA: merged weights, adapter in ``final_adapter``)
     in the training dtype (``final_dtype``), without the TRL model card a checkpoint save leaves in ``output_dir``
-    (``opgrpo.models.hub.write_model_card`` writes the run's card next to the weights instead).
+    (``opgrpo.models.model_card.write_model_card`` writes the run's card next to the weights instead).
 
     Every process must call this (DeepSpeed ZeRO-3 gathers the weights collectively); only the main process writes.
     A full disk raises ``DiskFullError`` naming the folder.
@@ -421,10 +421,10 @@ def save_final(trainer, output_dir: str | os.PathLike) -> Path:
 def write_final_card(final: str | os.PathLike, stage: str, model_path: str | os.PathLike, settings: Any, peft: Any = None,
                      **fields: Any) -> Path:
     """The model card of ``final`` as the training layer knows it (base model, trainer settings, LoRA, ``fields``:
-    ``opgrpo.models.hub.model_card``'s other arguments); the app rewrites it with the run's data and eval numbers."""
+    ``opgrpo.models.model_card.model_card``'s other arguments); the app rewrites it with the run's data and eval numbers."""
     import dataclasses
 
-    from opgrpo.models.hub import write_model_card
+    from opgrpo.models.model_card import write_model_card
 
     shown = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings or {})
     if isinstance(peft, LoraSettings) and peft.enabled:

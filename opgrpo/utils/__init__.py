@@ -2,5 +2,5 @@
 
 Modules: ``jsonio`` (JSON-safe values, JSON Lines read/append, ``flatten``), ``runfiles`` (a run directory's
 file names, the run-status strings, ``read_status`` / ``read_summary``), ``checks`` (collecting config
-problems) and ``fielddocs`` (attribute docstrings of config dataclasses).
+problems), ``fielddocs`` (attribute docstrings of config dataclasses) and ``imports`` (objects by import path).
 """

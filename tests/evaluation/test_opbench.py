@@ -13,14 +13,10 @@ from pathlib import Path
 import pytest
 
 from opgrpo.evaluation.judge_eval import JudgeEvalConfig
-from opgrpo.evaluation.opbench import (
-    MULTI_TEMPLATE,
-    OPBenchConfig,
-    load_users,
-    opbench_scores,
-    parse_rating,
-    run_opbench,
-)
+from opgrpo.evaluation.opbench import OPBenchConfig, run_opbench
+from opgrpo.evaluation.opbench_files import load_users
+from opgrpo.evaluation.opbench_prompts import MULTI_TEMPLATE, parse_rating
+from opgrpo.evaluation.opbench_scores import opbench_scores
 
 # (question_id, split, question, {cluster: [(user, the stub judge's reply), ...]})
 BENCH = [

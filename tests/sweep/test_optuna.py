@@ -20,9 +20,11 @@ from hydra import compose, initialize_config_dir
 
 import opgrpo.app.paths
 import opgrpo.app.schema
-from opgrpo.sweep import optuna_driver as osw
-from opgrpo.sweep import optuna_heartbeat
-from opgrpo.sweep import optuna_spec as ospec
+from opgrpo.app import optuna_cli
+from opgrpo.sweep.optuna import heartbeat as ohb
+from opgrpo.sweep.optuna import run as orun
+from opgrpo.sweep.optuna import spec as ospec
+from opgrpo.sweep.optuna import study as ostudy
 
 COV, UNIQ = "eval/reward/coverage_rate", "eval/reward/uniqueness_rate"
 # hand-made (coverage rate, uniqueness rate) per value of x; both maximised, the Pareto front is x = 0, 1, 3:
@@ -48,7 +50,7 @@ def _x(cmd) -> float:
 def _spec(tmp_path, text: str) -> ospec.StudySpec:
     path = tmp_path / "spec.yaml"
     path.write_text(textwrap.dedent(text))
-    return ospec.load_spec(path)
+    return optuna_cli.load_spec(path)
 
 
 PARETO_SPEC = f"""\
@@ -73,7 +75,7 @@ def test_two_objective_study_pareto_trials_and_plot(tmp_path):
     spec = _spec(tmp_path, PARETO_SPEC)
     assert (spec.objectives, spec.directions, spec.objective) == ([COV, UNIQ], ["maximize", "maximize"], "")
     study_dir = tmp_path / "study"
-    res = osw.run_study(spec, study_dir, ["experiment=cpu_demo"], launcher=launch, report=False)
+    res = orun.run_study(spec, study_dir, ["experiment=cpu_demo"], launcher=launch, report=False)
     assert len(res.study.directions) == 2
     assert sorted(int(t.params["x"]) for t in res.study.best_trials) == [0, 1, 3]
     best = json.loads((study_dir / "best.json").read_text())
@@ -104,7 +106,7 @@ def test_two_objective_study_pareto_trials_and_plot(tmp_path):
 def test_multi_objective_spec_and_command_line(tmp_path, capsys):
     spec = _spec(tmp_path, f"hydra: {{sweeper: {{objectives: [{COV}, {UNIQ}], direction: maximize}}}}\n")
     assert spec.directions == ["maximize", "maximize"]  # one direction for every objective
-    assert osw.objectives_of(spec, ["objective=eval/overall/accuracy"]) == ([COV, UNIQ], ["maximize", "maximize"])
+    assert ostudy.objectives_of(spec, ["objective=eval/overall/accuracy"]) == ([COV, UNIQ], ["maximize", "maximize"])
     spec = _spec(tmp_path, "hydra: {sweeper: {objectives: [a], direction: minimize}}\n")
     assert (spec.objectives, spec.objective, spec.direction) == ([], "a", "minimize")  # one = single-objective
     for text, match in [("hydra: {sweeper: {objectives: [a, b], direction: [maximize, maximize, maximize]}}",
@@ -117,17 +119,17 @@ def test_multi_objective_spec_and_command_line(tmp_path, capsys):
         with pytest.raises(ValueError, match=match):
             _spec(tmp_path, text + "\n")
     # the default spec stays single-objective; --objectives / --directions make it two-objective
-    assert osw.main(["--dry-run", "experiment=cpu_demo"]) == 0
+    assert optuna_cli.main(["--dry-run", "experiment=cpu_demo"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["objectives"] == ["each trial's config objective"] and out["directions"] == ["maximize"]
-    assert osw.main(["--dry-run", "--objectives", f"{COV},{UNIQ}", "--directions", "maximize,minimize"]) == 0
+    assert optuna_cli.main(["--dry-run", "--objectives", f"{COV},{UNIQ}", "--directions", "maximize,minimize"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["objectives"] == [COV, UNIQ] and out["directions"] == ["maximize", "minimize"]
     with pytest.raises(SystemExit):
-        osw.main(["--dry-run", "--objectives", "a,b,c", "--directions", "maximize,minimize"])
+        optuna_cli.main(["--dry-run", "--objectives", "a,b,c", "--directions", "maximize,minimize"])
     assert "2 directions for 3 objectives" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # the preset is the spec, not a setting of each trial
-        osw.main(["--dry-run", "sweep=optuna", "experiment=cpu_demo"])
+        optuna_cli.main(["--dry-run", "sweep=optuna", "experiment=cpu_demo"])
     assert "sweep=optuna: a sweep preset is not a trial setting" in capsys.readouterr().err
 
 
@@ -152,7 +154,7 @@ def test_n_jobs_threads_run_trials_at_once_and_share_the_count(tmp_path):
         _write_run(run_dir, {"m": _x(cmd)})
         return 0
 
-    res = osw.run_study(_spec(tmp_path, SINGLE_SPEC), tmp_path / "study", launcher=launch, report=False, n_jobs=2)
+    res = orun.run_study(_spec(tmp_path, SINGLE_SPEC), tmp_path / "study", launcher=launch, report=False, n_jobs=2)
     assert len(seen) == 2
     assert sorted(t.number for t in res.study.trials) == [0, 1, 2, 3, 4]
     assert {t.state.name for t in res.study.trials} == {"COMPLETE"}
@@ -185,7 +187,7 @@ def test_two_driver_processes_share_one_study(tmp_path):
     fake.write_text(FAKE_ENTRYPOINT)
     spec.write_text(textwrap.dedent(SINGLE_SPEC))
     study_dir = tmp_path / "study"
-    cmd = [sys.executable, "-m", "opgrpo.sweep.optuna_driver", "--spec", str(spec), "--study-dir", str(study_dir),
+    cmd = [sys.executable, "-m", "opgrpo.app.optuna_cli", "--spec", str(spec), "--study-dir", str(study_dir),
            "--command", f"{sys.executable} {fake}", "--no-report"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -194,7 +196,7 @@ def test_two_driver_processes_share_one_study(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     import optuna
 
-    study = optuna.load_study(study_name="t", storage=osw.open_storage(study_dir.resolve()))
+    study = optuna.load_study(study_name="t", storage=ostudy.open_storage(study_dir.resolve()))
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
     assert {t.state.name for t in trials} == {"COMPLETE"}
@@ -217,21 +219,21 @@ def test_running_trials_of_live_drivers_are_left_alone(tmp_path):
         _write_run(run_dir, {"m": _x(cmd)})
         return 0
 
-    osw.run_study(spec, study_dir, launcher=launch, report=False, n_trials=1)
-    study = optuna.load_study(study_name="t", storage=osw.open_storage(study_dir))
+    orun.run_study(spec, study_dir, launcher=launch, report=False, n_trials=1)
+    study = optuna.load_study(study_name="t", storage=ostudy.open_storage(study_dir))
     other = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        other.set_user_attr("driver", f"{osw.HOST}:{sleeper.pid}")
+        other.set_user_attr("driver", f"{ohb.HOST}:{sleeper.pid}")
         other.set_user_attr("run_dir", str(study_dir / f"trial_{other.number}"))
-        osw.touch_heartbeat(study_dir / f"trial_{other.number}")
-        res = osw.run_study(spec, study_dir, launcher=launch, report=False, n_trials=2)
+        ohb.touch_heartbeat(study_dir / f"trial_{other.number}")
+        res = orun.run_study(spec, study_dir, launcher=launch, report=False, n_trials=2)
         assert len(calls) == 1  # 1 finished + 1 running = 2: nothing to ask
         assert res.study.trials[other.number].state.name == "RUNNING"
     finally:
         sleeper.kill()
         sleeper.wait()
-    res = osw.run_study(spec, study_dir, launcher=launch, report=False, n_trials=2)
+    res = orun.run_study(spec, study_dir, launcher=launch, report=False, n_trials=2)
     assert len(calls) == 2 and _x(calls[-1]) == other.params["x"]
     assert res.study.trials[other.number].state.name == "FAIL"
     assert res.study.trials[other.number].user_attrs["interrupted"] is True
@@ -239,23 +241,23 @@ def test_running_trials_of_live_drivers_are_left_alone(tmp_path):
     # is_stale: another machine's trial by its heartbeat's age; this process's only while a worker runs it
     run_dir = tmp_path / "elsewhere"
     trial = SimpleNamespace(number=7, user_attrs={"driver": "node-42:123", "run_dir": str(run_dir)})
-    assert osw.is_stale(trial, study_dir)  # no heartbeat at all
-    osw.touch_heartbeat(run_dir)
-    assert not osw.is_stale(trial, study_dir, stale_after=60)
+    assert ohb.is_stale(trial, study_dir)  # no heartbeat at all
+    ohb.touch_heartbeat(run_dir)
+    assert not ohb.is_stale(trial, study_dir, stale_after=60)
     old = time.time() - 120
-    os.utime(run_dir / osw.HEARTBEAT, (old, old))
-    assert osw.is_stale(trial, study_dir, stale_after=60)
-    with osw.heartbeat(run_dir, every=0.05):  # touched while the driver waits for its trial
+    os.utime(run_dir / ohb.HEARTBEAT, (old, old))
+    assert ohb.is_stale(trial, study_dir, stale_after=60)
+    with ohb.heartbeat(run_dir, every=0.05):  # touched while the driver waits for its trial
         time.sleep(0.3)
-        assert time.time() - (run_dir / osw.HEARTBEAT).stat().st_mtime < 0.2
-    mine = SimpleNamespace(number=7, user_attrs={"driver": f"{osw.HOST}:{os.getpid()}", "run_dir": str(run_dir)})
-    osw.touch_heartbeat(run_dir)
-    assert osw.is_stale(mine, study_dir)  # no worker of this process runs it
-    optuna_heartbeat._LIVE.add((str(study_dir), 7))
+        assert time.time() - (run_dir / ohb.HEARTBEAT).stat().st_mtime < 0.2
+    mine = SimpleNamespace(number=7, user_attrs={"driver": f"{ohb.HOST}:{os.getpid()}", "run_dir": str(run_dir)})
+    ohb.touch_heartbeat(run_dir)
+    assert ohb.is_stale(mine, study_dir)  # no worker of this process runs it
+    ohb.LIVE.add((str(study_dir), 7))
     try:
-        assert not osw.is_stale(mine, study_dir)
+        assert not ohb.is_stale(mine, study_dir)
     finally:
-        optuna_heartbeat._LIVE.discard((str(study_dir), 7))
+        ohb.LIVE.discard((str(study_dir), 7))
 
 
 def test_trials_through_a_hydra_launcher(tmp_path):
@@ -270,27 +272,14 @@ def test_trials_through_a_hydra_launcher(tmp_path):
 
     spec = _spec(tmp_path, SINGLE_SPEC)
     study_dir = (tmp_path / "study").resolve()
-    osw.run_study(spec, study_dir, ["experiment=paper", "launcher=slurm", "hydra.launcher.partition=gpu"],
+    orun.run_study(spec, study_dir, ["experiment=paper", "launcher=slurm", "hydra.launcher.partition=gpu"],
                   launcher=launch, report=False, n_trials=1, command=["opgrpo"])
     x = calls[0][-3]
     assert calls[0] == ["opgrpo", "-m", "launcher=slurm", "experiment=paper", "hydra.launcher.partition=gpu",
                         "objective=m", x, f"hydra.sweep.dir={study_dir / 'trial_0'}", "hydra.sweep.subdir=."]
     assert json.loads((study_dir / "spec.json").read_text())["hydra_launcher"] == "slurm"
-    assert osw.split_launcher(["launcher=local", "a=1"]) == ("", ["launcher=local", "a=1"])
-    assert osw.split_launcher(["launcher=slurm"], "submitit_local") == ("submitit_local", [])
-
-
-def test_sqlite_study_of_an_earlier_version_resumes(tmp_path):
-    import optuna
-
-    study_dir = (tmp_path / "study").resolve()
-    study_dir.mkdir()
-    old = optuna.create_study(storage=f"sqlite:///{study_dir / 'study.db'}", study_name="t", direction="maximize")
-    old.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={
-        "x": optuna.distributions.FloatDistribution(0, 1)}, value=0.5))
-    res = osw.run_study(_spec(tmp_path, SINGLE_SPEC), study_dir, n_trials=2, report=False,
-                        launcher=lambda cmd, run_dir, t: _write_run(run_dir, {"m": _x(cmd)}) or 0)
-    assert len(res.study.trials) == 2 and not (study_dir / osw.JOURNAL).exists()
+    assert ostudy.split_launcher(["launcher=local", "a=1"]) == ("", ["launcher=local", "a=1"])
+    assert ostudy.split_launcher(["launcher=slurm"], "submitit_local") == ("submitit_local", [])
 
 
 @pytest.fixture(scope="module")
@@ -304,15 +293,15 @@ def test_multirun_of_the_optuna_preset_points_to_the_driver(hydra_compose, capsy
     """Issue 18.4: `opgrpo -m sweep=optuna` used to end in `RuntimeError: Unknown plugin class ...
     hydra_optuna_sweeper`; the preset's callback stops the multirun first with the equivalent command."""
     cfg = hydra_compose(["experiment=cpu_demo", "sweep=optuna", "launcher=slurm", "reward.mode=continuous"])
-    assert cfg.hydra.callbacks.optuna_driver_only._target_ == "opgrpo.sweep.optuna_spec.NotAHydraSweeper"
+    assert cfg.hydra.callbacks.optuna_driver_only._target_ == "opgrpo.app.optuna_cli.NotAHydraSweeper"
     assert cfg.hydra.callbacks.sweep_outcome  # the app's own callback stays
     with pytest.raises(SystemExit) as exc:
-        ospec.NotAHydraSweeper().on_multirun_start(config=cfg)
+        optuna_cli.NotAHydraSweeper().on_multirun_start(config=cfg)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "opgrpo-optuna --launcher slurm experiment=cpu_demo reward.mode=continuous\n" in err
     assert "does not support Optuna >= 4" in err
-    assert "opgrpo-optuna --spec my_space a=1" in ospec.not_a_sweeper_message(["sweep=my_space", "a=1"])
+    assert "opgrpo-optuna --spec my_space a=1" in optuna_cli.not_a_sweeper_message(["sweep=my_space", "a=1"])
 
 
 def test_opgrpo_multirun_sweep_optuna_exits_with_the_hint(tmp_path):
@@ -343,7 +332,7 @@ def test_real_two_objective_trial_through_the_submitit_launcher(tmp_path):
     env_before = dict(os.environ)
     os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
     try:
-        res = osw.run_study(spec, tmp_path / "study", ["experiment=cpu_demo", "stage=eval", "eval.nli.backend=none",
+        res = orun.run_study(spec, tmp_path / "study", ["experiment=cpu_demo", "stage=eval", "eval.nli.backend=none",
                                                        f"eval.responses_file={responses}"],
                             hydra_launcher="submitit_local", trial_timeout=900, report=False)
     finally:

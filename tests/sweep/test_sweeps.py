@@ -1,5 +1,5 @@
 """Sweep presets (sweeps/*.yaml) compose with Hydra; the W&B sweep config; the Optuna spec reader and driver
-(opgrpo/sweep/optuna_spec.py, opgrpo/sweep/optuna_driver.py)."""
+(opgrpo/sweep/optuna/spec.py, opgrpo/app/optuna_cli.py)."""
 from __future__ import annotations
 
 import csv
@@ -18,9 +18,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import opgrpo.app.paths
 import opgrpo.app.schema
-from opgrpo.sweep import optuna_driver as osw
-from opgrpo.sweep import optuna_spec as ospec
-from opgrpo.sweep import optuna_study, optuna_trial
+from opgrpo.app import optuna_cli
+from opgrpo.sweep.optuna import outputs as oout
+from opgrpo.sweep.optuna import run as orun
+from opgrpo.sweep.optuna import spec as ospec
+from opgrpo.sweep.optuna import study as ostudy
+from opgrpo.sweep.optuna import trial as otrial
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "sweeps"
@@ -102,7 +105,7 @@ def test_thresholds_grid(hydra_compose):
 def test_optuna_preset_is_the_driver_spec(hydra_compose):
     cfg = hydra_compose(["sweep=optuna"])
     assert cfg.hydra.mode is None  # as a Hydra preset: a single run with the objective
-    spec = ospec.load_spec(SWEEPS / "optuna.yaml")
+    spec = optuna_cli.load_spec(SWEEPS / "optuna.yaml")
     assert set(spec.space) == set(cfg.hydra.sweeper.params)
     assert spec.direction == "maximize" and spec.objective == ""  # each trial's own config objective
     assert spec.fixed == []  # hydra/sweeper default not passed to trials, no objective forced on them
@@ -130,16 +133,16 @@ def test_wandb_sweep_config(hydra_compose, monkeypatch):
 def test_distributions():
     import optuna.distributions as od
 
-    assert ospec.distribution("a", "interval(0.1, 0.5)") == od.FloatDistribution(0.1, 0.5)
-    assert ospec.distribution("a", "tag(log, interval(1e-3, 1.0))") == od.FloatDistribution(1e-3, 1.0, log=True)
-    assert ospec.distribution("a", "int(interval(1, 8))") == od.IntDistribution(1, 8)
-    assert ospec.distribution("a", "range(2, 10, step=2)") == od.IntDistribution(2, 8, step=2)
-    assert ospec.distribution("a", "range(0.6, 0.8, step=0.1)") == od.FloatDistribution(0.6, 0.8, step=0.1)
-    assert ospec.distribution("a", "choice(bucketed, continuous)") == od.CategoricalDistribution(["bucketed", "continuous"])
-    assert ospec.distribution("a", "1,2") == od.CategoricalDistribution([1, 2])
-    assert ospec.distribution("a", 0.25) == "0.25" and ospec.distribution("a", "x") == "x"
+    assert optuna_cli.distribution("a", "interval(0.1, 0.5)") == od.FloatDistribution(0.1, 0.5)
+    assert optuna_cli.distribution("a", "tag(log, interval(1e-3, 1.0))") == od.FloatDistribution(1e-3, 1.0, log=True)
+    assert optuna_cli.distribution("a", "int(interval(1, 8))") == od.IntDistribution(1, 8)
+    assert optuna_cli.distribution("a", "range(2, 10, step=2)") == od.IntDistribution(2, 8, step=2)
+    assert optuna_cli.distribution("a", "range(0.6, 0.8, step=0.1)") == od.FloatDistribution(0.6, 0.8, step=0.1)
+    assert optuna_cli.distribution("a", "choice(bucketed, continuous)") == od.CategoricalDistribution(["bucketed", "continuous"])
+    assert optuna_cli.distribution("a", "1,2") == od.CategoricalDistribution([1, 2])
+    assert optuna_cli.distribution("a", 0.25) == "0.25" and optuna_cli.distribution("a", "x") == "x"
     with pytest.raises(ValueError, match="search space a"):
-        ospec.distribution("a", "interval(0.1")
+        optuna_cli.distribution("a", "interval(0.1")
 
 
 def test_format_value():
@@ -164,18 +167,18 @@ def test_load_spec_flattens_settings(tmp_path):
               reward.tau_cov: interval(0.6, 0.8)
               reward.weights.tag: 1.0
         """))
-    spec = ospec.load_spec(path)
+    spec = optuna_cli.load_spec(path)
     assert spec.fixed == ["reward=continuous", "reward.weights.tag=1.0", "objective=eval/reward/total",
                           "pipeline=[grpo,eval]", "trainer.grpo.max_steps=3"]
     assert (spec.direction, spec.n_trials, spec.study_name, list(spec.space)) == ("minimize", 3, "s", ["reward.tau_cov"])
     # the user's base overrides win over the spec's settings of the same key
-    ov = osw.trial_overrides(spec, {"reward.tau_cov": 0.7}, ["experiment=cpu_demo", "objective=eval/overall/accuracy"])
+    ov = ostudy.trial_overrides(spec, {"reward.tau_cov": 0.7}, ["experiment=cpu_demo", "objective=eval/overall/accuracy"])
     assert ov == ["experiment=cpu_demo", "objective=eval/overall/accuracy", "reward=continuous",
                   "reward.weights.tag=1.0", "pipeline=[grpo,eval]", "trainer.grpo.max_steps=3", "reward.tau_cov=0.7"]
-    assert optuna_study._objective_of(spec, ["objective=eval/overall/accuracy"]) == "eval/overall/accuracy"
+    assert ostudy._objective_of(spec, ["objective=eval/overall/accuracy"]) == "eval/overall/accuracy"
     path.write_text("hydra: {sweeper: {direction: up}}\n")
     with pytest.raises(ValueError, match="direction"):
-        ospec.load_spec(path)
+        optuna_cli.load_spec(path)
 
 
 FAKE_ENTRYPOINT = textwrap.dedent("""\
@@ -217,7 +220,7 @@ def test_driver_main_with_fake_entrypoint(tmp_path, capsys):
               reward.weights.tag: 1.0
         """))
     study = tmp_path / "study"
-    rc = osw.main(["--spec", str(spec), "--study-dir", str(study), "--command", f"{sys.executable} {script}",
+    rc = optuna_cli.main(["--spec", str(spec), "--study-dir", str(study), "--command", f"{sys.executable} {script}",
                    "experiment=cpu_demo"])
     assert rc == 0
     best = json.loads((study / "best.json").read_text())
@@ -260,31 +263,31 @@ def _spec(tmp_path) -> ospec.StudySpec:
     path = tmp_path / "spec.yaml"
     path.write_text("objective: m\nhydra: {sweeper: {direction: minimize, n_trials: 2, study_name: t, "
                     "sampler: {_target_: optuna.samplers.RandomSampler, seed: 1}, params: {x: 'interval(0, 1)'}}}\n")
-    return ospec.load_spec(path)
+    return optuna_cli.load_spec(path)
 
 
 def test_run_study_resumes_and_retries_interrupted(tmp_path):
     import optuna
 
     spec, study_dir, calls = _spec(tmp_path), tmp_path / "study", []
-    res = osw.run_study(spec, study_dir, ["a=1"], launcher=_fake_launcher(calls), report=False)
+    res = orun.run_study(spec, study_dir, ["a=1"], launcher=_fake_launcher(calls), report=False)
     assert len(calls) == 2 and calls[0][:4] == [sys.executable, "-m", "opgrpo", "a=1"]
     assert calls[0][-1] == f"hydra.run.dir={study_dir.resolve() / 'trial_0'}"
     values = [t.value for t in res.study.trials if t.value is not None]
     assert res.best["value"] == min(values)
 
     # resume: the study continues up to n_trials finished trials, numbering on
-    osw.run_study(spec, study_dir, ["a=1"], n_trials=3, launcher=_fake_launcher(calls), report=False)
+    orun.run_study(spec, study_dir, ["a=1"], n_trials=3, launcher=_fake_launcher(calls), report=False)
     assert len(calls) == 3 and calls[-1][-1].endswith("trial_2")
 
     # a trial left running by a stopped driver is marked failed (interrupted) and its values are retried
-    study = optuna.load_study(study_name="t", storage=osw.open_storage(study_dir.resolve()))  # study.journal
+    study = optuna.load_study(study_name="t", storage=ostudy.open_storage(study_dir.resolve()))  # study.journal
     orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     orphan_dir = study_dir / f"trial_{orphan.number}"
     orphan.set_user_attr("run_dir", str(orphan_dir))
     orphan_dir.mkdir()
     (orphan_dir / "status.json").write_text(json.dumps({"status": "running"}))
-    res = osw.run_study(spec, study_dir, ["a=1"], n_trials=4, launcher=_fake_launcher(calls), report=False)
+    res = orun.run_study(spec, study_dir, ["a=1"], n_trials=4, launcher=_fake_launcher(calls), report=False)
     assert len(calls) == 4 and f"x={ospec.format_value(orphan.params['x'])}" in calls[-1]
     states = {t.number: (t.state.name, bool(t.user_attrs.get("interrupted"))) for t in res.study.trials}
     assert states[orphan.number] == ("FAIL", True) and len(states) == 5
@@ -295,7 +298,7 @@ def test_run_study_resumes_and_retries_interrupted(tmp_path):
 def test_run_study_failures_do_not_stop_it(tmp_path):
     spec, calls = _spec(tmp_path), []
     spec.n_trials = 6
-    res = osw.run_study(spec, tmp_path / "study", launcher=_fake_launcher(calls, fail_when=lambda x: x > 0.5),
+    res = orun.run_study(spec, tmp_path / "study", launcher=_fake_launcher(calls, fail_when=lambda x: x > 0.5),
                         report=True)
     assert len(calls) == 6
     states = [t.state.name for t in res.study.trials]
@@ -303,7 +306,7 @@ def test_run_study_failures_do_not_stop_it(tmp_path):
     assert states == ["COMPLETE" if x <= 0.5 else "FAIL" for x in xs]  # launcher errors (x>0.5) fail their trial
     assert res.report["runs"] == 6 and res.report["failed"] == states.count("FAIL")
     # a finite objective is required: NaN or a missing key fails the trial
-    value, error = osw.read_outcome(Path(res.study.trials[0].user_attrs["run_dir"]), "nope", 0)
+    value, error = otrial.read_outcome(Path(res.study.trials[0].user_attrs["run_dir"]), "nope", 0)
     assert value is None and "nope" in error
 
 
@@ -312,24 +315,24 @@ def test_read_outcome_reasons(tmp_path):
     run = tmp_path / "trial_0"
     run.mkdir()
     (run / "launch.log").write_text("$ python -m opgrpo\nTraceback\nValueError: boom\n")
-    assert osw.read_outcome(run, "m", 0) == (None, "run ended with status None")  # killed before status.json
-    assert osw.read_outcome(run, "m", 1) == (None, "exit code 1: Traceback | ValueError: boom")
+    assert otrial.read_outcome(run, "m", 0) == (None, "run ended with status None")  # killed before status.json
+    assert otrial.read_outcome(run, "m", 1) == (None, "exit code 1: Traceback | ValueError: boom")
     (run / "status.json").write_text("{torn")
-    assert osw.read_outcome(run, "m", 0) == (None, "run ended with status None")  # unusable = none
+    assert otrial.read_outcome(run, "m", 0) == (None, "run ended with status None")  # unusable = none
     (run / "status.json").write_text(json.dumps({"status": "failed", "error": "ValueError: boom"}))
-    assert osw.read_outcome(run, "m", 0) == (None, "ValueError: boom")
+    assert otrial.read_outcome(run, "m", 0) == (None, "ValueError: boom")
     (run / "status.json").write_text(json.dumps({"status": "completed"}))
-    assert osw.read_outcome(run, "m", 0) == (None, "no summary.json")
+    assert otrial.read_outcome(run, "m", 0) == (None, "no summary.json")
     (run / "summary.json").write_text("[1]")
-    assert osw.read_outcome(run, "m", 0) == (None, "summary.json is not an object")
+    assert otrial.read_outcome(run, "m", 0) == (None, "summary.json is not an object")
     (run / "summary.json").write_text(json.dumps({"m": True}))
-    assert osw.read_outcome(run, "m", 0)[1] == "objective 'm' is missing or not a finite number in summary.json (True)"
+    assert otrial.read_outcome(run, "m", 0)[1] == "objective 'm' is missing or not a finite number in summary.json (True)"
     (run / "summary.json").write_text(json.dumps({"m": 3}))
-    assert osw.read_outcome(run, "m", 0) == (3.0, "")
-    optuna_trial._mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
+    assert otrial.read_outcome(run, "m", 0) == (3.0, "")
+    otrial.mark_failed(run, "gave up", ["x=1"])  # a completed run marked failed by the driver
     status = json.loads((run / "status.json").read_text())
     assert (status["status"], status["error"], status["overrides"]) == ("failed", "gave up", ["x=1"])
-    optuna_trial._mark_failed(run, "again", [])  # already failed: kept as it was
+    otrial.mark_failed(run, "again", [])  # already failed: kept as it was
     assert json.loads((run / "status.json").read_text())["error"] == "gave up"
 
 
@@ -350,33 +353,33 @@ def test_objective_from_each_trial_config_and_identical_values_warn(tmp_path, ca
         return 0
 
     with caplog.at_level(logging.WARNING, logger="opgrpo.optuna"):
-        res = osw.run_study(spec, tmp_path / "study", launcher=launch, report=False)
+        res = orun.run_study(spec, tmp_path / "study", launcher=launch, report=False)
     assert [t.value for t in res.study.trials] == [0.25, 0.25]
     assert [t.user_attrs["objective"] for t in res.study.trials] == ["eval/reward/coverage_rate"] * 2
     best = json.loads((tmp_path / "study" / "best.json").read_text())
     assert best["objective"] == "eval/reward/coverage_rate"
     assert best["warning"].startswith("the objective eval/reward/coverage_rate is 0.25 in all 2 completed trials")
     assert "does not tell them apart" in caplog.text
-    assert osw.identical_objective_warning([0.1, 0.2], "m") == "" and osw.identical_objective_warning([0.1], "m") == ""
-    assert "causal-LM NLI stand-in" in osw.identical_objective_warning([0.0, 0.0], "eval/overall/accuracy")
+    assert oout.identical_objective_warning([0.1, 0.2], "m") == "" and oout.identical_objective_warning([0.1], "m") == ""
+    assert "causal-LM NLI stand-in" in oout.identical_objective_warning([0.0, 0.0], "eval/overall/accuracy")
     run = Path(res.study.trials[0].user_attrs["run_dir"])
     (run / "config.yaml").unlink()
     why = "no objective: neither the spec, an objective= override nor the run's config.yaml names one"
-    assert osw.read_outcome(run, "", 0) == (None, why)
+    assert otrial.read_outcome(run, "", 0) == (None, why)
 
 
 def test_max_failure_rate_stops_the_study(tmp_path):
     spec, calls = _spec(tmp_path), []
     spec.n_trials, spec.max_failure_rate = 10, 0.5
-    res = osw.run_study(spec, tmp_path / "study", launcher=_fake_launcher(calls, fail_when=lambda x: True), report=False)
+    res = orun.run_study(spec, tmp_path / "study", launcher=_fake_launcher(calls, fail_when=lambda x: True), report=False)
     assert len(calls) == 1 and res.best["n_complete"] == 0 and res.best["value"] is None
 
 
 def test_help_and_dry_run():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-m", "opgrpo.sweep.optuna_driver", "--help"], capture_output=True, text=True, env=env, check=False)
+    res = subprocess.run([sys.executable, "-m", "opgrpo.app.optuna_cli", "--help"], capture_output=True, text=True, env=env, check=False)
     assert res.returncode == 0 and "--study-dir" in res.stdout and "--spec" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "opgrpo.sweep.optuna_driver", "--dry-run", "experiment=cpu_demo"],
+    res = subprocess.run([sys.executable, "-m", "opgrpo.app.optuna_cli", "--dry-run", "experiment=cpu_demo"],
                          capture_output=True, text=True, env=env, check=False)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -407,7 +410,7 @@ def test_driver_runs_real_opgrpo(tmp_path):
     env_before = dict(os.environ)
     os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
     try:
-        res = osw.run_study(ospec.load_spec(spec_path), study_dir,
+        res = orun.run_study(optuna_cli.load_spec(spec_path), study_dir,
                             ["experiment=cpu_demo", "stage=eval", f"eval.responses_file={responses}"],
                             trial_timeout=900)
     finally:

@@ -84,7 +84,7 @@ def test_cast_saved_weights_casts_every_shard_and_fixes_index_and_config(tmp_pat
 def test_model_card_metadata_and_evaluation_update(tmp_path):
     from huggingface_hub import ModelCard
 
-    from opgrpo.models.hub import update_model_card_evaluation, write_model_card
+    from opgrpo.models.model_card import update_model_card_evaluation, write_model_card
 
     (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
     write_model_card(tmp_path, stage="grpo", base_model="Qwen/Qwen2.5-3B-Instruct", start_from="/runs/1/sft/final",
@@ -118,6 +118,6 @@ def test_model_card_metadata_and_evaluation_update(tmp_path):
                                       ("./rel", False), ("runs/1/sft/final", False), ("", False),
                                       ("train.csv", False), ("org/data-set", True)])
 def test_is_hub_id(ref, hub):
-    from opgrpo.models.hub import is_hub_id
+    from opgrpo.models.hub_ids import is_hub_id
 
     assert is_hub_id(ref) is hub

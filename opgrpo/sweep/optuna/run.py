@@ -1,4 +1,4 @@
-"""Running an Optuna study for ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver): :func:`run_study` opens (or resumes,
+"""Running an Optuna study for ``opgrpo-optuna`` (opgrpo.app.optuna_cli): :func:`run_study` opens (or resumes,
 or joins) the study and runs its trials, ``n_jobs`` worker threads at a time; the workers ask for trials one at a
 time under the study directory's lock file, retry the trials of drivers that are gone, launch each trial and tell
 Optuna its values.
@@ -15,28 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_heartbeat import (
-    _LIVE,
-    _LIVE_LOCK,
+from opgrpo.sweep.optuna.heartbeat import (
     HOST,
+    LIVE,
+    LIVE_LOCK,
     STALE_AFTER_S,
     heartbeat,
     is_stale,
     touch_heartbeat,
 )
-from opgrpo.sweep.optuna_outputs import _write_atomic, write_outputs
-from opgrpo.sweep.optuna_spec import StudySpec, format_value
-from opgrpo.sweep.optuna_study import (
-    _sampler,
+from opgrpo.sweep.optuna.outputs import write_atomic, write_outputs
+from opgrpo.sweep.optuna.spec import StudySpec, format_value
+from opgrpo.sweep.optuna.study import (
+    build_sampler,
     objectives_of,
     open_storage,
     split_launcher,
     trial_overrides,
 )
-from opgrpo.sweep.optuna_trial import (
+from opgrpo.sweep.optuna.trial import (
     Launcher,
-    _mark_failed,
     launch,
+    mark_failed,
     read_values,
     run_objective,
     trial_command,
@@ -117,8 +117,8 @@ class _Run:
                 trial.set_user_attr("run_dir", str(run_dir))
                 trial.set_user_attr("overrides", trial_overrides(self.spec, trial.params, self.base))
                 trial.set_user_attr("driver", f"{HOST}:{os.getpid()}")
-                with _LIVE_LOCK:
-                    _LIVE.add((str(self.study_dir), trial.number))
+                with LIVE_LOCK:
+                    LIVE.add((str(self.study_dir), trial.number))
                 touch_heartbeat(run_dir)  # before the lock is released: other drivers see a live trial
                 return trial
             finally:
@@ -140,8 +140,8 @@ class _Run:
                 log.info("trial %d: not retried (%s)", t.number, exc)
                 continue
             if t.user_attrs.get("run_dir"):
-                _mark_failed(Path(t.user_attrs["run_dir"]), "interrupted (the driver stopped); retried as a new "
-                             "trial", t.user_attrs.get("overrides", []))
+                mark_failed(Path(t.user_attrs["run_dir"]), "interrupted (the driver stopped); retried as a new "
+                            "trial", t.user_attrs.get("overrides", []))
             self.study.enqueue_trial(t.params)
 
     def run_trial(self, trial) -> bool:
@@ -166,7 +166,7 @@ class _Run:
             trial.set_user_attr("objective", used[0])
         try:
             if values is None:
-                _mark_failed(run_dir, error, overrides)
+                mark_failed(run_dir, error, overrides)
                 trial.set_user_attr("error", error)
                 log.warning("trial %d failed: %s", trial.number, error)
                 stop = _tell(self.study, trial, state=optuna.trial.TrialState.FAIL)
@@ -174,8 +174,8 @@ class _Run:
                 log.info("trial %d: %s", trial.number, ", ".join(f"{o} = {v:.4f}" for o, v in zip(used, values)))
                 stop = _tell(self.study, trial, values=values if len(values) > 1 else values[0])
         finally:
-            with _LIVE_LOCK:
-                _LIVE.discard((str(self.study_dir), trial.number))
+            with LIVE_LOCK:
+                LIVE.discard((str(self.study_dir), trial.number))
         write_outputs(self.study, self.study_dir, self.spec, self.objectives)
         if stop:
             log.info("the sampler has no more points to try (e.g. a finished GridSampler grid): study stopped")
@@ -209,12 +209,12 @@ def run_study(spec: StudySpec, study_dir: str | Path, base_overrides: Sequence[s
     objectives, directions = objectives_of(spec, base)
     target = n_trials if n_trials is not None else spec.n_trials
     study = optuna.create_study(storage=open_storage(study_dir, storage if storage is not None else spec.storage),
-                                study_name=spec.study_name, sampler=_sampler(spec), directions=directions,
+                                study_name=spec.study_name, sampler=build_sampler(spec), directions=directions,
                                 load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise ValueError(f"study {spec.study_name!r} in {study_dir} optimises "
                          f"{[d.name.lower() for d in study.directions]}, not {directions}: use another --study-dir")
-    _write_atomic(study_dir / "spec.json", json.dumps({
+    write_atomic(study_dir / "spec.json", json.dumps({
         "objectives": objectives, "directions": directions, "space": {k: repr(v) for k, v in spec.space.items()},
         "fixed": spec.fixed, "base_overrides": base, "hydra_launcher": hydra_launcher, "command": command}, indent=2))
     run = _Run(study=study, spec=spec, study_dir=study_dir, base=base, command=command, objectives=objectives,

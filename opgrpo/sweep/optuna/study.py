@@ -1,5 +1,5 @@
-"""Setting up an Optuna study for ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver): its storage (the journal file in
-the study directory, or an earlier version's sqlite file), its sampler, its objective(s) and direction(s), and the
+"""Setting up an Optuna study for ``opgrpo-optuna`` (opgrpo.app.optuna_cli): its storage (the journal file in
+the study directory), its sampler, its objective(s) and direction(s), and the
 overrides of each trial (base overrides, the spec's fixed settings, the sampled values).
 """
 from __future__ import annotations
@@ -10,17 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_spec import StudySpec, format_value
+from opgrpo.sweep.optuna.spec import StudySpec, format_value
 
 log = logging.getLogger("opgrpo.optuna")
 
 JOURNAL = "study.journal"
 """The study's journal file in the study directory (Optuna's JournalFileBackend)."""
-LEGACY_DB = "study.db"
-"""The sqlite file of studies started by earlier versions of the driver (resumed from it)."""
 
 
-def _sampler(spec: StudySpec):
+def build_sampler(spec: StudySpec):
     if not spec.sampler:
         return None
     target = spec.sampler["_target_"]
@@ -66,13 +64,9 @@ def split_launcher(base: Sequence[str], hydra_launcher: str = "") -> tuple[str, 
 
 
 def open_storage(study_dir: Path, url: str = ""):
-    """The study's storage: ``url`` when given, the sqlite file of an earlier driver version when the study
-    directory holds one, else the journal file ``<study_dir>/study.journal``."""
+    """The study's storage: ``url`` when given, else the journal file ``<study_dir>/study.journal``."""
     if url:
         return url
-    if (study_dir / LEGACY_DB).is_file() and not (study_dir / JOURNAL).is_file():
-        log.info("resuming the sqlite study %s (one driver at a time)", study_dir / LEGACY_DB)
-        return f"sqlite:///{study_dir / LEGACY_DB}"
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 

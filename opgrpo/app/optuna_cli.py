@@ -1,11 +1,11 @@
 """`opgrpo-optuna`: an Optuna search over reward weights and thresholds, one `opgrpo` run per trial.
 
-Why hand-written: Hydra's Optuna sweeper plugin (hydra-optuna-sweeper, what ``opgrpo -m hydra/sweeper=optuna``
-would use) pins ``optuna<3`` and does not support Optuna >= 4, which this project needs. So this small driver
-uses Optuna's ask/tell API directly and reads the plugin's spec layout (``sweeps/optuna.yaml``, read by
-``opgrpo.sweep.optuna_spec``): ``hydra.sweeper.{direction, objectives, study_name, n_trials, n_jobs, storage,
-sampler, params}`` and the top-level ``objective``. It should give way to the plugin once a release supports
-Optuna >= 4. For every trial it
+Why hand-written: Hydra's Optuna sweeper plugin (hydra-optuna-sweeper, what ``opgrpo -m hydra/sweeper=optuna`` would
+use) pins ``optuna<3`` and does not support Optuna >= 4, which this project needs. So this small driver uses
+Optuna's ask/tell API directly and reads the plugin's spec layout (``sweeps/optuna.yaml``, read by
+``opgrpo.sweep.optuna.spec``, its sweep syntax parsed here by Hydra's override parser): ``hydra.sweeper.{direction,
+objectives, study_name, n_trials, n_jobs, storage, sampler, params}`` and the top-level ``objective``. It should
+give way to the plugin once a release supports Optuna >= 4. For every trial it
 
 1. asks Optuna for values of the search space (``params`` in Hydra's sweep syntax, see the spec file),
 2. runs ``python -m opgrpo <base overrides> <trial overrides> hydra.run.dir=<study_dir>/trial_<n>`` as a
@@ -32,14 +32,15 @@ Storage and parallel trials: the study lives in Optuna's journal file ``<study_d
 ask for trials one at a time under a lock file, so together they run exactly ``n_trials``. The same command
 resumes the study: a trial left running by a driver that is gone (its process no longer exists on this host, or
 its heartbeat file ``trial_<n>/.heartbeat`` is older than ``--stale-after`` seconds) is marked failed
-(``interrupted``) and its values are retried as a new trial; trials of live drivers are left alone. A study of
-an earlier version (``study.db``, sqlite) is resumed from that file. ``<study_dir>`` is a sweep directory for
-``opgrpo.sweep.report.build_report``; the driver writes that report to ``<study_dir>/report`` at the end
-(``--no-report`` to skip).
+(``interrupted``) and its values are retried as a new trial; trials of live drivers are left alone.
+``<study_dir>`` is a sweep directory for ``opgrpo.sweep.report.build_report``; the driver writes that report to
+``<study_dir>/report`` at the end (``--no-report`` to skip).
 
-This module is the command line; the parts: ``opgrpo.sweep.optuna_run`` (``run_study`` and its workers),
-``optuna_trial`` (one trial's command and outcome), ``optuna_heartbeat`` (live and stale trials),
-``optuna_study`` (storage, sampler, objectives, overrides), ``optuna_outputs`` (study.csv, best.json, Pareto files).
+This module is what of the driver knows Hydra: the command line (:func:`main`), the sweep syntax of ``params``
+(:func:`distribution`, Hydra's override parser), the spec presets in the config root (:func:`resolve_spec`) and
+the guard of ``opgrpo -m sweep=optuna`` (:class:`NotAHydraSweeper`). The study itself is run by the plain
+subpackage ``opgrpo.sweep.optuna`` (``run``: ``run_study`` and its workers; ``trial``, ``heartbeat``, ``study``,
+``outputs``, ``spec``).
 """
 from __future__ import annotations
 
@@ -51,44 +52,128 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from opgrpo.sweep.optuna_heartbeat import (
-    HEARTBEAT,
-    HEARTBEAT_S,
-    HOST,
-    STALE_AFTER_S,
-    heartbeat,
-    is_stale,
-    touch_heartbeat,
-)
-from opgrpo.sweep.optuna_outputs import (
-    identical_objective_warning,
-    write_outputs,
-    write_pareto_plot,
-)
-from opgrpo.sweep.optuna_run import StudyResult, run_study
-from opgrpo.sweep.optuna_spec import load_spec, resolve_spec
-from opgrpo.sweep.optuna_study import (
+from opgrpo.app.paths import config_dir
+from opgrpo.sweep.optuna import spec as study_spec
+from opgrpo.sweep.optuna.heartbeat import STALE_AFTER_S
+from opgrpo.sweep.optuna.run import run_study
+from opgrpo.sweep.optuna.spec import StudySpec, format_value
+from opgrpo.sweep.optuna.study import (
     JOURNAL,
-    LEGACY_DB,
     objectives_of,
-    open_storage,
     split_launcher,
     trial_overrides,
 )
-from opgrpo.sweep.optuna_trial import (
-    Launcher,
-    launch,
-    read_outcome,
-    read_values,
-    run_objective,
-    trial_command,
-)
+from opgrpo.sweep.optuna.trial import trial_command
 
-__all__ = ["HEARTBEAT", "HEARTBEAT_S", "HOST", "JOURNAL", "LEGACY_DB", "STALE_AFTER_S", "Launcher", "StudyResult",
-           "heartbeat", "identical_objective_warning", "is_stale", "launch", "main", "objectives_of", "open_storage",
-           "read_outcome", "read_values", "run_objective", "run_study", "split_launcher", "touch_heartbeat",
-           "trial_command", "trial_overrides", "write_outputs", "write_pareto_plot"]
+__all__ = ["NotAHydraSweeper", "default_spec_path", "distribution", "load_spec", "main", "not_a_sweeper_message",
+           "resolve_spec"]
+
+
+# ---- the spec file: Hydra's sweep syntax, the presets ---------------------------------------------------------
+def distribution(key: str, expr: Any):
+    """Hydra sweep syntax -> an optuna distribution, or the value as a string when it is not a sweep.
+
+    ``interval(a, b)`` float (int when both ends are ints, e.g. ``int(interval(1, 8))``), ``tag(log, ...)`` log
+    scale, ``range(a, b, step=s)`` stepped over the values Hydra expands it to (from a to its last value below or,
+    for float steps that round onto it, at b), ``choice(x, y)`` / ``x,y`` categorical.
+    """
+    import optuna.distributions as od
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    try:
+        text = expr if isinstance(expr, str) else format_value(expr)
+        override = OverridesParser.create().parse_override(f"{key}={text}")
+    except Exception as exc:  # noqa: BLE001 - hydra's parser raises several types
+        raise ValueError(f"search space {key}: cannot parse {expr!r}: {exc}") from None
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        choices = list(override.sweep_iterator())
+        if any(not isinstance(c, (str, int, float, bool)) for c in choices):
+            raise ValueError(f"search space {key}: choices must be numbers, strings or booleans, got {choices!r}")
+        return od.CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ValueError(f"search space {key}: {expr!r} is empty")
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return od.IntDistribution(int(values[0]), int(values[-1]), step=int(value.step))
+        low, high, step = round(float(values[0]), 10), round(float(values[-1]), 10), float(value.step)
+        return od.FloatDistribution(low, high, step=step) if high > low else od.CategoricalDistribution([low])
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if value.start is None or value.end is None:
+            raise ValueError(f"search space {key}: interval needs both ends")
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return od.IntDistribution(value.start, value.end, log=log_scale)
+        return od.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise ValueError(f"search space {key}: unsupported sweep {expr!r}")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """A spec file (layout of sweeps/optuna.yaml) read by ``opgrpo.sweep.optuna.spec.load_spec``, its ``params``
+    parsed by :func:`distribution`."""
+    return study_spec.load_spec(path, distribution)
+
+
+def default_spec_path() -> Path:
+    return config_dir() / "sweep" / "optuna.yaml"
+
+
+def resolve_spec(name: str | None) -> Path:
+    """A path, or a preset name of the ``sweep`` group (``optuna`` -> conf/sweep/optuna.yaml)."""
+    if not name:
+        return default_spec_path()
+    p = Path(name)
+    if p.is_file():
+        return p
+    preset = default_spec_path().parent / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if preset.is_file():
+        return preset
+    raise FileNotFoundError(f"spec {name!r} is neither a file nor a preset in {preset.parent}")
+
+
+class NotAHydraSweeper:
+    """Hydra callback of ``sweeps/optuna.yaml``: a multirun of the preset (``opgrpo -m sweep=optuna``) stops at
+    start-up, before Hydra looks for the hydra-optuna-sweeper plugin, with the ``opgrpo-optuna`` command that
+    runs the study. A single run (``opgrpo sweep=optuna``) is unaffected."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        print(not_a_sweeper_message(_task_overrides(config)), file=sys.stderr)
+        raise SystemExit(2)  # SystemExit passes Hydra's callback guard (it turns exceptions into warnings)
+
+
+def _task_overrides(config: Any) -> list[str]:
+    try:
+        return [str(o) for o in config.hydra.overrides.task]
+    except Exception:  # noqa: BLE001 - a config without Hydra's node: no overrides to carry over
+        return []
+
+
+def not_a_sweeper_message(overrides: list[str]) -> str:
+    """What ``opgrpo -m sweep=optuna <overrides>`` prints: why not, and the equivalent ``opgrpo-optuna`` command."""
+    args, spec = [], ""
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        if key.lstrip("+~") == "sweep":
+            spec = "" if value == "optuna" else value
+        elif key == "launcher" and value not in ("local", "basic"):
+            args[:0] = ["--launcher", value]
+        elif key.startswith("hydra.sweeper."):
+            continue
+        else:
+            args.append(ov)
+    cmd = ["opgrpo-optuna", *(["--spec", spec] if spec else []), *args]
+    return ("invalid configuration:\n  hydra.sweeper: sweep=optuna is the search space of `opgrpo-optuna`, not a "
+            "Hydra sweeper; Hydra's Optuna sweeper plugin (hydra-optuna-sweeper) does not support Optuna >= 4 and "
+            "is not installed, so `opgrpo -m sweep=optuna` cannot run. Run the study with\n    "
+            + shlex.join(cmd) + "\n  (add --n-jobs N or start more copies on the same --study-dir for parallel "
+            "trials; `opgrpo-optuna --help`, sweeps/README.md)")
+
 
 # ---- command line -------------------------------------------------------------------------------------------
 def _csv(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""One trial of an Optuna study (``opgrpo-optuna``, opgrpo.sweep.optuna_driver): its command, its launch as a
+"""One trial of an Optuna study (``opgrpo-optuna``, opgrpo.app.optuna_cli): its command, its launch as a
 subprocess, and its outcome read from the run directory (``status.json``, ``summary.json``, ``config.yaml``).
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _status_or_none(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _mark_failed(run_dir: Path, error: str, overrides: Sequence[str]) -> None:
+def mark_failed(run_dir: Path, error: str, overrides: Sequence[str]) -> None:
     """Make sure a failed trial's directory says so (a run killed early writes no final status)."""
     status = _status_or_none(run_dir)
     if status is not None and status.get("status") == FAILED:

@@ -1,9 +1,9 @@
-"""Which running trials of an Optuna study still have a live driver (``opgrpo-optuna``, opgrpo.sweep.optuna_driver).
+"""Which running trials of an Optuna study still have a live driver (``opgrpo-optuna``, opgrpo.app.optuna_cli).
 
 A driver touches ``trial_<n>/.heartbeat`` while it waits for a trial and records itself (``host:pid``) on the trial;
 another driver on the same study treats a RUNNING trial as stale (to be retried) when its driver's process is gone
 from this host or its heartbeat is older than ``--stale-after`` seconds. The trials this process's own workers run
-are kept in ``_LIVE``.
+are kept in ``LIVE``.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
 """A running trial whose heartbeat is older than this (and whose driver is not a live process here) is retried."""
 HOST = socket.gethostname()
-_LIVE: set[tuple[str, int]] = set()  # (study dir, trial number) run by this process's workers
-_LIVE_LOCK = threading.Lock()
+LIVE: set[tuple[str, int]] = set()  # (study dir, trial number) run by this process's workers
+LIVE_LOCK = threading.Lock()
 
 
 def touch_heartbeat(run_dir: Path) -> None:
@@ -75,8 +75,8 @@ def is_stale(trial, study_dir: Path, stale_after: float = STALE_AFTER_S) -> bool
     host, _, pid = str(trial.user_attrs.get("driver", "")).rpartition(":")
     if host == HOST and pid.isdigit():
         if int(pid) == os.getpid():
-            with _LIVE_LOCK:
-                return (str(study_dir), trial.number) not in _LIVE
+            with LIVE_LOCK:
+                return (str(study_dir), trial.number) not in LIVE
         if not _pid_alive(int(pid)):
             return True
     run_dir = trial.user_attrs.get("run_dir")

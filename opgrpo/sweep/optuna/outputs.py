@@ -1,4 +1,4 @@
-"""What an Optuna study of ``opgrpo-optuna`` (opgrpo.sweep.optuna_driver) writes in its study directory after every
+"""What an Optuna study of ``opgrpo-optuna`` (opgrpo.app.optuna_cli) writes in its study directory after every
 trial: ``study.csv``, ``best.json`` and, for a multi-objective study, ``pareto.csv`` / ``pareto.json`` and Optuna's
 Pareto-front plot ``pareto_front.html``; several drivers rewrite them, so each file is replaced atomically.
 """
@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna_spec import StudySpec
+from opgrpo.sweep.optuna.spec import StudySpec
 
 log = logging.getLogger("opgrpo.optuna")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Several drivers rewrite the same files: write a private temporary file, then rename it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -56,7 +56,7 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str | Sequ
         row.update({k: t.user_attrs.get(k, "") for k in ("run_dir", "error", "driver")})
         row["interrupted"] = bool(t.user_attrs.get("interrupted"))
         rows.append(row)
-    _write_atomic(study_dir / "study.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_atomic(study_dir / "study.csv", pd.DataFrame(rows).to_csv(index=False))
     best: dict[str, Any] = {"study_name": spec.study_name, "n_trials": len(trials), "n_complete": len(complete),
                             "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials)}
     if multi:
@@ -64,12 +64,12 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str | Sequ
         front = [_trial_record(t, objectives) for t in sorted(study.best_trials, key=lambda t: t.number)] \
             if complete else []
         best["pareto"] = front
-        _write_atomic(study_dir / "pareto.json", json.dumps(front, indent=2, default=str))
+        write_atomic(study_dir / "pareto.json", json.dumps(front, indent=2, default=str))
         flat = [{"number": r["number"], **r["values"], **{f"params_{k}": v for k, v in r["params"].items()},
                  "run_dir": r["run_dir"], "overrides": " ".join(r["overrides"])} for r in front]
-        _write_atomic(study_dir / "pareto.csv", pd.DataFrame(flat, columns=["number", *objectives, "run_dir",
-                                                                            "overrides"] if not flat else None)
-                      .to_csv(index=False))
+        write_atomic(study_dir / "pareto.csv", pd.DataFrame(flat, columns=["number", *objectives, "run_dir",
+                                                                           "overrides"] if not flat else None)
+                     .to_csv(index=False))
         warnings = [identical_objective_warning([t.values[i] for t in complete], name)
                     for i, name in enumerate(objectives)]
         best["warning"] = "; ".join(w for w in warnings if w)
@@ -88,7 +88,7 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str | Sequ
         else:
             best.update(number=None, value=None, params={}, overrides=[], run_dir="")
         best["warning"] = identical_objective_warning([t.value for t in complete], objective)
-    _write_atomic(study_dir / "best.json", json.dumps(best, indent=2, default=str))
+    write_atomic(study_dir / "best.json", json.dumps(best, indent=2, default=str))
     return best
 
 
@@ -107,7 +107,7 @@ def write_pareto_plot(study, path: Path, objectives: Sequence[str]) -> str:
         log.warning("no Pareto-front plot: %s (pip install 'plotly>=5.20')", exc)
         return ""
     fig.update_layout(title=f"Pareto front of {study.study_name}: " + " vs ".join(objectives))
-    _write_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    write_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
     return str(path)
 
 
