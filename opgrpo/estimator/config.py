@@ -118,9 +118,9 @@ class JudgeConfig:
     model: str = ""
     """Hub id or local path ("transformers"), or the served model name ("http")."""
     mode: JudgeMode = JudgeMode.generate
-    """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when the first line
-    after "Answer:" starts with yes (any case), else No (``opgrpo.judges.answer_verdict``). "logprob": P(Yes)
-    from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
+    """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when "yes" occurs
+    (any case) in the first line after the last "Answer:", else No (``opgrpo.judges.answer_verdict``).
+    "logprob": P(Yes) from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
     chat_template: bool = False
     """Wrap the prompt in the model's chat template. False (paper): the prompt is plain text, as the authors
     prompted their judge ("http": the /completions endpoint; a chat-only API needs true)."""
