@@ -174,12 +174,14 @@ class TrainConfig:
     """Triplets per training batch (MNRL uses the other positives of a batch as extra negatives)."""
     epochs: int = 2
     """Passes over the training triplets."""
-    lr: float = 2.1e-5
-    """Peak learning rate."""
-    warmup_ratio: float = 0.03
-    """Share of the steps spent in linear warmup."""
+    lr: float = 2.1456771788455288e-05
+    """Peak learning rate (paper: 2.1457e-5, the authors' ``trainer_tripetloss.py`` value to its last digit)."""
+    warmup_ratio: float = 0.03254893834779507
+    """Share of the steps spent in linear warmup (paper: 0.0325, ``trainer_tripetloss.py``'s value unrounded)."""
     mnrl_scale: float = 60.0
-    """Scale (inverse temperature) of MultipleNegativesRankingLoss."""
+    """Scale (inverse temperature) of MultipleNegativesRankingLoss (paper: 60, ``trainer_tripetloss.py``; the
+    authors' GRPO reward loaded a model named ``st-scale70``, so ``estimator.train.mnrl_scale=70`` is the other
+    reading)."""
     val_fraction: float = 0.0
     """Share of the mined triplets held out from the final training for its validation loss and the
     base-vs-fine-tuned comparison on mined triplets; 0 = train on all of them (paper: the authors'
