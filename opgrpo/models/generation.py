@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -91,11 +91,14 @@ def generate_responses(
     batch_size: int = 8,
     seed: int = 42,
     progress: bool = True,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> list[list[str]]:
-    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt."""
+    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt.
+    ``chat_template_kwargs`` go to ``apply_chat_template`` (e.g. ``{"enable_thinking": False}`` for Qwen3)."""
     torch.manual_seed(seed)
     prompts = _clean_prompts(prompts)
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True,
+                                           **dict(chat_template_kwargs or {})) for p in prompts]
     encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
     pad_id = pad_token_id(tokenizer)
     out: list[list[str]] = [[] for _ in texts]
@@ -155,13 +158,17 @@ def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_
 
 
 def vllm_chat(llm, prompts: Sequence[list[dict]], *, temperature: float = 0.7, top_p: float = 0.9,
-              max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "") -> list[list[str]]:
+              max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "",
+              chat_template_kwargs: Mapping[str, Any] | None = None) -> list[list[str]]:
     """Sample with a loaded engine (``load_vllm``); one list of responses per chat prompt. A later call on the same
-    engine continues its random stream, so it draws new samples."""
+    engine continues its random stream, so it draws new samples. ``chat_template_kwargs`` go to the chat template
+    (``LLM.chat(chat_template_kwargs=...)``)."""
     from vllm import SamplingParams
 
     prompts = _clean_prompts(prompts)
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
-    kwargs = {"chat_template": chat_template} if chat_template else {}
+    kwargs: dict[str, Any] = {"chat_template": chat_template} if chat_template else {}
+    if chat_template_kwargs:
+        kwargs["chat_template_kwargs"] = dict(chat_template_kwargs)
     results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)
     return [[o.text.strip() for o in r.outputs] for r in results]
