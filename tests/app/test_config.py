@@ -78,6 +78,31 @@ def test_paper_preset_has_spec_numbers(compose):
     assert (cfg.benchmark.val_fraction, cfg.benchmark.split_seed) == (0.1, 42)
 
 
+def test_the_paper_preset_evaluates_the_policy_in_fp32(compose, monkeypatch):
+    # the authors' extract.py loaded the policy without a dtype (fp32); training keeps model.dtype (bf16)
+    from dataclasses import asdict
+
+    from opgrpo.evaluation.run import generate_for_items
+    from opgrpo.models import generation
+
+    cfg = compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"])
+    assert cfg.model.dtype == "bfloat16" and cfg.eval.generation.policy_dtype == "float32"
+    loaded = []
+
+    class Loaded(Exception):
+        pass
+
+    def load_policy(name, **kwargs):
+        loaded.append(kwargs["dtype"])
+        raise Loaded
+
+    monkeypatch.setattr(generation, "load_policy", load_policy)
+    gen = {**asdict(to_object(cfg, "eval.generation")), "backend": "transformers"}
+    with pytest.raises(Loaded):  # called as stage=eval calls it: the eval settings, then the model section's
+        generate_for_items([], "policy", **gen, dtype=cfg.model.dtype)
+    assert loaded == ["float32"]
+
+
 def test_sections_become_lower_layer_dataclasses(compose):
     from opgrpo.reward import RewardConfig
 
