@@ -262,8 +262,10 @@ def sample_local(prompts: Sequence[list[dict]], name_or_path: str, *, backend: s
         engine = generation.load_vllm(name_or_path, dtype=dtype, seed=seed,
                                       tensor_parallel_size=vllm_tensor_parallel_size,
                                       gpu_memory_utilization=vllm_gpu_memory_utilization)
-        try:
-            outs = generation.vllm_chat(engine, prompts, chat_template=chat_template, **kwargs)
+        try:  # with the checkpoint's top-k and repetition penalty, as the transformers backend samples
+            outs = generation.vllm_chat(engine, prompts, chat_template=chat_template,
+                                        sampling_defaults=generation.checkpoint_sampling_defaults(name_or_path),
+                                        **kwargs)
         finally:
             del engine
             _free()

@@ -68,8 +68,12 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
             policy, dtype=dtype, seed=seed, tensor_parallel_size=vllm_tensor_parallel_size,
             gpu_memory_utilization=vllm_gpu_memory_utilization)
 
+        # the checkpoint's top-k and repetition penalty, which transformers (the authors' HF pipeline) applies
+        defaults = generation.checkpoint_sampling_defaults(policy)
+
         def sample(batch: list, _seed: int) -> list[str]:  # the engine's own random stream moves on between calls
-            outs = generation.vllm_chat(policy_model["engine"], batch, chat_template=chat_template, **kwargs)
+            outs = generation.vllm_chat(policy_model["engine"], batch, chat_template=chat_template,
+                                        sampling_defaults=defaults, **kwargs)
             return [o[0] if o else "" for o in outs]
     else:
         policy_model["model"], policy_model["tokenizer"] = generation.load_policy(

@@ -126,6 +126,56 @@ def generate_responses(
     return out
 
 
+HF_GLOBAL_SAMPLING = {"top_k": 50, "repetition_penalty": 1.0}
+"""What transformers' ``generate`` samples with when neither the call nor the checkpoint's generation config sets
+these (``GenerationConfig._get_default_generation_params``)."""
+
+
+def sampling_defaults(generation_config: Any = None) -> dict[str, Any]:
+    """The sampling settings that transformers' ``generate`` (and so the authors' HF pipeline) takes from a
+    checkpoint's generation config when the call gives only temperature and top-p: ``top_k`` and
+    ``repetition_penalty`` (transformers' global 50 and 1.0 where the config has none) and ``min_p`` when set.
+    ``generation_config``: a ``transformers.GenerationConfig``, a mapping, or None (the global defaults)."""
+    def get(key: str) -> Any:
+        if generation_config is None:
+            return None
+        if isinstance(generation_config, Mapping):
+            return generation_config.get(key)
+        return getattr(generation_config, key, None)
+
+    out = {k: get(k) if get(k) is not None else v for k, v in HF_GLOBAL_SAMPLING.items()}
+    if get("min_p") is not None:
+        out["min_p"] = get("min_p")
+    return out
+
+
+def checkpoint_sampling_defaults(name_or_path: str) -> dict[str, Any]:
+    """``sampling_defaults`` of the checkpoint's ``generation_config.json`` (transformers' global defaults when
+    it has none)."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(str(name_or_path))
+    except (OSError, ValueError):  # no generation_config.json: transformers falls back to its global defaults
+        config = None
+    return sampling_defaults(config)
+
+
+def vllm_sampling_kwargs(*, temperature: float, top_p: float, max_new_tokens: int, num_return_sequences: int = 1,
+                         defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` that sample as transformers' ``generate`` would: the call's
+    temperature, top-p, length and count, plus the checkpoint's ``defaults`` (``sampling_defaults``: top-k,
+    repetition penalty, min-p), which vLLM would otherwise drop when given its own SamplingParams. A top-k of 0 or
+    less (transformers: no top-k filtering) is left out: vLLM's default considers every token."""
+    kwargs: dict[str, Any] = dict(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                  n=num_return_sequences)
+    for key, value in dict(defaults or {}).items():
+        if key == "top_k" and (value is None or int(value) <= 0):
+            continue
+        kwargs[key] = value
+    return kwargs
+
+
 def generate_responses_vllm(
     name_or_path: str,
     prompts: Sequence[list[dict]],
@@ -145,7 +195,8 @@ def generate_responses_vllm(
     llm = load_vllm(name_or_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel_size,
                     gpu_memory_utilization=gpu_memory_utilization)
     return vllm_chat(llm, prompts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                     num_return_sequences=num_return_sequences, chat_template=chat_template)
+                     num_return_sequences=num_return_sequences, chat_template=chat_template,
+                     sampling_defaults=checkpoint_sampling_defaults(name_or_path))
 
 
 def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_parallel_size: int = 1,
@@ -159,14 +210,19 @@ def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_
 
 def vllm_chat(llm, prompts: Sequence[list[dict]], *, temperature: float = 0.7, top_p: float = 0.9,
               max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "",
-              chat_template_kwargs: Mapping[str, Any] | None = None) -> list[list[str]]:
+              chat_template_kwargs: Mapping[str, Any] | None = None,
+              sampling_defaults: Mapping[str, Any] | None = None) -> list[list[str]]:
     """Sample with a loaded engine (``load_vllm``); one list of responses per chat prompt. A later call on the same
     engine continues its random stream, so it draws new samples. ``chat_template_kwargs`` go to the chat template
-    (``LLM.chat(chat_template_kwargs=...)``)."""
+    (``LLM.chat(chat_template_kwargs=...)``); ``sampling_defaults`` (``checkpoint_sampling_defaults`` of the
+    engine's model: top-k, repetition penalty) join the sampling parameters, as transformers' generate applies them
+    (``vllm_sampling_kwargs``; None: vLLM's own defaults)."""
     from vllm import SamplingParams
 
     prompts = _clean_prompts(prompts)
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
+    params = SamplingParams(**vllm_sampling_kwargs(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                                   num_return_sequences=num_return_sequences,
+                                                   defaults=sampling_defaults))
     kwargs: dict[str, Any] = {"chat_template": chat_template} if chat_template else {}
     if chat_template_kwargs:
         kwargs["chat_template_kwargs"] = dict(chat_template_kwargs)
