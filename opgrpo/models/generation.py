@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -167,8 +168,8 @@ def vllm_sampling_kwargs(*, temperature: float, top_p: float, max_new_tokens: in
     temperature, top-p, length and count, plus the checkpoint's ``defaults`` (``sampling_defaults``: top-k,
     repetition penalty, min-p), which vLLM would otherwise drop when given its own SamplingParams. A top-k of 0 or
     less (transformers: no top-k filtering) is left out: vLLM's default considers every token."""
-    kwargs: dict[str, Any] = dict(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                  n=num_return_sequences)
+    kwargs: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens,
+                              "n": num_return_sequences}
     for key, value in dict(defaults or {}).items():
         if key == "top_k" and (value is None or int(value) <= 0):
             continue

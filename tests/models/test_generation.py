@@ -97,11 +97,11 @@ def test_the_vllm_backend_passes_the_checkpoints_top_k_and_repetition_penalty(ti
     import sys
     import types
 
+    from helpers import make_items
     from transformers import GenerationConfig
 
     from opgrpo.evaluation.run import generate_for_items
     from opgrpo.models import generation
-    from helpers import make_items
 
     policy = tmp_path / "policy"
     shutil.copytree(tiny_lm, policy)
