@@ -173,9 +173,16 @@ class GenerationConfig:
     max_attempts: int = 1
     """Sample an item's response up to this many times until the authors' regex finds a non-empty core and
     summary (``benchmark_new/extract/extract.py``: 4); only the items that failed are sampled again, batched."""
+    policy_dtype: str = ""
+    """Weights dtype of the sampled policy: auto, float32, bfloat16 or float16 ("" = ``model.dtype``); eval=paper:
+    float32, as the authors' ``extract.py`` loaded it (no dtype given: fp32)."""
 
     def problems(self) -> list[str]:
         p = Problems()
+        if self.policy_dtype not in ("", "auto"):
+            from opgrpo.models.devices import DTYPE_NAMES
+
+            p.choice("policy_dtype", self.policy_dtype, ("", "auto", *DTYPE_NAMES))
         p.enum("prompt", self.prompt, PromptKind)
         p.positive("max_attempts", self.max_attempts)
         p.positive("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)

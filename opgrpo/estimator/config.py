@@ -118,9 +118,9 @@ class JudgeConfig:
     model: str = ""
     """Hub id or local path ("transformers"), or the served model name ("http")."""
     mode: JudgeMode = JudgeMode.generate
-    """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when the first line
-    after "Answer:" starts with yes (any case), else No (``opgrpo.judges.answer_verdict``). "logprob": P(Yes)
-    from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
+    """"generate" (paper): greedy decoding of up to ``max_new_tokens``; the verdict is Yes when "yes" occurs
+    (any case) in the first line after the last "Answer:", else No (``opgrpo.judges.answer_verdict``).
+    "logprob": P(Yes) from the next-token probabilities of the Yes/No tokens (logprobs over "http")."""
     chat_template: bool = False
     """Wrap the prompt in the model's chat template. False (paper): the prompt is plain text, as the authors
     prompted their judge ("http": the /completions endpoint; a chat-only API needs true)."""
@@ -174,12 +174,14 @@ class TrainConfig:
     """Triplets per training batch (MNRL uses the other positives of a batch as extra negatives)."""
     epochs: int = 2
     """Passes over the training triplets."""
-    lr: float = 2.1e-5
-    """Peak learning rate."""
-    warmup_ratio: float = 0.03
-    """Share of the steps spent in linear warmup."""
+    lr: float = 2.1456771788455288e-05
+    """Peak learning rate (paper: 2.1457e-5, the authors' ``trainer_tripetloss.py`` value to its last digit)."""
+    warmup_ratio: float = 0.03254893834779507
+    """Share of the steps spent in linear warmup (paper: 0.0325, ``trainer_tripetloss.py``'s value unrounded)."""
     mnrl_scale: float = 60.0
-    """Scale (inverse temperature) of MultipleNegativesRankingLoss."""
+    """Scale (inverse temperature) of MultipleNegativesRankingLoss (paper: 60, ``trainer_tripetloss.py``; the
+    authors' GRPO reward loaded a model named ``st-scale70``, so ``estimator.train.mnrl_scale=70`` is the other
+    reading)."""
     val_fraction: float = 0.0
     """Share of the mined triplets held out from the final training for its validation loss and the
     base-vs-fine-tuned comparison on mined triplets; 0 = train on all of them (paper: the authors'

@@ -66,7 +66,8 @@ def generate_responses_file(splits: Mapping[str, Sequence[Item]], out_file: str 
     prompt, backend, temperature, top_p, max_new_tokens, num_return_sequences, batch_size, seed, max_attempts,
     vLLM settings). ``baseline``: ``None`` or kind "none" for the policy alone, kind "modular" for Modular Pluralism
     (its own sampling settings; ``generation``'s backend, batch size, seed and vLLM settings apply). The model
-    settings (chat template, GGUF file, dtype, remote code, device) are the policy's.
+    settings (chat template, GGUF file, dtype, remote code, device) are the policy's; ``generation["policy_dtype"]``,
+    when set, replaces ``dtype`` (for Modular Pluralism's main model too, unless ``baseline.dtype`` is set).
     """
     from opgrpo.evaluation.run import generate_for_items
 
@@ -81,6 +82,7 @@ def generate_responses_file(splits: Mapping[str, Sequence[Item]], out_file: str 
     out_file = Path(out_file)
     if out_file.suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"generate.out_file: must end in {' or '.join(OUT_SUFFIXES)}, got {str(out_file)!r}")
+    dtype = generation.get("policy_dtype") or dtype
     model = dict(chat_template=chat_template, gguf_file=gguf_file, dtype=dtype, trust_remote_code=trust_remote_code,
                  device=device)
     summary: dict[str, Any] = {"items": len(items), "source": str(policy)}

@@ -21,8 +21,8 @@ The prompts (``BaselineConfig.prompts``), verbatim from the public code:
 - ``authors``: the OP-GRPO authors' fork github.com/fuyu12345/modular_pluralism, which produced the paper's
   Modular Pluralism numbers. Community prompt: the bare situation (their ``input/overton_test_*p.json``; same
   sampling). Drafts joined by blank lines (``fuyu/merge_mes.py``), then ``fuyu/refine_llm.py``: a system message
-  and a user template, chat template, temperature 0.1, top-p 0.9, 500 new tokens (their main model: Qwen3-8B with
-  ``enable_thinking=False``). Their strings hold U+2011 (non-breaking hyphen) in "multi‑perspective"; kept.
+  and a user template, chat template, temperature 0.1, top-p 0.9, 500 new tokens (their main model: Qwen3-8B in
+  fp16 with ``enable_thinking=False``: ``baseline=modular_paper`` sets ``chat_template_kwargs`` and ``dtype`` so). Their strings hold U+2011 (non-breaking hyphen) in "multi‑perspective"; kept.
 
 No Hydra here: plain arguments and a config dataclass, usable from a notebook.
 """
@@ -32,7 +32,7 @@ import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, Dict, List
 
 from opgrpo.utils.checks import Choice, Problems, choice_enum
 
@@ -170,6 +170,14 @@ class BaselineConfig:
     """Nucleus threshold of the main model's response (feng2024: 1.0, the transformers default; authors: 0.9)."""
     max_new_tokens: int = 200
     """Longest response of the main model in tokens (feng2024: 200; authors: 500)."""
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    """Extra variables of the main model's chat template, passed to ``apply_chat_template`` (vLLM:
+    ``LLM.chat(chat_template_kwargs=...)``); ``modular_paper``: ``{enable_thinking: false}``, as the authors'
+    ``fuyu/refine_llm.py`` ran Qwen3-8B with thinking off. A template that does not use a variable ignores it."""
+    dtype: str = ""
+    """Weights dtype of the main model: auto, float32, bfloat16 or float16 ("" = the policy's evaluation dtype,
+    ``eval.generation.policy_dtype`` else ``model.dtype``); ``modular_paper``: float16, as ``refine_llm.py``
+    loaded it on a GPU."""
     timeout: float = 120.0
     """Endpoint community models: seconds per request."""
     max_retries: int = 2
@@ -195,6 +203,10 @@ class BaselineConfig:
         p.non_negative("temperature", self.temperature)
         p.unit("top_p", self.top_p)
         p.positive("max_new_tokens", self.max_new_tokens)
+        if self.dtype not in ("", "auto"):
+            from opgrpo.models.devices import DTYPE_NAMES
+
+            p.choice("dtype", self.dtype, ("", "auto", *DTYPE_NAMES))
         p.positive("timeout", self.timeout)
         p.non_negative("max_retries", self.max_retries)
         p.positive("max_workers", self.max_workers)
@@ -234,21 +246,26 @@ def sample_local(prompts: Sequence[list[dict]], name_or_path: str, *, backend: s
                  temperature: float = 0.7, top_p: float = 0.9, max_new_tokens: int = 200, batch_size: int = 8,
                  seed: int = 42, dtype: str = "auto", chat_template: str = "", gguf_file: str = "",
                  trust_remote_code: bool = False, device: str = "auto", vllm_tensor_parallel_size: int = 1,
-                 vllm_gpu_memory_utilization: float = 0.9) -> list[str]:
+                 vllm_gpu_memory_utilization: float = 0.9,
+                 chat_template_kwargs: dict[str, Any] | None = None) -> list[str]:
     """One sampled reply per chat prompt from the local model ``name_or_path``, loaded for this call and freed after.
 
     ``backend``: auto (vLLM when installed and on a GPU), transformers or vllm; a separate ``tokenizer`` always uses
-    transformers (the model's weights with that tokenizer and its chat template)."""
+    transformers (the model's weights with that tokenizer and its chat template). ``chat_template_kwargs``: extra
+    variables of the chat template (e.g. ``{"enable_thinking": False}``)."""
     from opgrpo.models import generation
 
-    kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, num_return_sequences=1)
+    kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, num_return_sequences=1,
+                  chat_template_kwargs=dict(chat_template_kwargs or {}))
     use_vllm = not tokenizer and (backend == "vllm" or (backend == "auto" and generation.vllm_available()))
     if use_vllm:
         engine = generation.load_vllm(name_or_path, dtype=dtype, seed=seed,
                                       tensor_parallel_size=vllm_tensor_parallel_size,
                                       gpu_memory_utilization=vllm_gpu_memory_utilization)
-        try:
-            outs = generation.vllm_chat(engine, prompts, chat_template=chat_template, **kwargs)
+        try:  # with the checkpoint's top-k and repetition penalty, as the transformers backend samples
+            outs = generation.vllm_chat(engine, prompts, chat_template=chat_template,
+                                        sampling_defaults=generation.checkpoint_sampling_defaults(name_or_path),
+                                        **kwargs)
         finally:
             del engine
             _free()
@@ -304,7 +321,8 @@ def modular_responses(situations: Sequence[str], policy: str, cfg: BaselineConfi
                       vllm_tensor_parallel_size: int = 1, vllm_gpu_memory_utilization: float = 0.9) -> ModularResult:
     """Modular Pluralism (Overton mode) responses to ``situations`` with ``policy`` as the main model (module
     docstring). ``backend``, ``batch_size``, ``seed`` and the vLLM settings are those of ``eval.generation``; the
-    model settings (dtype, chat template, GGUF file, remote code) apply to the policy. ``cfg`` is checked first
+    model settings (dtype, chat template, GGUF file, remote code) apply to the policy, ``cfg.dtype`` (when set)
+    replacing ``dtype`` and ``cfg.chat_template_kwargs`` going to its chat template. ``cfg`` is checked first
     (a ``ConfigProblemsError`` naming ``baseline.<key>``), then every endpoint, before any model loads."""
     p = Problems()
     p.extend_from("baseline.", cfg.problems())
@@ -335,7 +353,8 @@ def modular_responses(situations: Sequence[str], policy: str, cfg: BaselineConfi
     main = [main_messages(s, row, cfg.prompts) for s, row in zip(situations, drafts)]
     log.info("main model %s: writing %d responses from the drafts", policy, len(main))
     responses = sample_local(main, policy, backend=backend, temperature=cfg.temperature, top_p=cfg.top_p,
-                             max_new_tokens=cfg.max_new_tokens, batch_size=batch_size, seed=seed, dtype=dtype,
-                             chat_template=chat_template, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
-                             device=device, **vllm)
+                             max_new_tokens=cfg.max_new_tokens, batch_size=batch_size, seed=seed,
+                             dtype=cfg.dtype or dtype, chat_template=chat_template, gguf_file=gguf_file,
+                             trust_remote_code=trust_remote_code, device=device,
+                             chat_template_kwargs=dict(cfg.chat_template_kwargs), **vllm)
     return ModularResult(responses, drafts, [spec.name() for spec in cfg.community], counts)

@@ -42,7 +42,7 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
                        top_p: float, max_new_tokens: int, num_return_sequences: int, batch_size: int, seed: int,
                        max_attempts: int = 1, chat_template: str = "", gguf_file: str = "", dtype: str = "auto",
                        trust_remote_code: bool = False, device: str = "auto", vllm_tensor_parallel_size: int = 1,
-                       vllm_gpu_memory_utilization: float = 0.9) -> Collected:
+                       vllm_gpu_memory_utilization: float = 0.9, policy_dtype: str = "") -> Collected:
     """One response per item from ``policy`` (the first sample of each prompt, which the benchmark scores).
 
     ``prompt`` (implicit | explicit) renders each situation as a chat prompt; ``backend`` is auto (vLLM when
@@ -50,12 +50,14 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
     ``max_attempts`` > 1 an item whose response lacks a non-empty core and summary is sampled again, up to that
     many samples (opgrpo.evaluation.responses.collect_responses; the model is loaded once). The model settings
     (chat template, GGUF file, dtype, remote code, device) apply to the transformers backend; dtype,
-    tensor-parallel size and GPU memory share to the vLLM engine. Returns the responses with the attempts per item.
+    tensor-parallel size and GPU memory share to the vLLM engine; ``policy_dtype`` (``eval.generation``), when set,
+    replaces ``dtype`` (the model section's). Returns the responses with the attempts per item.
     """
     from opgrpo.models import generation
     from opgrpo.text.prompts import chat_prompt
 
     prompts = [chat_prompt(it.situation, prompt) for it in items]
+    dtype = policy_dtype or dtype
     use_vllm = backend == "vllm" or (backend == "auto" and generation.vllm_available())
     kwargs = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                   num_return_sequences=num_return_sequences)
@@ -66,8 +68,12 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
             policy, dtype=dtype, seed=seed, tensor_parallel_size=vllm_tensor_parallel_size,
             gpu_memory_utilization=vllm_gpu_memory_utilization)
 
+        # the checkpoint's top-k and repetition penalty, which transformers (the authors' HF pipeline) applies
+        defaults = generation.checkpoint_sampling_defaults(policy)
+
         def sample(batch: list, _seed: int) -> list[str]:  # the engine's own random stream moves on between calls
-            outs = generation.vllm_chat(policy_model["engine"], batch, chat_template=chat_template, **kwargs)
+            outs = generation.vllm_chat(policy_model["engine"], batch, chat_template=chat_template,
+                                        sampling_defaults=defaults, **kwargs)
             return [o[0] if o else "" for o in outs]
     else:
         policy_model["model"], policy_model["tokenizer"] = generation.load_policy(

@@ -19,7 +19,8 @@ labels         ``LabelJudge`` (human labels)      -
 =============  =================================  ====================================
 
 A Yes/No judge's ``mode`` is "logprob" (P(Yes) from token probabilities) or "generate" (the authors': a greedy
-reply of up to ``max_new_tokens``, Yes when the line after "Answer:" starts with yes, ``answer_verdict``);
+reply of up to ``max_new_tokens``, Yes when "yes" occurs in the first line after the last "Answer:",
+``answer_verdict``);
 ``chat_template=False`` sends the prompt as plain text (the authors' judge had no chat template).
 
 The settings' choices are enums (``YesNoKind``, ``ChatKind``, ``JudgeMode``, ``Unlabelled``; opgrpo.utils.checks.Choice)

@@ -6,7 +6,8 @@ server's ``Retry-After`` / ``Retry-After-Ms`` on 429 and 5xx replies). Prompts a
 a thread pool over one shared client (the SDK client is thread-safe), one user message each.
 
 ``complete`` returns the replies. With ``mode="generate"`` (the authors' judge), ``prob_yes`` asks for a
-greedy reply of ``max_new_tokens`` and reads it with ``opgrpo.judges.yesno.answer_verdict`` (1.0 or 0.0);
+greedy reply of ``max_new_tokens`` and reads it with ``opgrpo.judges.yesno.answer_verdict`` (1.0 when "yes"
+occurs in the answer line, else 0.0);
 with ``chat_template=False`` the prompt goes as plain text to the ``/completions`` endpoint (no chat
 template; vLLM and most local servers have it, chat-only APIs do not). Otherwise (``mode="logprob"``)
 ``prob_yes`` asks for ``logprobs``/``top_logprobs`` and reads P(Yes) like the
@@ -235,7 +236,8 @@ class ChatEndpoint:
             if reply is not None and not answer_is_clear(reply):
                 with self._lock:
                     self.unparseable += 1
-                logger.info("unclear judge reply (counted as No): %r", reply[:80])
+                logger.info("unclear judge reply (read as %s): %r", "Yes" if answer_verdict(reply) else "No",
+                            reply[:80])
             return answer_verdict(reply)
         reply, lp = self._ask(prompt, 16, 0.0, logprobs=self._logprobs_ok)
         p = prob_yes_from_logprobs(lp)

@@ -3,7 +3,7 @@
 ``YesNoLM.prob_yes(prompts) -> list[float]`` is all the estimator's triplet mining and the causal-LM NLI
 backend need. Two modes: "logprob" (one forward pass per left-padded, length-sorted batch from
 ``opgrpo.models.batching``; P(Yes) from the Yes/No token logits) and "generate" (the authors' judge: greedy
-decoding of a few tokens, verdict by ``answer_verdict``: 1.0 or 0.0). The prompt goes through the model's chat
+decoding of a few tokens, verdict by ``answer_verdict``: 1.0 when "yes" occurs in the answer line, else 0.0). The prompt goes through the model's chat
 template, or as plain text (``chat_template=False``, the authors'). ``load_local_lm`` loads the tokenizer and
 model the local judges (this one and ``opgrpo.judges.chat.LocalChatJudge``) share. Every judge cleans its
 prompts first (``opgrpo.text.clean``: lone surrogates and control characters), counts them in ``cleaned`` and
@@ -28,7 +28,7 @@ NO_VARIANTS = ("No", " No", "no")
 JUDGE_MODES = ("generate", "logprob")
 ANSWER_CUE = "Answer:"
 
-_LEADS_YES = re.compile(r"[\W_]*yes", re.IGNORECASE)
+_LEADS_YES = re.compile(r"[\W_]*yes(?![a-z])", re.IGNORECASE)
 _LEADS_NO = re.compile(r"[\W_]*no(?![a-z])", re.IGNORECASE)
 
 
@@ -44,17 +44,18 @@ def answer_line(reply: str | None) -> str | None:
 
 
 def answer_verdict(reply: str | None) -> float | None:
-    """1.0 (Yes) when ``answer_line(reply)`` starts with "yes" in any case (markup such as ``**`` or quotes
-    before it ignored), else 0.0 (No: every other reply, an empty one too, as the authors counted it). None
-    only when there is no reply (a failed request)."""
+    """1.0 (Yes) when "yes" occurs anywhere in ``answer_line(reply)``, in any case (SPEC.md, the authors'
+    ``"yes" in line.lower()``: "No, yes" and "eyes" read Yes too), else 0.0 (No: every other reply, an empty one
+    too, as the authors counted it). None only when there is no reply (a failed request)."""
     line = answer_line(reply)
     if line is None:
         return None
-    return 1.0 if _LEADS_YES.match(line) else 0.0
+    return 1.0 if "yes" in line.lower() else 0.0
 
 
 def answer_is_clear(reply: str | None) -> bool:
-    """Whether the answer line starts with yes or no (else ``answer_verdict`` read an unclear reply as No)."""
+    """Whether the answer line starts with the word yes or no; an unclear line (neither) still gets
+    ``answer_verdict``'s substring reading, and the judges count it."""
     line = answer_line(reply)
     return line is not None and bool(_LEADS_YES.match(line) or _LEADS_NO.match(line))
 
@@ -81,7 +82,7 @@ class YesNoLM:
     "No"/" No"/"no" variants, summed over the Yes variants, at the first generated position after the prompt.
     ``mode="generate"``: greedy decoding (the model's own generation config otherwise, as a plain
     ``generate(do_sample=False)`` call) of up to ``max_new_tokens``; P(yes) is ``answer_verdict`` of the reply,
-    1.0 or 0.0; ``unparseable`` counts replies whose answer line starts with neither yes nor no.
+    1.0 or 0.0; ``unparseable`` counts replies whose answer line starts with neither the word yes nor no.
     ``chat_template=True`` wraps the prompt in the tokenizer's chat template (a model without one gets the
     prompt plus "\nAnswer:"); False tokenizes the prompt as plain text with the tokenizer's special tokens, as
     ``tokenizer(prompt)`` does (the authors' judge).
@@ -110,7 +111,8 @@ class YesNoLM:
             raise ValueError(f"tokenizer of {model_name_or_path} has no single-token Yes/No variants")
         self._variant_ids = torch.tensor(self.yes_ids + self.no_ids, device=self.device)
         self.unparseable = 0
-        """Replies (mode "generate") whose answer line starts with neither yes nor no: counted as No."""
+        """Replies (mode "generate") whose answer line starts with neither the word yes nor no (read by
+        ``answer_verdict``: Yes when "yes" occurs in it, else No)."""
         params = inspect.signature(self.model.forward).parameters
         self._keep_kw = "logits_to_keep" in params
         self._pos_kw = "position_ids" in params
@@ -192,7 +194,8 @@ class YesNoLM:
             for reply in self.replies(prompts):
                 if not answer_is_clear(reply):
                     self.unparseable += 1
-                    logger.debug("unclear judge reply (counted as No): %r", reply[:80])
+                    logger.debug("unclear judge reply (read as %s): %r", "Yes" if answer_verdict(reply) else "No",
+                                 reply[:80])
                 out_g.append(float(answer_verdict(reply)))
             return out_g
         encoded, batches = self._encoded_batches(prompts)

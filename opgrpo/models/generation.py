@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -91,11 +92,14 @@ def generate_responses(
     batch_size: int = 8,
     seed: int = 42,
     progress: bool = True,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> list[list[str]]:
-    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt."""
+    """Sample `num_return_sequences` responses for each chat prompt; returns one list per prompt.
+    ``chat_template_kwargs`` go to ``apply_chat_template`` (e.g. ``{"enable_thinking": False}`` for Qwen3)."""
     torch.manual_seed(seed)
     prompts = _clean_prompts(prompts)
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True,
+                                           **dict(chat_template_kwargs or {})) for p in prompts]
     encoded = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
     pad_id = pad_token_id(tokenizer)
     out: list[list[str]] = [[] for _ in texts]
@@ -123,6 +127,56 @@ def generate_responses(
     return out
 
 
+HF_GLOBAL_SAMPLING = {"top_k": 50, "repetition_penalty": 1.0}
+"""What transformers' ``generate`` samples with when neither the call nor the checkpoint's generation config sets
+these (``GenerationConfig._get_default_generation_params``)."""
+
+
+def sampling_defaults(generation_config: Any = None) -> dict[str, Any]:
+    """The sampling settings that transformers' ``generate`` (and so the authors' HF pipeline) takes from a
+    checkpoint's generation config when the call gives only temperature and top-p: ``top_k`` and
+    ``repetition_penalty`` (transformers' global 50 and 1.0 where the config has none) and ``min_p`` when set.
+    ``generation_config``: a ``transformers.GenerationConfig``, a mapping, or None (the global defaults)."""
+    def get(key: str) -> Any:
+        if generation_config is None:
+            return None
+        if isinstance(generation_config, Mapping):
+            return generation_config.get(key)
+        return getattr(generation_config, key, None)
+
+    out = {k: get(k) if get(k) is not None else v for k, v in HF_GLOBAL_SAMPLING.items()}
+    if get("min_p") is not None:
+        out["min_p"] = get("min_p")
+    return out
+
+
+def checkpoint_sampling_defaults(name_or_path: str) -> dict[str, Any]:
+    """``sampling_defaults`` of the checkpoint's ``generation_config.json`` (transformers' global defaults when
+    it has none)."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(str(name_or_path))
+    except (OSError, ValueError):  # no generation_config.json: transformers falls back to its global defaults
+        config = None
+    return sampling_defaults(config)
+
+
+def vllm_sampling_kwargs(*, temperature: float, top_p: float, max_new_tokens: int, num_return_sequences: int = 1,
+                         defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` that sample as transformers' ``generate`` would: the call's
+    temperature, top-p, length and count, plus the checkpoint's ``defaults`` (``sampling_defaults``: top-k,
+    repetition penalty, min-p), which vLLM would otherwise drop when given its own SamplingParams. A top-k of 0 or
+    less (transformers: no top-k filtering) is left out: vLLM's default considers every token."""
+    kwargs: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens,
+                              "n": num_return_sequences}
+    for key, value in dict(defaults or {}).items():
+        if key == "top_k" and (value is None or int(value) <= 0):
+            continue
+        kwargs[key] = value
+    return kwargs
+
+
 def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_parallel_size: int = 1,
               gpu_memory_utilization: float = 0.9):
     """A vLLM engine (``vllm.LLM``) for ``vllm_chat``; load it once for several calls."""
@@ -133,13 +187,22 @@ def load_vllm(name_or_path: str, *, dtype: str = "auto", seed: int = 42, tensor_
 
 
 def vllm_chat(llm, prompts: Sequence[list[dict]], *, temperature: float = 0.7, top_p: float = 0.9,
-              max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "") -> list[list[str]]:
+              max_new_tokens: int = 1200, num_return_sequences: int = 1, chat_template: str = "",
+              chat_template_kwargs: Mapping[str, Any] | None = None,
+              sampling_defaults: Mapping[str, Any] | None = None) -> list[list[str]]:
     """Sample with a loaded engine (``load_vllm``); one list of responses per chat prompt. A later call on the same
-    engine continues its random stream, so it draws new samples."""
+    engine continues its random stream, so it draws new samples. ``chat_template_kwargs`` go to the chat template
+    (``LLM.chat(chat_template_kwargs=...)``); ``sampling_defaults`` (``checkpoint_sampling_defaults`` of the
+    engine's model: top-k, repetition penalty) join the sampling parameters, as transformers' generate applies them
+    (``vllm_sampling_kwargs``; None: vLLM's own defaults)."""
     from vllm import SamplingParams
 
     prompts = _clean_prompts(prompts)
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=num_return_sequences)
-    kwargs = {"chat_template": chat_template} if chat_template else {}
+    params = SamplingParams(**vllm_sampling_kwargs(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                                   num_return_sequences=num_return_sequences,
+                                                   defaults=sampling_defaults))
+    kwargs: dict[str, Any] = {"chat_template": chat_template} if chat_template else {}
+    if chat_template_kwargs:
+        kwargs["chat_template_kwargs"] = dict(chat_template_kwargs)
     results = llm.chat(list(prompts), params, use_tqdm=True, **kwargs)
     return [[o.text.strip() for o in r.outputs] for r in results]

@@ -214,3 +214,73 @@ def test_an_endpoint_community_model_drafts_through_the_openai_sdk(endpoint, tin
     assert f"Helper passages:\nview of stub: Telling a white lie\n\n{local[0]}\n\n" in main_prompts[0][-1]["content"]
     assert f"Helper passages:\n{local[1]}\n\nNow give your analysis:" in main_prompts[1][-1]["content"]  # failed: out
     assert result.responses == [o[0] for o in generation_calls[1][3]]
+
+
+# ---- the main model's chat template: Qwen3 with thinking off (issue 29) ----------------------------------
+# A Qwen3-style template: like Qwen3's own, it writes an empty think block after the assistant header when the
+# caller passes enable_thinking=False, and nothing there otherwise.
+QWEN3_STYLE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}")
+THINKING_OFF = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+@pytest.fixture(scope="module")
+def qwen3_style_lm(tmp_path_factory):
+    """A random 1-layer Llama with a byte-level tokenizer (no merges) built here, carrying ``QWEN3_STYLE``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("qwen3_style")
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = QWEN3_STYLE
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("preset,thinking_off", [("modular_paper", True), ("modular", False)])
+def test_the_paper_preset_renders_the_main_prompt_with_thinking_off(compose, monkeypatch, qwen3_style_lm, preset,
+                                                                   thinking_off):
+    from omegaconf import OmegaConf
+
+    from opgrpo.models import generation
+
+    cfg = OmegaConf.to_object(compose(["experiment=paper", f"baseline={preset}"]).baseline)
+    cfg.community = [CommunityModel(name_or_path=str(qwen3_style_lm), label="c")]
+    cfg.community_max_new_tokens, cfg.max_new_tokens, cfg.dtype = 3, 2, "float32"  # CPU-sized
+    seen: list[tuple[str, str]] = []  # (model, the text the model was given), per generate call
+    real = generation.generate_responses
+
+    def spy(model, tokenizer, prompts, **kwargs):
+        generate = model.generate
+
+        def record(**kw):
+            seen.extend((model.config._name_or_path, tokenizer.decode(ids[m.bool()]))
+                        for ids, m in zip(kw["input_ids"], kw["attention_mask"]))
+            return generate(**kw)
+
+        model.generate = record
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_responses", spy)
+    modular_responses(["Abolish rent"], str(qwen3_style_lm), cfg, backend="transformers", device="cpu")
+    (_, draft_prompt), (_, main_prompt) = seen  # one community draft, then the main model
+    assert main_prompt.endswith("Now give your analysis:<|im_end|>\n" + THINKING_OFF if thinking_off else
+                                "Comment:<|im_end|>\n<|im_start|>assistant\n")
+    assert (THINKING_OFF in main_prompt) is thinking_off
+    assert THINKING_OFF not in draft_prompt  # the community models keep their own template's default

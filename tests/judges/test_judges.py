@@ -405,8 +405,14 @@ def test_chat_endpoint_sends_clean_prompts(stub_server):
     (" YES\n\nSentence A: x", "YES", 1.0, True),
     ("**Yes**", "**Yes**", 1.0, True),  # markup before the word
     ("No\nSentence A: x\nAnswer: Yes", "Yes", 1.0, True),  # after the reply's own last "Answer:", as theirs
-    ("Maybe\nYes", "Maybe", 0.0, False),  # only the first line counts; anything but yes is No
-    ("No, yes", "No, yes", 0.0, True),  # starts with No (the authors' substring test would read Yes)
+    ("Maybe\nYes", "Maybe", 0.0, False),  # only the first line counts; a line without yes is No
+    ("No, yes", "No, yes", 1.0, True),  # SPEC: "yes" anywhere in the line (the authors' "yes" in line.lower())
+    ("YES.", "YES.", 1.0, True),
+    ("Answer: no\nyes", "no", 0.0, True),  # the first line after the last "Answer:" is " no"
+    ("Answer: yes\nAnswer: no", "no", 0.0, True),  # the last "Answer:" wins
+    ("Answer: no\nAnswer: Yes", "Yes", 1.0, True),
+    ("I think yes", "I think yes", 1.0, False),  # unclear form (counted), read by the substring rule
+    ("Yesterday", "Yesterday", 1.0, False),  # the authors' substring test: not the word yes, still Yes
     ("", "", 0.0, False),
     (None, None, None, False),  # no reply at all: a failed request, not a No
 ])

@@ -73,3 +73,54 @@ def test_generation_cleans_lone_surrogates_in_prompts(tiny_lm, caplog):
                               max_new_tokens=6, progress=False)
     assert bad == good and len(bad[0]) == 1
     assert "1 prompt(s)" in caplog.text
+
+
+# ---- vLLM samples with the checkpoint's generation defaults, as transformers does (issue 29) ------------------
+def test_sampling_defaults_are_what_transformers_generate_adds():
+    from transformers import GenerationConfig
+
+    from opgrpo.models.generation import sampling_defaults, vllm_sampling_kwargs
+
+    qwen = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+    assert sampling_defaults(qwen) == {"top_k": 20, "repetition_penalty": 1.05}
+    assert sampling_defaults(None) == {"top_k": 50, "repetition_penalty": 1.0}  # transformers' global defaults
+    assert sampling_defaults({"min_p": 0.1}) == {"top_k": 50, "repetition_penalty": 1.0, "min_p": 0.1}
+    # the call's temperature and top-p win; the checkpoint's top-k and repetition penalty join them
+    assert vllm_sampling_kwargs(temperature=0.7, top_p=0.9, max_new_tokens=12, num_return_sequences=2,
+                                defaults=sampling_defaults(qwen)) == {
+        "temperature": 0.7, "top_p": 0.9, "max_tokens": 12, "n": 2, "top_k": 20, "repetition_penalty": 1.05}
+    # top-k 0 (transformers: no filtering) is left to vLLM's default, which filters nothing either
+    assert "top_k" not in vllm_sampling_kwargs(temperature=1.0, top_p=1.0, max_new_tokens=1, defaults={"top_k": 0})
+
+
+def test_the_vllm_backend_passes_the_checkpoints_top_k_and_repetition_penalty(tiny_lm, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from helpers import make_items
+    from transformers import GenerationConfig
+
+    from opgrpo.evaluation.run import generate_for_items
+    from opgrpo.models import generation
+
+    policy = tmp_path / "policy"
+    shutil.copytree(tiny_lm, policy)
+    GenerationConfig(do_sample=True, top_k=20, repetition_penalty=1.05).save_pretrained(policy)
+    made = []
+
+    class SamplingParams:  # a stand-in for vllm.SamplingParams (vLLM is not installed here)
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+    class Engine:
+        def chat(self, prompts, params, use_tqdm=True, **kwargs):
+            out = types.SimpleNamespace(text=" a response ")
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    monkeypatch.setattr(generation, "load_vllm", lambda *a, **k: Engine())
+    texts = generate_for_items(make_items(2), str(policy), prompt="implicit", backend="vllm", temperature=0.7,
+                               top_p=0.9, max_new_tokens=16, num_return_sequences=1, batch_size=2, seed=0)
+    assert list(texts) == ["a response", "a response"]
+    assert made == [{"temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "n": 1, "top_k": 20,
+                     "repetition_penalty": 1.05}]
