@@ -97,7 +97,7 @@ def test_the_paper_preset_evaluates_the_policy_in_fp32(compose, monkeypatch):
         raise Loaded
 
     monkeypatch.setattr(generation, "load_policy", load_policy)
-    gen = {**asdict(to_object(cfg, "eval.generation")), "backend": "transformers"}
+    gen = {**asdict(to_config(cfg).eval.generation), "backend": "transformers"}
     with pytest.raises(Loaded):  # called as stage=eval calls it: the eval settings, then the model section's
         generate_for_items([], "policy", **gen, dtype=cfg.model.dtype)
     assert loaded == ["float32"]
