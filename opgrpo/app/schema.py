@@ -18,50 +18,25 @@ from typing import Any, Dict, List
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from opgrpo.benchmark.loading import FORMATS, ON_ERROR
+from opgrpo.app.tracking import LoggerConfig
+from opgrpo.benchmark.config import BenchmarkConfig
 from opgrpo.estimator.config import EstimatorConfig
+from opgrpo.evaluation.config import EvalConfig
 from opgrpo.evaluation.generate import GenerateConfig
-from opgrpo.evaluation.judge_eval import JudgeEvalConfig
 from opgrpo.evaluation.modular import BaselineConfig
-from opgrpo.evaluation.nli import NLIConfig
 from opgrpo.evaluation.opbench import OPBenchConfig
 from opgrpo.evaluation.pope import POPEConfig
-from opgrpo.models.generation import BACKENDS as GENERATION_BACKENDS
 from opgrpo.models.hub import HubSettings
 from opgrpo.reward.config import RewardConfig
-from opgrpo.text.prompts import PROMPT_KINDS
 from opgrpo.training.common import LoraSettings
 from opgrpo.training.grpo import GRPOSettings
 from opgrpo.training.sft import SFTSettings
 from opgrpo.training.spl import SPLConfig
-from opgrpo.utils.checks import Choice, Problems, choice_enum
+from opgrpo.utils.checks import Problems
 
 DEVICES = ("auto", "cpu", "cuda")
-# string settings with fixed choices are enums (opgrpo.utils.checks.Choice): OmegaConf rejects a wrong value while the
-# config is composed; these are built from the tuples of the lower layers that own the choices
-DataFormat = choice_enum("DataFormat", FORMATS, __name__)
-OnError = choice_enum("OnError", ON_ERROR, __name__)
-PromptKind = choice_enum("PromptKind", PROMPT_KINDS, __name__)
-GenerationBackend = choice_enum("GenerationBackend", GENERATION_BACKENDS, __name__)
 
 
-class LoggerBackend(Choice):
-    """``logger.backend``: the run directory only, or also Weights & Biases."""
-
-    csv = "csv"
-    wandb = "wandb"
-
-
-class WandbMode(Choice):
-    """``logger.wandb.mode``."""
-
-    offline = "offline"
-    online = "online"
-    disabled = "disabled"
-
-
-LOGGER_BACKENDS = tuple(b.value for b in LoggerBackend)
-WANDB_MODES = tuple(m.value for m in WandbMode)
 
 
 @dataclass
@@ -89,136 +64,6 @@ class ModelConfig:
             # kept a string: the names (and aliases) belong to opgrpo.models.devices, shared with every dtype setting
             p.choice("dtype", self.dtype, ("auto", *DTYPE_NAMES))
         p.extend_from("lora.", self.lora.problems())
-        return list(p)
-
-
-@dataclass
-class BenchmarkConfig:
-    """The data: training items and test items with their reference perspectives."""
-
-    name: str = "sample"
-    """A label for the data set (shown in summaries)."""
-    train_file: str = MISSING
-    """Training items: CSV, JSONL, a Hugging Face ``save_to_disk`` directory or a hub id."""
-    test_file: str = ""
-    """Test items in one file, split by perspective count into 5..10 and >10."""
-    test_files: Dict[str, str] = field(default_factory=dict)
-    """Or one test file per split name (``test_files.5=...``)."""
-    format: DataFormat = DataFormat.auto
-    """File format: auto (by suffix), csv, tsv, jsonl, hf (hub id or save_to_disk directory) or hf_disk."""
-    hf_split: str = ""
-    """Split name for Hugging Face datasets ("" = the only or the train split)."""
-    on_error: OnError = OnError.skip
-    """A malformed row: skip (counted, logged with file/row/field) or fail."""
-    val_fraction: float = 0.1
-    """Share of the training items held out for validation (seeded split)."""
-    split_seed: int = 42
-    """Seed of the train/validation split."""
-    max_train_items: int = -1
-    """Use at most this many training items (-1 = all)."""
-    max_test_items: int = -1
-    """Use at most this many test items per split (-1 = all)."""
-    grpo_max_items: int = -1
-    """GRPO trains on the first this many rows of ``train_file`` (-1 = all), in pandas' ``sample(frac=1.0,
-    random_state=split_seed)`` order, the first ``int(rows x (1 - val_fraction))`` for training (the authors'
-    ``valueprism_sum_rl.py``: 12,000 rows, 90/10)."""
-    sft_file: str = ""
-    """SFT from this file of full target responses (columns ``prompt`` and ``answer``, as the authors'
-    ``train_summary_sft_full_cleaned.csv``; opgrpo.benchmark.sft_file); "" = targets built from the training items
-    with a template summary (labelled ``sft/targets: template`` in the run's summary)."""
-    sft_val_fraction: float = 0.05
-    """Share of ``sft_file`` held out for validation (the authors' 95/5, same pandas order as ``grpo_max_items``)."""
-
-    def problems(self) -> list[str]:
-        from pathlib import Path
-
-        p = Problems()
-        p.enum("format", self.format, DataFormat)
-        p.enum("on_error", self.on_error, OnError)
-        p.unit("val_fraction", self.val_fraction, open_high=True)
-        p.unit("sft_val_fraction", self.sft_val_fraction, open_high=True)
-        if self.sft_file and not Path(self.sft_file).expanduser().exists():
-            p.add("sft_file", f"file not found: {self.sft_file}")
-        for name in ("max_train_items", "max_test_items", "grpo_max_items"):
-            value = getattr(self, name)
-            if value == 0 or value < -1:
-                p.add(name, f"must be -1 (all) or a positive count, got {value} (0 items would train or test nothing)")
-        return list(p)
-
-
-@dataclass
-class GenerationConfig:
-    """Sampling of policy responses for evaluation."""
-
-    prompt: PromptKind = PromptKind.implicit
-    """Prompt kind: implicit (the paper's) or explicit (the multi-perspective baseline prompt)."""
-    temperature: float = 0.7
-    """Sampling temperature (0 = greedy)."""
-    top_p: float = 0.9
-    """Nucleus-sampling threshold."""
-    max_new_tokens: int = 1200
-    """Longest response in tokens."""
-    num_return_sequences: int = 1
-    """Samples per prompt (the benchmark scores the first)."""
-    batch_size: int = 8
-    """Prompts per generation batch (transformers backend)."""
-    backend: GenerationBackend = GenerationBackend.auto
-    """auto (vLLM when installed and on a GPU), transformers or vllm."""
-    seed: int = 42
-    """Sampling seed."""
-    vllm_tensor_parallel_size: int = 1
-    """vLLM backend: GPUs the evaluation engine shards the model over (``LLM(tensor_parallel_size=...)``)."""
-    vllm_gpu_memory_utilization: float = 0.9
-    """vLLM backend: GPU memory share the engine may take (``LLM(gpu_memory_utilization=...)``)."""
-    max_attempts: int = 1
-    """Sample an item's response up to this many times until the authors' regex finds a non-empty core and
-    summary (``benchmark_new/extract/extract.py``: 4); only the items that failed are sampled again, batched."""
-    policy_dtype: str = ""
-    """Weights dtype of the sampled policy: auto, float32, bfloat16 or float16 ("" = ``model.dtype``); eval=paper:
-    float32, as the authors' ``extract.py`` loaded it (no dtype given: fp32)."""
-
-    def problems(self) -> list[str]:
-        p = Problems()
-        if self.policy_dtype not in ("", "auto"):
-            from opgrpo.models.devices import DTYPE_NAMES
-
-            p.choice("policy_dtype", self.policy_dtype, ("", "auto", *DTYPE_NAMES))
-        p.enum("prompt", self.prompt, PromptKind)
-        p.positive("max_attempts", self.max_attempts)
-        p.positive("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
-        p.unit("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization)
-        p.enum("backend", self.backend, GenerationBackend)
-        p.non_negative("temperature", self.temperature)
-        p.unit("top_p", self.top_p)
-        p.positive("max_new_tokens", self.max_new_tokens)
-        p.positive("num_return_sequences", self.num_return_sequences)
-        p.positive("batch_size", self.batch_size)
-        return list(p)
-
-
-@dataclass
-class EvalConfig:
-    """The NLI benchmark and the judge evaluation."""
-
-    nli: NLIConfig = field(default_factory=NLIConfig)
-    """The NLI model and how responses are split into hypotheses."""
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    """How responses are sampled."""
-    responses_file: str = ""
-    """Score these responses (CSV/TSV/JSONL/JSON, matched to the items by id) instead of generating."""
-    model_path: str = ""
-    """Evaluate this policy instead of model.name_or_path / the pipeline's trained policy."""
-    threshold: float = 0.33
-    """An item counts as correct when its NLI score is above this."""
-    judge: JudgeEvalConfig = field(default_factory=JudgeEvalConfig)
-    """The optional 1-5 LLM-judge evaluation."""
-
-    def problems(self) -> list[str]:
-        p = Problems()
-        p.unit("threshold", self.threshold)
-        p.extend_from("generation.", self.generation.problems())
-        if hasattr(self.nli, "problems"):
-            p.extend_from("nli.", self.nli.problems())
         return list(p)
 
 
@@ -281,52 +126,6 @@ class DeepSpeedConfig:
     """The preset's name (conf/deepspeed/)."""
     config: Dict[str, Any] = field(default_factory=dict)
     """The DeepSpeed config itself ("auto" values are filled by transformers)."""
-
-
-@dataclass
-class WandbConfig:
-    """Weights & Biases settings (logger.backend=wandb)."""
-
-    project: str = "opgrpo"
-    """W&B project."""
-    entity: str = ""
-    """W&B entity (team or user; "" = your default)."""
-    group: str = ""
-    """Run group ("" = the sweep directory in a multirun, else none)."""
-    name: str = ""
-    """Run name ("" = the job's overrides, the swept ones in a multirun, e.g. ``reward.weights.coverage=0.1``;
-    ``default`` without overrides)."""
-    tags: List[str] = field(default_factory=list)
-    """Tags, added to the top-level ``tags``."""
-    mode: WandbMode = WandbMode.offline
-    """offline, online or disabled."""
-
-
-@dataclass
-class LoggerConfig:
-    """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb (one run per job, see
-    opgrpo.app.tracking); other trackers through the trainers' ``report_to``."""
-
-    backend: LoggerBackend = LoggerBackend.csv
-    """csv (run directory only) or wandb (also Weights & Biases: one run per job, started by the project)."""
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    """W&B settings."""
-    report_to: List[str] = field(default_factory=list)
-    """Other trackers the SFT and GRPO trainers also log to (transformers' integrations: tensorboard, trackio,
-    mlflow, comet_ml, ...; each must be installed). W&B is ``backend=wandb``, not an entry here."""
-
-    def problems(self) -> list[str]:
-        import importlib.util
-
-        from opgrpo.app.tracking import report_to_problems
-
-        p = Problems()
-        p.enum("backend", self.backend, LoggerBackend)
-        p.enum("wandb.mode", self.wandb.mode, WandbMode)
-        if self.backend == "wandb" and importlib.util.find_spec("wandb") is None:
-            p.add("backend", "wandb needs the wandb package, which is not installed (pip install wandb)")
-        p.extend(report_to_problems(list(self.report_to)))
-        return list(p)
 
 
 @dataclass

@@ -29,17 +29,15 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, List
 
 from omegaconf import OmegaConf
 
 from opgrpo.app.rundir import RunDir
 from opgrpo.training.distributed import dist_info
-
-if TYPE_CHECKING:
-    from opgrpo.app.schema import OPGRPOConfig, RewardSection
+from opgrpo.utils.checks import Choice, Problems
 
 log = logging.getLogger("opgrpo.app.tracking")
 
@@ -64,7 +62,7 @@ FINAL_TRAIN_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_pe
 
 
 # ---- which trackers ----------------------------------------------------------------------------------------
-def report_to(cfg: OPGRPOConfig) -> list[str]:
+def report_to(cfg: Any) -> list[str]:
     """The trainers' ``report_to``: the ``logger.report_to`` trackers. Never ``wandb``: the project's own
     ``JobTracker`` callbacks log to W&B (transformers' ``WandbCallback`` would log the same numbers again,
     unprefixed, into whichever run happens to be open)."""
@@ -103,7 +101,7 @@ def wandb_disabled_by_env() -> bool:
     return os.environ.get("WANDB_MODE", "").strip().lower() == "disabled"
 
 
-def wandb_enabled(cfg: OPGRPOConfig) -> bool:
+def wandb_enabled(cfg: Any) -> bool:
     """``logger.backend=wandb`` and neither ``logger.wandb.mode`` nor the environment disables it."""
     return cfg.logger.backend == "wandb" and cfg.logger.wandb.mode != "disabled" and not wandb_disabled_by_env()
 
@@ -156,7 +154,7 @@ def _multirun_overrides(multirun_dir: str | Path) -> list[str] | None:
         return None
 
 
-def run_name(cfg: OPGRPOConfig, overrides: Sequence[str], multirun_dir: str | Path | None = None) -> str:
+def run_name(cfg: Any, overrides: Sequence[str], multirun_dir: str | Path | None = None) -> str:
     """``logger.wandb.name``, else the job's overrides joined by commas (the swept ones in a multirun)."""
     if cfg.logger.wandb.name:
         return str(cfg.logger.wandb.name)
@@ -180,7 +178,7 @@ def hydra_job() -> tuple[list[str], str]:
     return list(hc.overrides.task), str(hc.sweep.dir) if multirun else ""
 
 
-def wandb_init_kwargs(cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str],
+def wandb_init_kwargs(cfg: Any, run_dir: str | Path, overrides: Sequence[str],
                       multirun_dir: str | Path | None = None) -> dict[str, Any]:
     """The ``wandb.init`` arguments of one job (see the module docstring)."""
     w = cfg.logger.wandb
@@ -198,6 +196,70 @@ def wandb_init_kwargs(cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequenc
     }
 
 
+# ---- the logger section ------------------------------------------------------------------------------------
+class LoggerBackend(Choice):
+    """``logger.backend``: the run directory only, or also Weights & Biases."""
+
+    csv = "csv"
+    wandb = "wandb"
+
+
+class WandbMode(Choice):
+    """``logger.wandb.mode``."""
+
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+LOGGER_BACKENDS = tuple(b.value for b in LoggerBackend)
+WANDB_MODES = tuple(m.value for m in WandbMode)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases settings (logger.backend=wandb)."""
+
+    project: str = "opgrpo"
+    """W&B project."""
+    entity: str = ""
+    """W&B entity (team or user; "" = your default)."""
+    group: str = ""
+    """Run group ("" = the sweep directory in a multirun, else none)."""
+    name: str = ""
+    """Run name ("" = the job's overrides, the swept ones in a multirun, e.g. ``reward.weights.coverage=0.1``;
+    ``default`` without overrides)."""
+    tags: List[str] = field(default_factory=list)
+    """Tags, added to the top-level ``tags``."""
+    mode: WandbMode = WandbMode.offline
+    """offline, online or disabled."""
+
+
+@dataclass
+class LoggerConfig:
+    """Metrics always go to the run directory (JSONL/CSV); W&B on top when backend=wandb (one run per job, see
+    opgrpo.app.tracking); other trackers through the trainers' ``report_to``."""
+
+    backend: LoggerBackend = LoggerBackend.csv
+    """csv (run directory only) or wandb (also Weights & Biases: one run per job, started by the project)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """W&B settings."""
+    report_to: List[str] = field(default_factory=list)
+    """Other trackers the SFT and GRPO trainers also log to (transformers' integrations: tensorboard, trackio,
+    mlflow, comet_ml, ...; each must be installed). W&B is ``backend=wandb``, not an entry here."""
+
+    def problems(self) -> list[str]:
+        import importlib.util
+
+        p = Problems()
+        p.enum("backend", self.backend, LoggerBackend)
+        p.enum("wandb.mode", self.wandb.mode, WandbMode)
+        if self.backend == "wandb" and importlib.util.find_spec("wandb") is None:
+            p.add("backend", "wandb needs the wandb package, which is not installed (pip install wandb)")
+        p.extend(report_to_problems(list(self.report_to)))
+        return list(p)
+
+
 # ---- the tracker ---------------------------------------------------------------------------------------------
 class JobTracker:
     """One job's W&B run, started and finished by the project; does nothing while W&B is off, on ranks other
@@ -211,7 +273,7 @@ class JobTracker:
     def active(self) -> bool:
         return self.run is not None
 
-    def start(self, cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str] | None = None,
+    def start(self, cfg: Any, run_dir: str | Path, overrides: Sequence[str] | None = None,
               multirun_dir: str | Path | None = None) -> JobTracker:
         """Start the job's run. ``overrides`` / ``multirun_dir`` default to Hydra's job config (``hydra_job``);
         pass ``multirun_dir=""`` for a single run."""
@@ -274,7 +336,7 @@ class JobTracker:
             log.error("W&B run did not finish cleanly: %s: %s", type(exc).__name__, exc)
 
 
-def reward_used(reward: RewardSection, funcs: Sequence[Any], weights: Sequence[float], trl_aggregation: str) -> dict:
+def reward_used(reward: Any, funcs: Sequence[Any], weights: Sequence[float], trl_aggregation: str) -> dict:
     """What a GRPO stage trained on, for the run's config (``set_config({"reward_used": ...})``): the component
     weights inside the OP reward, the aggregation, and TRL's weight of each reward function by name (with
     ``aggregation=total`` that is 1 for ``op_total`` and 0 for the components it only logs, the same in every run of a
@@ -289,7 +351,7 @@ def reward_used(reward: RewardSection, funcs: Sequence[Any], weights: Sequence[f
 
 
 @contextmanager
-def tracked_job(cfg: OPGRPOConfig, run: RunDir, overrides: Sequence[str] | None = None,
+def tracked_job(cfg: Any, run: RunDir, overrides: Sequence[str] | None = None,
                 multirun_dir: str | Path | None = None) -> Iterator[JobTracker]:
     """A started ``JobTracker`` for the block; at its end the run directory's summary goes to the run's summary
     and the run finishes (exit code 1 when the block raised)."""

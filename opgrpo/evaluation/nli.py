@@ -40,87 +40,20 @@ from typing import Any
 
 import numpy as np
 
+from opgrpo.evaluation.config import BACKENDS, SPLITTERS, TEXTS, NLIConfig
 from opgrpo.models.devices import resolve_device as _resolve_device
 from opgrpo.models.devices import resolve_dtype as _resolve_dtype
 from opgrpo.text.clean import clean_text, clean_texts
-from opgrpo.utils.checks import Choice, Problems
 
 logger = logging.getLogger(__name__)
 
 
-
-class NLIBackend(Choice):
-    """``NLIConfig.backend``: an MNLI classifier, a Yes/No LLM judge, or no NLI."""
-
-    sequence_classification = "sequence_classification"
-    causal_lm = "causal_lm"
-    none = "none"
-
-
-class Splitter(Choice):
-    """``NLIConfig.splitter``: how a response is cut into hypotheses."""
-
-    sentence_splitter = "sentence_splitter"
-    newline = "newline"
-
-
-class ScoredText(Choice):
-    """``NLIConfig.text``: what of a response NLI scores (see the module docstring and :func:`scored_text`)."""
-
-    auto = "auto"
-    core = "core"
-    full = "full"
-
-
-BACKENDS = tuple(b.value for b in NLIBackend)
-SPLITTERS = tuple(s.value for s in Splitter)
-TEXTS = tuple(t.value for t in ScoredText)
-"""What of a response NLI scores: see the module docstring and :func:`scored_text`."""
 
 CAUSAL_LM_TEMPLATE = (
     "Premise: {premise}\n"
     "Hypothesis: {hypothesis}\n\n"
     "Does the premise entail the hypothesis? Answer Yes or No."
 )
-
-
-@dataclass
-class NLIConfig:
-    """How the NLI benchmark scores responses (defaults: the paper preset)."""
-
-    backend: NLIBackend = NLIBackend.sequence_classification
-    """``sequence_classification`` (MNLI classifier, the paper), ``causal_lm`` (Yes/No LLM judge) or ``none`` (no NLI:
-    the evaluation scores the OP reward of the responses only, e.g. for CPU learning runs and cheap sweeps)."""
-    model: str = "microsoft/deberta-v2-xlarge-mnli"
-    """Hub id or local path of the NLI model (or of the judge LM for ``causal_lm``)."""
-    batch_size: int = 32
-    """Pairs per forward pass; pairs are length-sorted first, so padding stays small."""
-    max_length: int = 512
-    """Token limit per (premise, hypothesis) pair; the longer side is truncated first."""
-    dtype: str = "auto"
-    """``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``float32``, ``float16`` or ``bfloat16``."""
-    device: str = "auto"
-    """``auto`` (cuda if available, else cpu) or a torch device string."""
-    splitter: Splitter = Splitter.sentence_splitter
-    """Response sentence splitter: ``sentence_splitter`` (rule-based, per line) or ``newline``."""
-    language: str = "en"
-    """Language code for ``sentence_splitter``."""
-    progress: bool = True
-    """Show a progress bar over batches."""
-    text: ScoredText = ScoredText.auto
-    """What of a response is scored: ``core`` (the block the authors' regex extracts; a response without a non-empty
-    core and summary scores 0 and is counted as ``unparsed``, as in the paper), ``full`` (the whole response:
-    baselines without the tags) or ``auto`` (core when the response parses, else the whole response)."""
-
-    def problems(self) -> list[str]:
-        """Every invalid setting as ``key: message`` (keys relative to ``eval.nli``)."""
-        p = Problems()
-        p.enum("backend", self.backend, NLIBackend)
-        p.enum("splitter", self.splitter, Splitter)
-        p.enum("text", self.text, ScoredText)
-        p.positive("batch_size", self.batch_size)
-        p.positive("max_length", self.max_length)
-        return list(p)
 
 
 # --------------------------------------------------------------------------- sentence splitting

@@ -30,7 +30,8 @@ from opgrpo.evaluation.responses import Collected, collect_responses, extract_bl
 if TYPE_CHECKING:
     from opgrpo.benchmark import Item
     from opgrpo.evaluation.judge_eval import JudgeEvalConfig
-    from opgrpo.evaluation.nli import EntailmentScorer, NLIConfig
+    from opgrpo.evaluation.config import NLIConfig
+    from opgrpo.evaluation.nli import EntailmentScorer
     from opgrpo.reward import RewardConfig
 
 __all__ = ["evaluate", "generate_for_items", "reward_means"]

@@ -14,6 +14,7 @@ Modules: ``config`` (knobs), ``rules`` (pure scoring rules), ``inputs`` (reading
 ``scorer`` (batched scoring), ``trl`` (TRL adapter), ``evaluation`` (eval-time scoring).
 """
 from opgrpo.reward.config import COMPONENTS, SUMMARY_KEYS, RewardConfig, RewardWeights
+from opgrpo.reward.evaluation import score_responses
 from opgrpo.reward.scorer import OPRewardScorer, score_completions
 from opgrpo.reward.trl import (
     GRPORewardSetup,
@@ -24,7 +25,6 @@ from opgrpo.reward.trl import (
     make_total_reward,
     reward_weights,
 )
-from opgrpo.reward.evaluation import score_responses
 
 __all__ = [
     "COMPONENTS",

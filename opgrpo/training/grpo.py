@@ -50,7 +50,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Callable, Iterable, Sequence
+from typing import Any, Callable, Dict, Iterable, Sequence
 
 from opgrpo.text.prompts import chat_prompt
 from opgrpo.training.common import (

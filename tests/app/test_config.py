@@ -215,7 +215,7 @@ def test_choices_come_from_the_lower_layers(compose):
     from hydra.errors import ConfigCompositionException
 
     from opgrpo.benchmark.loading import FORMATS
-    from opgrpo.evaluation.nli import BACKENDS
+    from opgrpo.evaluation.config import BACKENDS
     from opgrpo.reward.config import AGGREGATIONS
 
     for override, choices in (("benchmark.format=xml", FORMATS), ("eval.nli.backend=magic", BACKENDS),

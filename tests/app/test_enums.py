@@ -63,7 +63,7 @@ def test_the_choice_settings_are_enums_named_by_their_values():
 def test_the_tuples_other_code_uses_are_unchanged():
     from opgrpo.estimator.config import BATCH_SAMPLERS, JUDGE_PROMPT_NAMES, TRAIN_TEXTS
     from opgrpo.evaluation.modular import BASELINE_KINDS
-    from opgrpo.evaluation.nli import BACKENDS, SPLITTERS, TEXTS
+    from opgrpo.evaluation.config import BACKENDS, SPLITTERS, TEXTS
     from opgrpo.evaluation.pope import WEIGHTINGS
     from opgrpo.judges import CHAT_KINDS, YES_NO_KINDS
     from opgrpo.reward.config import AGGREGATIONS, MODES
@@ -131,7 +131,7 @@ def test_composition_rejects_a_wrong_value_naming_key_and_choices(compose):
 
 
 def test_composed_values_become_enum_members_of_the_lower_layer(compose):
-    from opgrpo.evaluation.nli import NLIBackend
+    from opgrpo.evaluation.config import NLIBackend
     from opgrpo.reward.config import RewardMode
     from opgrpo.training.grpo import LossType
 

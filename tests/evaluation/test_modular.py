@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from helpers import make_items
 
 from opgrpo.evaluation.modular import (
     BaselineConfig,
@@ -17,7 +18,6 @@ from opgrpo.evaluation.modular import (
     main_messages,
     modular_responses,
 )
-from helpers import make_items
 
 
 # ---- the prompts, verbatim ------------------------------------------------------------------------------

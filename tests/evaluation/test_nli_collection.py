@@ -214,7 +214,7 @@ def test_every_generation_setting_reaches_generate_for_items():
     import inspect
     from dataclasses import asdict
 
-    from opgrpo.app.schema import GenerationConfig
+    from opgrpo.evaluation.config import GenerationConfig
     from opgrpo.evaluation.run import generate_for_items
 
     assert "max_attempts" in asdict(GenerationConfig())
