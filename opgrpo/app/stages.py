@@ -94,9 +94,11 @@ def grpo_rewards(ctx: RunContext):
     if ctx.cfg.spl.enabled and ctx.cfg.spl.mode == "reward":
         from opgrpo.training.spl import SPLShapingReward
 
+        from opgrpo.training.common import trl_value
+
         spl = ctx.cfg.spl
         setup.funcs.append(SPLShapingReward(ctx.current_policy(), spl.alpha, spl.beta,
-                                            temperature=ctx.cfg.trainer.grpo.temperature))
+                                            temperature=trl_value(ctx.section("trainer.grpo"), "temperature")))
         setup.weights.append(1.0)
     return setup
 
