@@ -26,6 +26,11 @@ def _rows(node: DictConfig, prefix: str) -> Iterator[tuple[str, Any, str]]:
         if OmegaConf.is_dict(child) and child_type is not None and dataclasses.is_dataclass(child_type):
             yield from _rows(child, f"{prefix}{key}.")
             continue
+        if key == "trl" and OmegaConf.is_dict(child):  # TRL's config fields by TRL's name, one row each
+            for name in child.keys():
+                value = child._get_node(name)._value()
+                yield f"{prefix}trl.{name}", value, f"trl.{getattr(cls, 'trl_config', 'TRL config')} field"
+            continue
         if OmegaConf.is_missing(node, key):
             value: Any = "???"
         elif OmegaConf.is_interpolation(node, key):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.training.distributed import dist_info, trainer_state_kwargs
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import ConfigProblemsError, Problems
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,11 @@ def build_trl_config(settings: Any, section: str, world_size: int, derived: dict
     problems = Problems(f"{section}.")
     problems.extend_from("", settings.problems(world_size))
     problems.raise_if_any()
-    return getattr(trl, settings.trl_config)(**dict(settings.trl), **derived)
+    try:
+        return getattr(trl, settings.trl_config)(**dict(settings.trl), **derived)
+    except ValueError as exc:  # TRL's own checks of its values (their messages name the fields in words)
+        problems.add("trl", f"trl.{settings.trl_config} rejects them: {exc}")
+        raise ConfigProblemsError(problems) from exc
 
 
 def world_size() -> int:

@@ -21,7 +21,7 @@ from opgrpo.app.schema import OPGRPOConfig, bad_choices, to_object
 
 BIN = Path(sys.executable).parent / "opgrpo"
 CHOICES = {"reward.mode": "[bucketed, continuous]",
-           "trainer.grpo.loss_type": "[dapo, bnpo, grpo, dr_grpo, cispo, sapo, luspo, vespo]",
+           "spl.mode": "[loss, reward]",
            "eval.nli.backend": "[sequence_classification, causal_lm, none]"}
 
 
@@ -44,8 +44,7 @@ def _enum_fields(cls: type, prefix: str = ""):
 
 def test_the_choice_settings_are_enums_named_by_their_values():
     fields = dict(_enum_fields(OPGRPOConfig))
-    for key in ("reward.mode", "reward.masking", "reward.aggregation", "trainer.grpo.loss_type",
-                "trainer.grpo.scale_rewards", "trainer.grpo.vllm_mode", "eval.nli.backend", "eval.nli.splitter",
+    for key in ("reward.mode", "reward.masking", "reward.aggregation", "eval.nli.backend", "eval.nli.splitter",
                 "eval.nli.text", "eval.judge.kind", "estimator.mining.masking", "estimator.mining.train_text",
                 "estimator.mining.prompt", "estimator.judge.kind", "estimator.judge.mode", "estimator.judge.unlabelled",
                 "estimator.train.batch_sampler", "estimator.search.batch_sampler", "spl.mode", "pope.weighting",
@@ -66,13 +65,15 @@ def test_the_tuples_other_code_uses_are_unchanged():
     from opgrpo.evaluation.pope import WEIGHTINGS
     from opgrpo.judges import CHAT_KINDS, YES_NO_KINDS
     from opgrpo.reward.config import AGGREGATIONS, MODES
-    from opgrpo.training.grpo import LOSS_TYPES, SCALE_REWARDS, VLLM_MODES
+    from opgrpo.training.grpo import TRL_CHOICES
     from opgrpo.training.spl import SPL_MODES
 
     assert MODES == ("bucketed", "continuous") and AGGREGATIONS == ("total", "components", "gdpo")
+    # TRL's string fields checked at start-up (trainer.grpo.trl.*; TRL itself checks them only once training runs)
+    LOSS_TYPES = TRL_CHOICES["loss_type"]
     assert LOSS_TYPES == ("dapo", "bnpo", "grpo", "dr_grpo", "cispo", "sapo", "luspo", "vespo")
-    assert (SCALE_REWARDS, VLLM_MODES, SPL_MODES) == (("group", "batch", "none"), ("colocate", "server"),
-                                                      ("loss", "reward"))
+    assert (TRL_CHOICES["scale_rewards"], TRL_CHOICES["vllm_mode"], SPL_MODES) == (
+        ("group", "batch", "none"), ("colocate", "server"), ("loss", "reward"))
     assert (BACKENDS, SPLITTERS, TEXTS) == (("sequence_classification", "causal_lm", "none"),
                                             ("sentence_splitter", "newline"), ("auto", "core", "full"))
     assert (TRAIN_TEXTS, JUDGE_PROMPT_NAMES, BATCH_SAMPLERS) == (("raw", "masked"), ("authors", "situation"),
@@ -93,7 +94,6 @@ def test_a_member_behaves_as_its_string():
 
 @pytest.mark.parametrize("section,cls_path,field,bad", [
     ("reward", "opgrpo.reward.config:RewardConfig", "mode", "bogus"),
-    ("trainer.grpo", "opgrpo.training.grpo:GRPOSettings", "loss_type", "ppo"),
     ("eval.nli", "opgrpo.evaluation.nli:NLIConfig", "backend", "magic"),
     ("estimator.judge", "opgrpo.estimator.config:JudgeConfig", "mode", "sampling"),
     ("spl", "opgrpo.training.spl:SPLConfig", "mode", "both"),
@@ -132,37 +132,38 @@ def test_composition_rejects_a_wrong_value_naming_key_and_choices(compose):
 def test_composed_values_become_enum_members_of_the_lower_layer(compose):
     from opgrpo.evaluation.nli import NLIBackend
     from opgrpo.reward.config import RewardMode
-    from opgrpo.training.grpo import LossType
+    from opgrpo.training.spl import SPLMode
 
-    cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "trainer.grpo.loss_type=dr_grpo"])
+    cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "spl.mode=reward",
+                   "trainer.grpo.trl.loss_type=dr_grpo"])
     assert to_object(cfg, "reward").mode is RewardMode.continuous
-    assert to_object(cfg, "trainer.grpo").loss_type is LossType.dr_grpo
+    assert to_object(cfg, "spl").mode is SPLMode.reward
+    assert type(to_object(cfg, "trainer.grpo").trl["loss_type"]) is str  # TRL's field: passed to TRL as written
     assert to_object(cfg, "eval.nli").backend is NLIBackend.causal_lm  # from the preset's YAML
     assert compose(["reward=continuous"]).reward.mode == "continuous"  # a group option's YAML string
 
 
 def test_bad_choices_reads_the_command_line_like_hydra():
     got = bad_choices(["reward.mode=bogus", "reward.mode=bucketed,continuous", "reward.mode=bucketed,nope",
-                       "reward.mode=RewardMode.continuous", "trainer.grpo.loss_type=ppo", "eval.nli.backend=1",
+                       "reward.mode=RewardMode.continuous", "spl.mode=ppo", "eval.nli.backend=1",
                        "reward=continuous", "reward.tau_cov=abc", "~reward.mode", "hydra.run.dir=/x",
-                       "reward.mode=${oc.env:MODE}", "reward.mode=null", "+trainer.grpo.extra.optim=adamw"])
+                       "reward.mode=${oc.env:MODE}", "reward.mode=null", "+trainer.grpo.trl.optim=adamw"])
     assert got == {"reward.mode=bogus": "reward.mode: must be one of [bucketed, continuous]; got 'bogus'",
                    "reward.mode=bucketed,nope": "reward.mode: must be one of [bucketed, continuous]; got 'nope'",
-                   "trainer.grpo.loss_type=ppo": f"trainer.grpo.loss_type: must be one of "
-                                                 f"{CHOICES['trainer.grpo.loss_type']}; got 'ppo'",
+                   "spl.mode=ppo": f"spl.mode: must be one of {CHOICES['spl.mode']}; got 'ppo'",
                    "eval.nli.backend=1": f"eval.nli.backend: must be one of {CHOICES['eval.nli.backend']}; got 1"}
 
 
 def test_a_wrong_choice_fails_at_startup_listed_with_status(tmp_path):
     """Through the real entrypoint: exit 2, every wrong key with its choices, status.json failed, no traceback."""
-    res = _run(["experiment=cpu_demo", "stage=describe", "reward.mode=bogus", "trainer.grpo.loss_type=ppo",
+    res = _run(["experiment=cpu_demo", "stage=describe", "reward.mode=bogus", "spl.mode=ppo",
                 "eval.nli.backend=magic", f"hydra.run.dir={tmp_path}/run"], tmp_path)
     log = res.stdout + res.stderr
     assert res.returncode == 2, log[-3000:]
     assert "Traceback" not in log and "Error merging override" not in log
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed"
-    for key, bad in (("reward.mode", "bogus"), ("trainer.grpo.loss_type", "ppo"), ("eval.nli.backend", "magic")):
+    for key, bad in (("reward.mode", "bogus"), ("spl.mode", "ppo"), ("eval.nli.backend", "magic")):
         line = f"{key}: must be one of {CHOICES[key]}; got '{bad}'"
         assert line in log and line in status["error"], key
     assert not (tmp_path / "run" / "config.yaml").exists()
@@ -179,7 +180,7 @@ def test_a_wrong_choice_in_a_sweep_fails_before_any_job(tmp_path):
 def test_a_sweep_over_choices_composes_and_writes_plain_strings(tmp_path):
     """Hydra sweeps over enum keys still compose; config.yaml and the metrics keep plain strings (yaml.safe_load)."""
     res = _run(["-m", "experiment=cpu_demo", "stage=describe", "reward.mode=bucketed,continuous",
-                "trainer.grpo.loss_type=grpo", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+                "trainer.grpo.trl.loss_type=grpo", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     modes = []
     for job in ("0", "1"):
@@ -187,7 +188,7 @@ def test_a_sweep_over_choices_composes_and_writes_plain_strings(tmp_path):
         assert "!!python" not in text and "RewardMode" not in text
         config = yaml.safe_load(text)
         modes.append(config["reward"]["mode"])
-        assert config["trainer"]["grpo"]["loss_type"] == "grpo" and config["eval"]["nli"]["backend"] == "causal_lm"
+        assert config["trainer"]["grpo"]["trl"]["loss_type"] == "grpo" and config["eval"]["nli"]["backend"] == "causal_lm"
         assert json.loads((tmp_path / "sweep" / job / "status.json").read_text())["status"] == "completed"
     assert modes == ["bucketed", "continuous"]
 
@@ -198,15 +199,15 @@ def test_what_a_run_records_keeps_plain_strings(compose, tmp_path):
     from opgrpo.app.tracking import wandb_init_kwargs
 
     cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "logger.wandb.mode=offline",
-                   "trainer.grpo.loss_type=dr_grpo", "trainer.grpo.scale_rewards=batch"])
+                   "trainer.grpo.trl.loss_type=dr_grpo", "+trainer.grpo.trl.scale_rewards=batch"])
     config = wandb_init_kwargs(cfg, tmp_path, ["reward.mode=continuous"])["config"]
     assert json.loads(json.dumps(config))["reward"]["mode"] == "continuous"
     assert yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))["reward"]["mode"] == "continuous"
     run = RunDir(tmp_path / "run")
     run.log("grpo", {"settings": dataclasses.asdict(to_object(cfg, "trainer.grpo"))})
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["settings/loss_type"] == "dr_grpo" and record["settings/scale_rewards"] == "batch"
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["grpo/settings/vllm_mode"] == "colocate"
+    assert record["settings/trl/loss_type"] == "dr_grpo" and record["settings/trl/scale_rewards"] == "batch"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["grpo/settings/trl/loss_type"] == "dr_grpo"
 
 
 def test_describe_shows_the_values_as_strings(compose):
