@@ -149,7 +149,7 @@ def test_algorithm_group_and_sweeps_compose(compose):
     validate(cfg)
     assert (cfg.spl.enabled, cfg.spl.alpha, cfg.spl.beta, cfg.spl.mode) == (True, 0.1, 0.001, "loss")
     s = grpo_settings(RunContext(cfg, run=None))
-    assert (s.beta, s.entropy_coef) == (0.001, pytest.approx(0.099))
+    assert (s.trl["beta"], s.trl["entropy_coef"]) == (0.001, pytest.approx(0.099))
     cfg = compose(["experiment=cpu_demo", "algorithm=spl", "spl.alpha=0.0001"])
     with pytest.raises(ConfigError, match="spl.alpha"):
         validate(cfg)
