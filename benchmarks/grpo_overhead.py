@@ -137,10 +137,14 @@ def worker(a) -> int:
     spent = _callback_timers()
     items, _ = load_items(sample_data_path("train"))
     settings = GRPOSettings(
-        num_generations=a.group, prompts_per_step=a.prompts, mini_batch_size=a.prompts,
-        per_device_batch_size=a.per_device, lr=1e-5, max_prompt_length=256, max_completion_length=a.tokens,
-        max_steps=a.steps + 1, logging_steps=1, save_steps=10**6, completion_samples=4, completion_samples_every=1,
-        seed=a.seed,
+        prompts_per_step=a.prompts, mini_batch_size=a.prompts, max_prompt_length=256, completion_samples=4,
+        completion_samples_every=1,
+        trl=dict(num_generations=a.group, per_device_train_batch_size=a.per_device, learning_rate=1e-5,
+                 max_completion_length=a.tokens, max_steps=a.steps + 1, logging_steps=1, save_steps=10**6,
+                 seed=a.seed,
+                 # the paper preset's choices where they differ from TRL's defaults (conf/trainer/paper.yaml)
+                 beta=0.001, use_bias_correction_kl=False, lr_scheduler_type="constant",
+                 activation_checkpointing=False, save_total_limit=2),
     )  # steps + 1: the last step's start closes the last timed interval
 
     def bare(out: Path, timer) -> None:

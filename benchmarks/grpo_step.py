@@ -88,9 +88,12 @@ def run(name, model, items, funcs, weights, args) -> dict:
     timed = [TimedReward(f) for f in funcs]
     timer = StepTimer(timed)
     settings = GRPOSettings(
-        num_generations=args.group, prompts_per_step=1, mini_batch_size=1, per_device_batch_size=args.group,
-        max_completion_length=args.tokens, max_steps=args.steps, save_steps=10_000, completion_samples_every=0,
-        seed=args.seed,
+        prompts_per_step=1, mini_batch_size=1, completion_samples_every=0,
+        trl=dict(num_generations=args.group, per_device_train_batch_size=args.group,
+                 max_completion_length=args.tokens, max_steps=args.steps, save_steps=10_000, seed=args.seed,
+                 # the paper preset's choices where they differ from TRL's defaults (conf/trainer/paper.yaml)
+                 logging_steps=1, beta=0.001, use_bias_correction_kl=False, lr_scheduler_type="constant",
+                 activation_checkpointing=False, save_total_limit=2),
     )
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()

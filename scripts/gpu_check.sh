@@ -22,7 +22,7 @@
 #                       else sentence-transformers/all-MiniLM-L6-v2 from the hub)
 #   GPU_CHECK_OUT       output folder (outputs/gpu_check/<date-time>)
 #   GPU_CHECK_LAUNCHER  torchrun | accelerate (torchrun)          PYTHON   interpreter (.venv/bin/python, else python3)
-#   GPU_CHECK_EXTRA     more opgrpo overrides, space-separated (e.g. "trainer.grpo.gradient_checkpointing=true")
+#   GPU_CHECK_EXTRA     more opgrpo overrides, space-separated (e.g. "trainer.grpo.trl.activation_checkpointing=true")
 #   GPU_CHECK_CPU=1     test this script without GPUs: the same runs on GPU_CHECK_NGPUS (2) CPU processes (gloo),
 #                       no memory numbers; not a check of anything but the script
 # Exit status: 0 when every run finished all its steps, 1 otherwise (and at once when there is no GPU).
@@ -94,11 +94,11 @@ EOF
 overrides() {  # the opgrpo command line of one run ($1: DeepSpeed preset)
   local ov=(experiment=cpu_demo stage=grpo "deepspeed=$1" "model.name_or_path=$MODEL" model.gguf_file=
             model.dtype=auto logger=csv
-            "trainer.grpo.bf16=$BF16" "trainer.grpo.num_generations=$GROUP"
+            "trainer.grpo.bf16=$BF16" "trainer.grpo.trl.num_generations=$GROUP"
             "trainer.grpo.prompts_per_step=$PROMPTS" "trainer.grpo.mini_batch_size=$PROMPTS"
-            "trainer.grpo.per_device_batch_size=$PER_DEVICE" "trainer.grpo.max_completion_length=$TOKENS"
-            "trainer.grpo.max_steps=$STEPS" trainer.grpo.logging_steps=1
-            trainer.grpo.save_steps=0 trainer.grpo.completion_samples_every=0)
+            "trainer.grpo.trl.per_device_train_batch_size=$PER_DEVICE" "trainer.grpo.trl.max_completion_length=$TOKENS"
+            "trainer.grpo.trl.max_steps=$STEPS" trainer.grpo.trl.logging_steps=1
+            +trainer.grpo.trl.save_strategy=no trainer.grpo.completion_samples_every=0)
   if [[ -n "$ENCODER" ]]; then ov+=("estimator.base_model=$ENCODER"); fi
   printf '%s\n' "${ov[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
 }

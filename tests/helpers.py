@@ -21,5 +21,31 @@ def completion_length(prompts, completions, **kw):
     return [len(c[0]["content"]) / 50.0 for c in completions]
 
 
-TINY = dict(num_generations=2, prompts_per_step=2, mini_batch_size=1, per_device_batch_size=2,
+TINY = dict(num_generations=2, prompts_per_step=2, mini_batch_size=1, per_device_train_batch_size=2,
             max_completion_length=8, max_prompt_length=256)
+# what the tiny runs keep of the paper preset (conf/trainer/paper.yaml) where it differs from TRL's defaults
+TINY_TRL = dict(logging_steps=1, activation_checkpointing=False, beta=0.001, use_bias_correction_kl=False,
+                lr_scheduler_type="constant", save_steps=50, save_total_limit=2)
+
+
+def with_trl(cls, **values):
+    """``cls`` (GRPOSettings or SFTSettings) with ``values``: its own fields by name, every other key a field of TRL's
+    config (into ``trl``, by TRL's name)."""
+    import dataclasses
+
+    own = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in own}, trl={k: v for k, v in values.items() if k not in own})
+
+
+def tiny_grpo(**values):
+    """GRPOSettings of ``TINY`` changed by ``values`` (``with_trl``)."""
+    from opgrpo.training.grpo import GRPOSettings
+
+    return with_trl(GRPOSettings, **{**TINY_TRL, **TINY, **values})
+
+
+def sft_settings(**values):
+    """SFTSettings with ``values`` (``with_trl``), logging every step, no activation checkpointing."""
+    from opgrpo.training.sft import SFTSettings
+
+    return with_trl(SFTSettings, **{"logging_steps": 1, "activation_checkpointing": False, **values})

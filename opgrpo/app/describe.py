@@ -64,6 +64,11 @@ def _rows(node: Any, prefix: str, nested: bool = True) -> Iterator[tuple[str, An
             if nested:
                 yield from _rows(value, f"{prefix}{f.name}.")
             continue
+        if f.name == "trl" and isinstance(value, dict):  # TRL's config fields by TRL's name, one row each
+            what = getattr(node, "trl_config", "TRL config")
+            for name, item in value.items():
+                yield f"{prefix}trl.{name}", _plain(item), f"{what} field (TRL's documentation)"
+            continue
         yield f"{prefix}{f.name}", _plain(value), docs.get(f.name, "")
 
 

@@ -108,12 +108,12 @@ class RewardSection(RewardConfig):
 
 @dataclass
 class TrainerConfig:
-    """The two training stages on TRL."""
+    """The two training stages on TRL: opgrpo's own settings by name, TRL's under ``trl`` by TRL's name."""
 
     sft: SFTSettings = field(default_factory=SFTSettings)
-    """SFT warm start (TRL ``SFTConfig``)."""
+    """SFT warm start; ``trainer.sft.trl.<field>``: any TRL ``SFTConfig`` field (``+`` for one the preset lacks)."""
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
-    """GRPO (TRL ``GRPOConfig``)."""
+    """GRPO; ``trainer.grpo.trl.<field>``: any TRL ``GRPOConfig`` field (``+`` for one the preset lacks)."""
 
 
 @dataclass
@@ -188,7 +188,7 @@ class OPGRPOConfig:
     """The stages of stage=pipeline, in order."""
     seed: int = 42
     """Seed of python, numpy and torch at the start of the run; the presets also pass it on to
-    ``trainer.sft.seed``, ``trainer.grpo.seed`` and ``eval.generation.seed``, so ``-m seed=1,2,3`` gives replicates."""
+    ``trainer.sft.trl.seed``, ``trainer.grpo.trl.seed`` and ``eval.generation.seed``, so ``-m seed=1,2,3`` gives replicates."""
     init_from: str = ""
     """A finished run directory (e.g. of ``experiment=cpu_demo``) a preset starts from: ``experiment=cpu_learning``
     takes its estimator (``<init_from>/estimator/model``) and SFT policy (``<init_from>/sft/final``)."""

@@ -90,11 +90,12 @@ def grpo_rewards(ctx: RunContext):
         setup.funcs.extend(import_object(path) for path in cfg.extra_funcs)
         setup.weights.extend(float(w) for w in cfg.extra_weights or [1.0] * len(cfg.extra_funcs))
     if ctx.cfg.spl.enabled and ctx.cfg.spl.mode == "reward":
+        from opgrpo.training.common import trl_value
         from opgrpo.training.spl import SPLShapingReward
 
         spl = ctx.cfg.spl
         setup.funcs.append(SPLShapingReward(ctx.current_policy(), spl.alpha, spl.beta,
-                                            temperature=ctx.cfg.trainer.grpo.temperature))
+                                            temperature=trl_value(ctx.cfg.trainer.grpo, "temperature")))
         setup.weights.append(1.0)
     return setup
 

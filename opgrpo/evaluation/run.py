@@ -29,8 +29,8 @@ from opgrpo.evaluation.responses import Collected, collect_responses, extract_bl
 
 if TYPE_CHECKING:
     from opgrpo.benchmark import Item
-    from opgrpo.evaluation.judge_eval import JudgeEvalConfig
     from opgrpo.evaluation.config import NLIConfig
+    from opgrpo.evaluation.judge_eval import JudgeEvalConfig
     from opgrpo.evaluation.nli import EntailmentScorer
     from opgrpo.reward import RewardConfig
 

@@ -87,6 +87,18 @@ def _fmt(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with the trainer's ``trl`` section (TRL's fields by TRL's name) as one row per field:
+    ``trl.learning_rate``."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if k == "trl" and isinstance(v, Mapping):
+            out.update((f"trl.{name}", value) for name, value in v.items())
+        else:
+            out[k] = v
+    return out
+
+
 def _weights_dtype(folder: Path) -> str:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -182,8 +194,8 @@ def model_card(
         training.append(("training examples", str(train_examples)))
     summary = (f"A policy trained with opgrpo (OP-GRPO) from {base_text}: {what}. It answers a situation with the "
                "perspectives that bear on it (`<core perspectives>` lines, then a `<summary>`).")
-    settings_rows = [(k, _fmt(v)) for k, v in (settings or {}).items()
-                     if not isinstance(v, Mapping) or v]  # empty dicts (extra={}) add nothing
+    settings_rows = [(k, _fmt(v)) for k, v in _flat(settings or {}).items()
+                     if not isinstance(v, Mapping) or v]  # empty dicts add nothing
     card = ModelCard.from_template(
         data,
         template_str=CARD_TEMPLATE,

@@ -1,7 +1,7 @@
 """Seed replicates: runs that differ only by their seed, grouped, each number as a mean with a 95% interval.
 
 Two runs are replicates when their resolved configs are equal once every key named ``seed`` (at any depth:
-``seed``, ``trainer.grpo.seed``, ...) is removed. A run without a config (unreadable ``config.yaml``, a W&B
+``seed``, ``trainer.grpo.trl.seed``, ...) is removed. A run without a config (unreadable ``config.yaml``, a W&B
 run without one) is compared by its overrides instead, with every ``seed`` / ``<...>.seed`` override removed;
 it never joins a run that has a config. :func:`seed_groups` returns the groups in order of first appearance;
 :func:`t_interval` is the mean and the half-width of its two-sided 95% Student-t interval (n - 1 degrees of
@@ -29,7 +29,7 @@ class _Run(Protocol):
 
 
 def is_seed_key(key: str) -> bool:
-    """Whether an override or config key names a seed: ``seed``, ``trainer.grpo.seed``, ``+seed`` (not ``split_seed``)."""
+    """Whether an override or config key names a seed: ``seed``, ``trainer.grpo.trl.seed``, ``+seed`` (not ``split_seed``)."""
     return key.lstrip("+~").replace("/", ".").split(".")[-1] == SEED_KEY
 
 

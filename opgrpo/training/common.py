@@ -17,7 +17,9 @@ newest complete one, and a full disk while saving raises ``DiskFullError`` namin
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import json
 import logging
 import os
@@ -25,14 +27,14 @@ import re
 import shutil
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opgrpo.training.distributed import dist_info, trainer_state_kwargs
-from opgrpo.utils.checks import Problems
+from opgrpo.utils.checks import ConfigProblemsError, Problems
 
 logger = logging.getLogger(__name__)
 
@@ -134,45 +136,66 @@ def resolve_bf16(value: str | bool, key: str = "bf16") -> bool:
     return v == "true"
 
 
-def extra_problems(extra: Any, config_class: type, managed: Any) -> list[str]:
-    """Problems with ``extra`` (``trainer.grpo.extra`` / ``trainer.sft.extra``: more ``config_class`` fields by
-    name): a key that is not a field of ``config_class``, or one opgrpo sets itself from its own setting."""
-    import dataclasses
+@functools.cache
+def _trl_fields(config: str) -> dict[str, dataclasses.Field]:
+    import trl
 
+    return {f.name: f for f in dataclasses.fields(getattr(trl, config))}
+
+
+def trl_value(settings: Any, name: str) -> Any:
+    """The TRL field ``name`` as the run will get it: ``settings.trl[name]``, else the default of TRL's dataclass
+    (``settings.trl_config``: ``GRPOConfig`` or ``SFTConfig``)."""
+    if name in settings.trl:
+        return settings.trl[name]
+    f = _trl_fields(settings.trl_config)[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def trl_problems(settings: Any, derived: Iterable[str]) -> list[str]:
+    """Problems with ``settings.trl`` (``trainer.grpo.trl`` / ``trainer.sft.trl``: ``trl.<config>`` fields by TRL's
+    name): a key that is not a field of TRL's dataclass, one opgrpo derives itself (``derived``), or a value outside
+    the choices TRL's field declares. TRL checks the values themselves when the stage builds its config."""
     p = Problems()
-    known = {f.name for f in dataclasses.fields(config_class)}
-    for key in extra or {}:
+    known, cls = _trl_fields(settings.trl_config), settings.trl_config
+    for key, value in (settings.trl or {}).items():
         if key not in known:
             close = sorted(k for k in known if key.lower() in k or k in key.lower())[:5]
-            p.add(f"extra.{key}", f"not a field of trl.{config_class.__name__}"
-                                  + (f" (close: {', '.join(close)})" if close else ""))
-        elif key in managed:
-            p.add(f"extra.{key}", "set by opgrpo from its own trainer settings; change that setting instead "
-                                  "(`opgrpo stage=describe describe=trainer.grpo` or `trainer.sft` lists them)")
+            p.add(f"trl.{key}", f"not a field of trl.{cls}" + (f" (close: {', '.join(close)})" if close else ""))
+        elif key in derived:
+            p.add(f"trl.{key}", "set by opgrpo from its own settings (`opgrpo stage=describe` lists them); change "
+                                "those instead")
+        elif "choices" in known[key].metadata:
+            p.choice(f"trl.{key}", value, known[key].metadata["choices"])
     return list(p)
 
 
 def bookkeeping_kwargs(settings: Any, section: str, *, report_to=(), deepspeed: str | dict = "",
                        model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The trainer-config fields SFT and GRPO share: logging, checkpoints, precision, seed, logging backends,
-    DeepSpeed and model loading. ``settings`` has the fields both SFTSettings and GRPOSettings declare."""
-    s = settings
+    """The trainer-config fields SFT and GRPO derive alike: precision (``bf16`` "auto" resolved here), logging
+    backends, DeepSpeed, model loading and the process group."""
     return dict(
-        logging_steps=s.logging_steps,
-        save_strategy="steps" if s.save_steps > 0 else "no",
-        save_steps=s.save_steps if s.save_steps > 0 else 500,
-        save_only_model=s.save_only_model,
-        max_grad_norm=s.max_grad_norm,
-        weight_decay=s.weight_decay,
-        save_total_limit=None if s.save_total_limit < 0 else s.save_total_limit,
-        activation_checkpointing=s.gradient_checkpointing,
-        bf16=resolve_bf16(s.bf16, f"{section}.bf16"),
-        seed=s.seed,
+        bf16=resolve_bf16(settings.bf16, f"{section}.bf16"),
         report_to=list(report_to) or "none",
         deepspeed=deepspeed or None,
         model_init_kwargs=model_kwargs or None,
         **trainer_state_kwargs(),  # reuse the process group opgrpo.training.distributed set up (DeepSpeed on CPU)
     )
+
+
+def build_trl_config(settings: Any, section: str, world_size: int, derived: dict[str, Any]):
+    """``trl.<settings.trl_config>(**settings.trl, **derived)``: TRL's fields by TRL's name, plus what opgrpo derives;
+    ConfigProblemsError naming every key of ``settings.problems(world_size)`` first (keys under ``section``)."""
+    import trl
+
+    problems = Problems(f"{section}.")
+    problems.extend_from("", settings.problems(world_size))
+    problems.raise_if_any()
+    try:
+        return getattr(trl, settings.trl_config)(**dict(settings.trl), **derived)
+    except ValueError as exc:  # TRL's own checks of its values (their messages name the fields in words)
+        problems.add("trl", f"trl.{settings.trl_config} rejects them: {exc}")
+        raise ConfigProblemsError(problems) from exc
 
 
 def world_size() -> int:

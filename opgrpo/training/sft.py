@@ -13,8 +13,9 @@ Each training item becomes one conversational prompt/completion pair: the prompt
     </summary>
 
 The summary names every perspective so that the format reward's summary penalty is 0 on SFT targets. TRL's
-``SFTTrainer`` computes the loss on the completion tokens only (prompt/completion datasets). Paper preset: 1 epoch,
-lr 1e-5 cosine, 10% warmup, global batch 256, max length 1300.
+``SFTTrainer`` computes the loss on the completion tokens only (prompt/completion datasets). Paper preset
+(conf/trainer/paper.yaml, ``trainer.sft.trl`` in TRL's names): 1 epoch, lr 1e-5 cosine, 10% warmup, global batch
+256, max length 1300.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any, ClassVar, Dict, Iterable, Sequence
 
 from opgrpo.text.prompts import chat_prompt
 from opgrpo.training.common import (
@@ -30,11 +31,13 @@ from opgrpo.training.common import (
     LoraSettings,
     as_peft_config,
     bookkeeping_kwargs,
-    extra_problems,
+    build_trl_config,
     load_tokenizer,
     model_init_kwargs,
     train_and_save,
     train_metrics,
+    trl_problems,
+    trl_value,
     world_size,
     write_final_card,
 )
@@ -104,82 +107,51 @@ def build_sft_dataset(items: Iterable, summary: str = "template"):
     return Dataset.from_dict({"prompt": prompts, "completion": completions})
 
 
+# SFTConfig fields opgrpo derives (sft_config); ``trainer.sft.trl`` may not set them
+DERIVED = ("output_dir", "gradient_accumulation_steps", "completion_only_loss", "bf16", "report_to", "deepspeed",
+           "model_init_kwargs")
+
+
 @dataclass
 class SFTSettings:
-    """SFT warm-start settings. The dataclass defaults hold the paper's schedule (1 epoch, lr 1e-5 cosine, 10% warmup,
-    batch 256, length 1300) with TRL's neutral optimizer choices (``weight_decay=0.0``, AdamW betas (0.9, 0.999));
-    the paper preset (``run_sft.sh``: weight decay 0.01, beta2 0.95, clipping 1.0) is conf/trainer/paper.yaml
-    (``trainer=paper``)."""
+    """SFT warm-start settings: what opgrpo adds to TRL (the global batch, the summary of the targets, checkpoint
+    cleaning, bf16 "auto"), and ``trl``: any ``trl.SFTConfig`` field by TRL's own name, passed through unchanged
+    (``trainer.sft.trl.learning_rate=2e-5``; a key the preset does not list takes Hydra's ``+``:
+    ``+trainer.sft.trl.optim=adamw_torch_fused``). A field not in ``trl`` keeps TRL's default. The paper's schedule
+    (1 epoch, lr 1e-5 cosine, 10% warmup, length 1300) and ``run_sft.sh``'s optimizer (weight decay 0.01, beta2 0.95,
+    clipping 1.0) are conf/trainer/paper.yaml (``trainer=paper``, the default)."""
 
-    epochs: float = 1.0
-    """Passes over the training items (SFTConfig.num_train_epochs)."""
-    lr: float = 1e-5
-    """Peak learning rate (SFTConfig.learning_rate)."""
-    scheduler: str = "cosine"
-    """Learning-rate schedule (SFTConfig.lr_scheduler_type)."""
-    warmup_ratio: float = 0.1
-    """Share of the training steps spent in linear warmup (SFTConfig.warmup_steps as a ratio in [0, 1))."""
+    trl_config: ClassVar[str] = "SFTConfig"
+
     global_batch_size: int = 256
-    """Examples per optimizer step across all processes; gradient accumulation = this / (per-device batch x world)."""
-    per_device_batch_size: int = 4
-    """Examples per forward pass on one process (SFTConfig.per_device_train_batch_size)."""
-    max_length: int = 1300
-    """Longest tokenised prompt + completion; longer examples are truncated (SFTConfig.max_length)."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps (-1: run ``epochs``)."""
-    logging_steps: int = 10
-    """Log every N optimizer steps."""
-    save_steps: int = 500
-    """Checkpoint every N optimizer steps (0: no checkpoints, only ``final/``)."""
-    save_total_limit: int = 2
-    """Keep at most this many checkpoints (-1: keep all)."""
-    save_only_model: bool = False
-    """Checkpoints hold the weights only, no optimizer/scheduler state (about a third of the disk; a resume from
-    one restarts from step 0, since transformers cannot continue without the optimizer state)."""
+    """Examples per optimizer step across all processes; gradient accumulation = this / (trl.per_device_train_batch_size
+    x world size)."""
     clean_checkpoints: bool = False
     """Delete this stage's checkpoints once training ended and ``final/`` is saved (they exist to resume a killed
     run; a finished one has ``final/``): the CPU presets and sweeps use it to keep a run's disk small."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (``TrainingArguments.max_grad_norm``; 0 = no clipping)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (``TrainingArguments.weight_decay``)."""
-    extra: Dict[str, Any] = field(default_factory=dict)
-    """Any other field of TRL's config by name, passed through as given (e.g. ``{optim: adamw_torch_fused,
-    push_to_hub: true}`` in a preset; on the command line ``+trainer.grpo.extra.optim=adamw_torch_fused``, Hydra's
-    ``+`` for a new key); each key is checked against the dataclass at start-up."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, ~30% slower)."""
     bf16: str = "auto"
-    """bf16 mixed precision: ``auto`` (on where CUDA supports it), ``true`` or ``false``."""
-    seed: int = 42
-    """Random seed (data order, dropout)."""
+    """bf16 mixed precision: ``auto`` (on where CUDA supports it), ``true`` or ``false`` (SFTConfig.bf16)."""
     summary: str = "template"
     """Summary text of the SFT targets: ``template`` or a format string with ``{names}``."""
+    trl: Dict[str, Any] = field(default_factory=dict)
+    """``trl.SFTConfig`` fields by TRL's name, passed through as given (``{learning_rate: 1.0e-5, max_length: 1300}`` in
+    a preset; ``trainer.sft.trl.learning_rate=2e-5`` on the command line, ``+trainer.sft.trl.optim=adamw_torch_fused``
+    for a key the preset does not list). Each key is checked against SFTConfig at start-up; TRL checks the values."""
 
     def problems(self, world_size: int = 1) -> list[str]:
         """Every invalid setting as ``key: message`` (keys relative to ``trainer.sft``), batch arithmetic for
         ``world_size`` processes."""
-        s, p = self, Problems()
-        p.positive("per_device_batch_size", s.per_device_batch_size)
-        per_step = s.per_device_batch_size * world_size
-        if s.global_batch_size <= 0 or (per_step > 0 and s.global_batch_size % per_step):
-            p.add("global_batch_size", f"({s.global_batch_size}) must be a positive multiple of "
-                                       f"per_device_batch_size x world size ({s.per_device_batch_size} x {world_size} "
+        p = Problems()
+        p.extend_from("", trl_problems(self, DERIVED))
+        per_device = trl_value(self, "per_device_train_batch_size")
+        p.positive("trl.per_device_train_batch_size", per_device)
+        per_step = per_device * world_size
+        if self.global_batch_size <= 0 or (per_step > 0 and self.global_batch_size % per_step):
+            p.add("global_batch_size", f"({self.global_batch_size}) must be a positive multiple of "
+                                       f"per_device_train_batch_size x world size ({per_device} x {world_size} "
                                        f"= {per_step})")
-        p.unit("warmup_ratio", s.warmup_ratio, open_high=True)
-        p.positive("lr", s.lr)
-        p.positive("max_length", s.max_length)
-        if s.epochs <= 0 and s.max_steps <= 0:
-            p.add("epochs", "must be positive (or set max_steps)")
         # bf16 stays a string, not an enum: YAML true/false arrive as "True"/"False"
-        p.choice("bf16", str(s.bf16).lower(), BF16_CHOICES)
-        p.non_negative("max_grad_norm", s.max_grad_norm)
-        p.non_negative("weight_decay", s.weight_decay)
-        p.non_negative("save_steps", s.save_steps)
-        if s.extra and not p:
-            from trl import SFTConfig
-
-            p.extend(extra_problems(s.extra, SFTConfig, sft_config_kwargs(s, "", world_size=world_size)))
+        p.choice("bf16", str(self.bf16).lower(), BF16_CHOICES)
         return list(p)
 
 
@@ -192,42 +164,19 @@ def sft_config(
     deepspeed: str | dict = "",
     model_kwargs: dict[str, Any] | None = None,
 ):
-    """The ``trl.SFTConfig`` for ``settings``; raises ValueError naming the offending key.
+    """``trl.SFTConfig(**settings.trl, **what opgrpo derives)``; raises ValueError naming the offending key.
 
     ``deepspeed``: DeepSpeed config, a JSON path or a dict ("" = none); ``model_kwargs``: TRL ``model_init_kwargs``.
     """
-    from trl import SFTConfig
-
     s = settings
-    problems = Problems("sft.")
-    problems.extend_from("", s.problems(world_size))
-    problems.raise_if_any()
-    kwargs = sft_config_kwargs(s, output_dir, world_size=world_size, report_to=report_to, deepspeed=deepspeed,
-                               model_kwargs=model_kwargs)
-    problems.extend_from("", extra_problems(s.extra, SFTConfig, kwargs))
-    problems.raise_if_any()
-    return SFTConfig(**kwargs, **dict(s.extra))
-
-
-def sft_config_kwargs(settings: SFTSettings, output_dir: str | os.PathLike, *, world_size: int = 1,
-                      report_to: Sequence[str] = (), deepspeed: str | dict = "",
-                      model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``trl.SFTConfig`` fields opgrpo sets from ``settings`` (``sft_config`` adds ``settings.extra``)."""
-    s = settings
-    per_step = max(1, s.per_device_batch_size * world_size)
-    return dict(
+    per_step = max(1, trl_value(s, "per_device_train_batch_size") * world_size)
+    derived = dict(
         output_dir=str(output_dir),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        learning_rate=s.lr,
-        lr_scheduler_type=s.scheduler,
-        warmup_steps=s.warmup_ratio,
-        per_device_train_batch_size=s.per_device_batch_size,
         gradient_accumulation_steps=s.global_batch_size // per_step,
-        max_length=s.max_length,
         completion_only_loss=True,
         **bookkeeping_kwargs(s, "sft", report_to=report_to, deepspeed=deepspeed, model_kwargs=model_kwargs),
     )
+    return build_trl_config(s, "sft", world_size, derived)
 
 
 def run_sft(

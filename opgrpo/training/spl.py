@@ -56,7 +56,8 @@ class SPLConfig:
     beta: float = 0.001
     """Cross-entropy-to-reference weight: CE(pi, pi_ref) enters with -beta (the KL coefficient when alpha = beta)."""
     mode: SPLMode = SPLMode.loss
-    """``loss`` (TRL beta = beta, entropy_coef = alpha - beta) or ``reward`` (r - alpha log pi + beta log pi_ref)."""
+    """``loss`` (``trainer.grpo.trl.beta`` = beta, ``trl.entropy_coef`` = alpha - beta) or ``reward`` (r - alpha
+    log pi + beta log pi_ref)."""
 
     def problems(self) -> list[str]:
         """Every invalid setting as ``key: message`` (keys relative to ``spl``)."""
@@ -79,12 +80,15 @@ class SPLConfig:
 
 
 def spl_settings(settings, spl: SPLConfig):
-    """A copy of the ``GRPOSettings`` carrying SPL: mode=loss sets beta and entropy_coef = alpha - beta; mode=reward
-    turns TRL's KL and entropy bonus off (both live in the ``spl_shaping`` reward)."""
+    """A copy of the ``GRPOSettings`` carrying SPL in its TRL fields: mode=loss sets ``trl.beta`` and
+    ``trl.entropy_coef = alpha - beta``; mode=reward turns TRL's KL and entropy bonus off (both live in the
+    ``spl_shaping`` reward)."""
     spl.validate()
     if spl.mode == "loss":
-        return replace(settings, beta=float(spl.beta), entropy_coef=float(spl.alpha - spl.beta))
-    return replace(settings, beta=0.0, entropy_coef=0.0)
+        coefs = dict(beta=float(spl.beta), entropy_coef=float(spl.alpha - spl.beta))
+    else:
+        coefs = dict(beta=0.0, entropy_coef=0.0)
+    return replace(settings, trl={**settings.trl, **coefs})
 
 
 def spl_shaping(policy_logp: Sequence[float], ref_logp: Sequence[float], alpha: float, beta: float) -> np.ndarray:

@@ -4,7 +4,7 @@ Each config section (``RewardConfig``, ``GRPOSettings``, ``EstimatorConfig``, ..
 ``problems(self) -> list[str]`` with messages ``"<key relative to the section>: <what is wrong>"``, built
 with a :class:`Problems` collector, and ``validate(self)`` that raises :class:`ConfigProblemsError` listing
 them (``raise_if_any``). The Hydra app gathers the sections' problems under their full config keys
-(``reward.tau_cov``, ``trainer.grpo.lr``); a notebook user gets the same messages from ``validate()``.
+(``reward.tau_cov``, ``trainer.grpo.trl.num_generations``); a notebook user gets the same messages from ``validate()``.
 
 String settings with a fixed set of values are :class:`Choice` enums (``enum.StrEnum``): the Hydra schema types
 the field with the enum, so OmegaConf rejects a wrong value while the config is composed, naming the key and the

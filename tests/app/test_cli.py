@@ -74,7 +74,7 @@ def test_stage_describe_prints_the_sections_without_loading_models(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     for section in ("== reward ==", "== trainer.grpo ==", "== estimator =="):
         assert section in out.stdout
-    assert "trainer.grpo.num_generations = 4" in out.stdout
+    assert "trainer.grpo.trl.num_generations = 4" in out.stdout
 
 
 def test_multirun_with_a_failed_member_exits_non_zero_and_names_it(tmp_path):
@@ -163,8 +163,8 @@ def test_help_lists_stages_presets_keys_and_companion_commands(tmp_path, compose
         assert command in companions, command
     keys = [line.split("=", 1)[0] for line in lines[next(k for k in lines if k.startswith("Most used keys"))]]
     for key in ("stage", "pipeline", "experiment", "seed", "init_from", "model.name_or_path", "benchmark.train_file",
-                "benchmark.test_file", "reward.weights.coverage", "trainer.grpo.num_generations",
-                "trainer.grpo.prompts_per_step", "trainer.grpo.lr", "trainer.grpo.max_steps", "deepspeed", "launcher",
+                "benchmark.test_file", "reward.weights.coverage", "trainer.grpo.trl.num_generations",
+                "trainer.grpo.prompts_per_step", "trainer.grpo.trl.learning_rate", "trainer.grpo.trl.max_steps", "deepspeed", "launcher",
                 "logger", "eval.nli.backend", "hydra.run.dir"):
         assert key in keys, key
     cfg = compose([], return_hydra_config=True)
@@ -181,7 +181,7 @@ def test_missing_values_fail_at_startup_listed_with_status(tmp_path):
     log = res.stdout + res.stderr
     assert res.returncode == 2, log[-3000:]
     assert "Traceback" not in log and "seed: missing value" in log
-    assert "trainer.sft.seed" in log and "eval.generation.seed" in log  # the keys that interpolate it
+    assert "trainer.sft.trl.seed" in log and "eval.generation.seed" in log  # the keys that interpolate it
     status = json.loads((tmp_path / "a" / "status.json").read_text())
     assert status["status"] == "failed" and "seed: missing value" in status["error"]
     # the paper preset without its data files: listed like any other problem, status.json failed

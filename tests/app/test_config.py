@@ -46,7 +46,7 @@ def test_cpu_demo_is_valid_and_small(compose):
     check(cfg)
     assert cfg.pipeline == ["estimator", "eval_base", "sft", "grpo", "eval"]
     assert cfg.eval.nli.backend == "causal_lm"
-    assert cfg.trainer.grpo.max_completion_length <= 128
+    assert cfg.trainer.grpo.trl.max_completion_length <= 128
     # the paper's rules and weights, thresholds calibrated for the MiniLM estimator (conf/reward/cpu.yaml)
     r = cfg.reward
     assert (r.weights.coverage, r.weights.uniqueness, r.mode, r.masking) == (0.3, 0.3, "bucketed", "situation")
@@ -58,12 +58,13 @@ def test_paper_preset_has_spec_numbers(compose):
     r = cfg.reward
     assert (r.weights.coverage, r.weights.uniqueness, r.weights.format, r.weights.tag) == (0.3, 0.3, 0.1, 1.0)
     assert (r.tau_cov, r.tau_uniq, r.mode, r.masking) == (0.7, 0.78, "bucketed", "situation")
-    g = cfg.trainer.grpo
-    assert (g.num_generations, g.prompts_per_step, g.mini_batch_size) == (10, 1024, 256)
-    assert (g.lr, g.beta, g.entropy_coef, g.epsilon, g.temperature) == (1e-6, 0.001, 0.0, 0.2, 1.0)
-    assert (g.max_prompt_length, g.max_completion_length, g.num_epochs) == (512, 800, 15)
-    s = cfg.trainer.sft
-    assert (s.epochs, s.lr, s.scheduler, s.warmup_ratio, s.global_batch_size, s.max_length) == (1, 1e-5, "cosine", 0.1, 256, 1300)
+    g, gt = cfg.trainer.grpo, cfg.trainer.grpo.trl
+    assert (gt.num_generations, g.prompts_per_step, g.mini_batch_size) == (10, 1024, 256)
+    assert (gt.learning_rate, gt.beta, gt.entropy_coef, gt.epsilon, gt.temperature) == (1e-6, 0.001, 0.0, 0.2, 1.0)
+    assert (g.max_prompt_length, gt.max_completion_length, gt.num_train_epochs) == (512, 800, 15)
+    s, st = cfg.trainer.sft, cfg.trainer.sft.trl
+    assert (st.num_train_epochs, st.learning_rate, st.lr_scheduler_type, st.warmup_steps, s.global_batch_size,
+            st.max_length) == (1, 1e-5, "cosine", 0.1, 256, 1300)
     t = cfg.estimator.train
     assert (t.batch_size, t.epochs, t.mnrl_scale) == (32, 2, 60)
     # trainer_tripetloss.py's values to the last digit (SPEC: 2.1457e-5, 0.0325), not 2.1e-5 / 0.03
@@ -128,7 +129,7 @@ def test_unknown_key_fails_at_composition(compose):
         ("model.name_or_path=/no/such/model", "model.name_or_path"),
         ("benchmark.train_file=/no/such/file.csv", "benchmark.train_file"),
         ("benchmark.test_file=/no/such/test.csv", "benchmark.test_file"),
-        ("trainer.grpo.num_generations=3", "trainer.grpo"),
+        ("trainer.grpo.trl.num_generations=3", "trainer.grpo"),
         ("estimator.mining.pair_threshold=1.2", "estimator.mining.pair_threshold"),
         ("estimator.judge.labels_file=/no/such/labels.csv", "estimator.judge.labels_file"),
         ("estimator.judge.labels_file=''", "estimator.judge.labels_file"),
@@ -136,8 +137,10 @@ def test_unknown_key_fails_at_composition(compose):
         ("deepspeed=zero2_offload", "deepspeed"),  # on CPU: nothing to offload from (zero2/zero3 themselves run)
         ("deepspeed=zero3 deepspeed.config.zero_optimization.stage=5", "deepspeed.config.zero_optimization.stage"),
         ("reward.extra_funcs=[json:no_such_function]", "reward.extra_funcs[0]"),
-        ("+trainer.grpo.extra.optimm=adamw_torch", "trainer.grpo.extra.optimm"),
-        ("+trainer.sft.extra.learning_rate=0.1", "trainer.sft.extra.learning_rate"),
+        ("+trainer.grpo.trl.optimm=adamw_torch", "trainer.grpo.trl.optimm"),  # not a field of GRPOConfig
+        ("+trainer.grpo.trl.foo=1", "trainer.grpo.trl.foo"),
+        ("+trainer.sft.trl.gradient_accumulation_steps=2", "trainer.sft.trl.gradient_accumulation_steps"),  # derived
+        ("trainer.grpo.trl.loss_type=token-mean", "trainer.grpo.trl.loss_type"),
         ("eval.generation.vllm_gpu_memory_utilization=1.5", "eval.generation.vllm_gpu_memory_utilization"),
         ("reward.extra_funcs=[json:dumps] reward.extra_weights=[1,2]", "reward.extra_weights"),
         ("estimator.train.batch_size=0", "estimator.train.batch_size"),  # issue 16.11: before the model loads
@@ -185,10 +188,10 @@ def test_several_mistakes_reported_together(compose):
 
 def test_each_section_reports_every_problem_not_the_first(compose):
     cfg = compose(["experiment=cpu_demo", "reward.tau_cov=2", "reward.weights.tag=-1",
-                   "trainer.grpo.lr=0", "trainer.grpo.top_p=3", "eval.generation.top_p=2", "eval.nli.batch_size=0"])
+                   "+trainer.grpo.trl.learning_rte=0", "trainer.grpo.trl.loss_type=x", "eval.generation.top_p=2", "eval.nli.batch_size=0"])
     with pytest.raises(ConfigError) as err:
         check(cfg)
-    for key in ("reward.tau_cov", "reward.weights.tag", "trainer.grpo.lr", "trainer.grpo.top_p",
+    for key in ("reward.tau_cov", "reward.weights.tag", "trainer.grpo.trl.learning_rte", "trainer.grpo.trl.loss_type",
                 "eval.generation.top_p", "eval.nli.batch_size"):
         assert f"  {key}: " in str(err.value), key
     # the lower layers report the same problems without Hydra, keys relative to their section
@@ -361,7 +364,7 @@ def test_interpolated_missing_values_are_listed_problems(compose):
         check(compose(["experiment=cpu_demo", "stage=describe", "seed=???"]))
     message = str(err.value)
     assert "  seed: missing value" in message
-    for user in ("trainer.sft.seed", "trainer.grpo.seed", "eval.generation.seed"):  # ${seed} in the presets
+    for user in ("trainer.sft.trl.seed", "trainer.grpo.trl.seed", "eval.generation.seed"):  # ${seed} in the presets
         assert user in message.split("  seed: ", 1)[1].splitlines()[0], user
     with pytest.raises(ConfigError) as err:
         check(compose(["experiment=cpu_demo", "estimator.calibration.tau_cov=???"]))

@@ -22,7 +22,7 @@ from opgrpo.app.schema import OPGRPOConfig
 
 BIN = Path(sys.executable).parent / "opgrpo"
 CHOICES = {"reward.mode": "[bucketed, continuous]",
-           "trainer.grpo.loss_type": "[dapo, bnpo, grpo, dr_grpo, cispo, sapo, luspo, vespo]",
+           "spl.mode": "[loss, reward]",
            "eval.nli.backend": "[sequence_classification, causal_lm, none]"}
 
 
@@ -45,8 +45,7 @@ def _enum_fields(cls: type, prefix: str = ""):
 
 def test_the_choice_settings_are_enums_named_by_their_values():
     fields = dict(_enum_fields(OPGRPOConfig))
-    for key in ("reward.mode", "reward.masking", "reward.aggregation", "trainer.grpo.loss_type",
-                "trainer.grpo.scale_rewards", "trainer.grpo.vllm_mode", "eval.nli.backend", "eval.nli.splitter",
+    for key in ("reward.mode", "reward.masking", "reward.aggregation", "eval.nli.backend", "eval.nli.splitter",
                 "eval.nli.text", "eval.judge.kind", "estimator.mining.masking", "estimator.mining.train_text",
                 "estimator.mining.prompt", "estimator.judge.kind", "estimator.judge.mode", "estimator.judge.unlabelled",
                 "estimator.train.batch_sampler", "estimator.search.batch_sampler", "spl.mode", "pope.weighting",
@@ -62,18 +61,20 @@ def test_the_choice_settings_are_enums_named_by_their_values():
 
 def test_the_tuples_other_code_uses_are_unchanged():
     from opgrpo.estimator.config import BATCH_SAMPLERS, JUDGE_PROMPT_NAMES, TRAIN_TEXTS
-    from opgrpo.evaluation.modular import BASELINE_KINDS
     from opgrpo.evaluation.config import BACKENDS, SPLITTERS, TEXTS
+    from opgrpo.evaluation.modular import BASELINE_KINDS
     from opgrpo.evaluation.pope import WEIGHTINGS
     from opgrpo.judges import CHAT_KINDS, YES_NO_KINDS
     from opgrpo.reward.config import AGGREGATIONS, MODES
-    from opgrpo.training.grpo import LOSS_TYPES, SCALE_REWARDS, VLLM_MODES
+    from opgrpo.training.grpo import TRL_CHOICES
     from opgrpo.training.spl import SPL_MODES
 
     assert MODES == ("bucketed", "continuous") and AGGREGATIONS == ("total", "components", "gdpo")
+    # TRL's string fields checked at start-up (trainer.grpo.trl.*; TRL itself checks them only once training runs)
+    LOSS_TYPES = TRL_CHOICES["loss_type"]
     assert LOSS_TYPES == ("dapo", "bnpo", "grpo", "dr_grpo", "cispo", "sapo", "luspo", "vespo")
-    assert (SCALE_REWARDS, VLLM_MODES, SPL_MODES) == (("group", "batch", "none"), ("colocate", "server"),
-                                                      ("loss", "reward"))
+    assert (TRL_CHOICES["scale_rewards"], TRL_CHOICES["vllm_mode"], SPL_MODES) == (
+        ("group", "batch", "none"), ("colocate", "server"), ("loss", "reward"))
     assert (BACKENDS, SPLITTERS, TEXTS) == (("sequence_classification", "causal_lm", "none"),
                                             ("sentence_splitter", "newline"), ("auto", "core", "full"))
     assert (TRAIN_TEXTS, JUDGE_PROMPT_NAMES, BATCH_SAMPLERS) == (("raw", "masked"), ("authors", "situation"),
@@ -94,7 +95,6 @@ def test_a_member_behaves_as_its_string():
 
 @pytest.mark.parametrize("section,cls_path,field,bad", [
     ("reward", "opgrpo.reward.config:RewardConfig", "mode", "bogus"),
-    ("trainer.grpo", "opgrpo.training.grpo:GRPOSettings", "loss_type", "ppo"),
     ("eval.nli", "opgrpo.evaluation.nli:NLIConfig", "backend", "magic"),
     ("estimator.judge", "opgrpo.estimator.config:JudgeConfig", "mode", "sampling"),
     ("spl", "opgrpo.training.spl:SPLConfig", "mode", "both"),
@@ -133,18 +133,20 @@ def test_composition_rejects_a_wrong_value_naming_key_and_choices(compose):
 def test_composed_values_become_enum_members_of_the_lower_layer(compose):
     from opgrpo.evaluation.config import NLIBackend
     from opgrpo.reward.config import RewardMode
-    from opgrpo.training.grpo import LossType
+    from opgrpo.training.spl import SPLMode
 
-    cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "trainer.grpo.loss_type=dr_grpo"])
+    cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "spl.mode=reward",
+                   "trainer.grpo.trl.loss_type=dr_grpo"])
     assert to_config(cfg).reward.mode is RewardMode.continuous
-    assert to_config(cfg).trainer.grpo.loss_type is LossType.dr_grpo
+    assert to_config(cfg).spl.mode is SPLMode.reward
+    assert type(to_config(cfg).trainer.grpo.trl["loss_type"]) is str  # TRL's field: passed to TRL as written
     assert to_config(cfg).eval.nli.backend is NLIBackend.causal_lm  # from the preset's YAML
     assert compose(["reward=continuous"]).reward.mode == "continuous"  # a group option's YAML string
 
 
 @pytest.mark.parametrize("override, key, bad", [
     ("reward.mode=bogus", "reward.mode", "bogus"),
-    ("trainer.grpo.loss_type=ppo", "trainer.grpo.loss_type", "ppo"),
+    ("spl.mode=ppo", "spl.mode", "ppo"),
     ("eval.nli.backend=1", "eval.nli.backend", "1"),
 ])
 def test_composition_rejects_each_wrong_choice_naming_key_and_choices(compose, override, key, bad):
@@ -193,7 +195,7 @@ def test_a_wrong_choice_in_a_sweep_fails_before_any_job(tmp_path):
 def test_a_sweep_over_choices_composes_and_writes_plain_strings(tmp_path):
     """Hydra sweeps over enum keys still compose; config.yaml and the metrics keep plain strings (yaml.safe_load)."""
     res = _run(["-m", "experiment=cpu_demo", "stage=describe", "reward.mode=bucketed,continuous",
-                "trainer.grpo.loss_type=grpo", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+                "trainer.grpo.trl.loss_type=grpo", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     modes = []
     for job in ("0", "1"):
@@ -201,7 +203,7 @@ def test_a_sweep_over_choices_composes_and_writes_plain_strings(tmp_path):
         assert "!!python" not in text and "RewardMode" not in text
         config = yaml.safe_load(text)
         modes.append(config["reward"]["mode"])
-        assert config["trainer"]["grpo"]["loss_type"] == "grpo" and config["eval"]["nli"]["backend"] == "causal_lm"
+        assert config["trainer"]["grpo"]["trl"]["loss_type"] == "grpo" and config["eval"]["nli"]["backend"] == "causal_lm"
         assert json.loads((tmp_path / "sweep" / job / "status.json").read_text())["status"] == "completed"
     assert modes == ["bucketed", "continuous"]
 
@@ -212,15 +214,15 @@ def test_what_a_run_records_keeps_plain_strings(compose, tmp_path):
     from opgrpo.app.tracking import wandb_init_kwargs
 
     cfg = compose(["experiment=cpu_demo", "reward.mode=continuous", "logger.wandb.mode=offline",
-                   "trainer.grpo.loss_type=dr_grpo", "trainer.grpo.scale_rewards=batch"])
+                   "trainer.grpo.trl.loss_type=dr_grpo", "+trainer.grpo.trl.scale_rewards=batch"])
     config = wandb_init_kwargs(to_config(cfg), tmp_path, ["reward.mode=continuous"])["config"]
     assert json.loads(json.dumps(config))["reward"]["mode"] == "continuous"
     assert yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))["reward"]["mode"] == "continuous"
     run = RunDir(tmp_path / "run")
     run.log("grpo", {"settings": dataclasses.asdict(to_config(cfg).trainer.grpo)})
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["settings/loss_type"] == "dr_grpo" and record["settings/scale_rewards"] == "batch"
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["grpo/settings/vllm_mode"] == "colocate"
+    assert record["settings/trl/loss_type"] == "dr_grpo" and record["settings/trl/scale_rewards"] == "batch"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["grpo/settings/trl/loss_type"] == "dr_grpo"
 
 
 def test_describe_shows_the_values_as_strings(compose):

@@ -106,7 +106,7 @@ def test_run_ends_by_pushing_its_final_model(compose, tiny_lm, tmp_path, monkeyp
     from opgrpo.app.stages import run_stages
 
     fake = FakeHubApi(monkeypatch)
-    cfg = compose(["experiment=cpu_demo", "stage=sft", f"model.name_or_path={tiny_lm}", "trainer.sft.max_steps=1",
+    cfg = compose(["experiment=cpu_demo", "stage=sft", f"model.name_or_path={tiny_lm}", "trainer.sft.trl.max_steps=1",
                    "hub.push=true", "hub.model_id=org/op-grpo-test", "hub.token_env=OPGRPO_TEST_HUB_TOKEN",
                    "hub.private=false"])
     run = RunDir(tmp_path / "run")
@@ -132,7 +132,7 @@ def test_eval_stage_writes_its_numbers_into_the_pushed_card(compose, tiny_lm, tm
 
     fake = FakeHubApi(monkeypatch)
     cfg = compose(["experiment=cpu_demo", "pipeline=[sft,eval]", f"model.name_or_path={tiny_lm}",
-                   "trainer.sft.max_steps=1", "eval.nli.backend=none", "eval.generation.max_new_tokens=8",
+                   "trainer.sft.trl.max_steps=1", "eval.nli.backend=none", "eval.generation.max_new_tokens=8",
                    "+benchmark.test_files.5=${offline:sample_test}", "benchmark.test_file=''",
                    "benchmark.max_test_items=2", "hub.push=true", "hub.model_id=org/op-grpo-test",
                    "hub.token_env=OPGRPO_TEST_HUB_TOKEN"])
@@ -161,7 +161,7 @@ def test_grpo_card_names_base_model_data_reward_weights_and_thresholds(compose, 
     from opgrpo.app.rundir import RunDir
 
     cfg = compose(["experiment=cpu_demo", "model.name_or_path=Qwen/Qwen2.5-3B-Instruct", "reward.weights.coverage=0.5",
-                   "reward.tau_cov=0.61", "trainer.grpo.lr=2e-6", "hub.model_id=org/op-grpo-3b"])
+                   "reward.tau_cov=0.61", "trainer.grpo.trl.learning_rate=2e-6", "hub.model_id=org/op-grpo-3b"])
     ctx = RunContext(to_config(cfg), RunDir(tmp_path))
     _model_folder(tmp_path / "grpo" / "final")
 
@@ -178,5 +178,6 @@ def test_grpo_card_names_base_model_data_reward_weights_and_thresholds(compose, 
     assert "tau_cov (coverage threshold): 0.61" in text and "tau_uniq (uniqueness threshold): 0.6" in text
     assert "TRL reward functions (weight): op_total 1" in text and "| training examples | 25 |" in text
     assert "**sample**" in text and "sample_train" in text and f"`{tmp_path / 'sft' / 'final'}`" in text
-    assert "| `lr` | 2e-06 |" in text and "| `num_generations` | 4 |" in text  # trainer=cpu's GRPO settings
+    assert "| `trl.learning_rate` | 2e-06 |" in text and "| `trl.num_generations` | 4 |" in text  # trainer=cpu's GRPO
+    assert "| `prompts_per_step` | 2 |" in text  # opgrpo's own settings, by their names
     assert "untuned base" in text  # no estimator stage in this run: the reward's estimator is the base MiniLM

@@ -16,9 +16,9 @@ BIN = Path(sys.executable).parent / "opgrpo"
 
 SHRINK = [
     "estimator.train.max_steps=2",
-    "trainer.sft.max_steps=1",
-    "trainer.grpo.max_steps=1",
-    "trainer.grpo.max_completion_length=24",
+    "trainer.sft.trl.max_steps=1",
+    "trainer.grpo.trl.max_steps=1",
+    "trainer.grpo.trl.max_completion_length=24",
     "eval.generation.max_new_tokens=24",
     "+benchmark.test_files.5=${offline:sample_test}",
     "benchmark.test_file=''",
@@ -90,7 +90,7 @@ def test_grpo_stage_logs_to_wandb_offline(tmp_path, tiny_lm):
     env.pop("WANDB_MODE", None)
     res = subprocess.run([str(BIN), "experiment=cpu_demo", "stage=grpo", "logger=wandb", "logger.wandb.mode=offline",
                           "logger.wandb.project=opgrpo-test", f"hydra.run.dir={run}", f"model.name_or_path={tiny_lm}",
-                          "trainer.grpo.max_steps=1", "trainer.grpo.max_completion_length=16"],
+                          "trainer.grpo.trl.max_steps=1", "trainer.grpo.trl.max_completion_length=16"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     runs = list((run / "wandb").glob("offline-run-*"))

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "opgrpo"
-TINY_GRPO = ["experiment=cpu_demo", "model.gguf_file=", "trainer.grpo.max_completion_length=12",
+TINY_GRPO = ["experiment=cpu_demo", "model.gguf_file=", "trainer.grpo.trl.max_completion_length=12",
              "reward.extra_funcs=[dist_rewards:own_item]"]
 
 
@@ -123,7 +123,7 @@ def one_set_of_files(run: Path) -> None:
 def test_zero2_grpo_two_processes(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = accelerate_launch(tmp_path, [*TINY_GRPO, "stage=grpo", "deepspeed=zero2",
-                                       f"model.name_or_path={tiny_model}", "trainer.grpo.max_steps=2",
+                                       f"model.name_or_path={tiny_model}", "trainer.grpo.trl.max_steps=2",
                                        f"hydra.run.dir={run}"])
     assert res.returncode == 0, res.stderr[-4000:]
     s = summary(run)
@@ -138,7 +138,7 @@ def test_zero2_grpo_two_processes(tmp_path, tiny_model):
 def test_zero3_grpo_with_reference_model_and_generation(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = two_nodes(tmp_path, [*TINY_GRPO, "stage=grpo", "deepspeed=zero3", f"model.name_or_path={tiny_model}",
-                               "trainer.grpo.max_steps=2", "trainer.grpo.beta=0.04", f"hydra.run.dir={run}"])
+                               "trainer.grpo.trl.max_steps=2", "trainer.grpo.trl.beta=0.04", f"hydra.run.dir={run}"])
     assert res.returncode == 0, res.stderr[-4000:]
     s = summary(run)
     assert s["grpo/world_size"] == 2 and s["grpo/global_step"] == 2
@@ -159,9 +159,9 @@ def test_zero3_grpo_with_reference_model_and_generation(tmp_path, tiny_model):
 def test_zero2_sft_two_processes(tmp_path, tiny_model):
     run = tmp_path / "run"
     res = torchrun(tmp_path, ["experiment=cpu_demo", "model.gguf_file=", "stage=sft", "deepspeed=zero2",
-                              f"model.name_or_path={tiny_model}", "trainer.sft.max_steps=2",
-                              "trainer.sft.global_batch_size=4", "trainer.sft.per_device_batch_size=2",
-                              "trainer.sft.max_length=256", f"hydra.run.dir={run}"])
+                              f"model.name_or_path={tiny_model}", "trainer.sft.trl.max_steps=2",
+                              "trainer.sft.global_batch_size=4", "trainer.sft.trl.per_device_train_batch_size=2",
+                              "trainer.sft.trl.max_length=256", f"hydra.run.dir={run}"])
     assert res.returncode == 0, res.stderr[-4000:]
     s = summary(run)
     assert s["sft/world_size"] == 2 and s["sft/global_step"] == 2
@@ -173,8 +173,8 @@ def test_zero2_sft_two_processes(tmp_path, tiny_model):
 def test_zero2_grpo_killed_after_second_checkpoint_resumes(tmp_path, tiny_model):
     run = tmp_path / "run"
     args = [*TINY_GRPO, "stage=grpo", "deepspeed=zero2", f"model.name_or_path={tiny_model}",
-            "trainer.grpo.max_steps=6", "trainer.grpo.save_steps=2", "trainer.grpo.save_total_limit=-1",
-            "trainer.grpo.save_only_model=false", "trainer.grpo.clean_checkpoints=false",  # full checkpoints, kept
+            "trainer.grpo.trl.max_steps=6", "trainer.grpo.trl.save_steps=2", "trainer.grpo.trl.save_total_limit=null",
+            "trainer.grpo.trl.save_only_model=false", "trainer.grpo.clean_checkpoints=false",  # full checkpoints, kept
             f"hydra.run.dir={run}"]
     # scoring for step 6 happens after step 5 was logged, before checkpoint-6: the newest checkpoint is the 2nd (4)
     killed = torchrun(tmp_path, args, DIST_REWARDS_KILL_AT="5")
@@ -222,7 +222,7 @@ def test_submitit_two_tasks_form_one_process_group(tmp_path, tiny_model):
     sweep = tmp_path / "sweep"
     res = subprocess.run(
         [str(BIN), "-m", "launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
-         *TINY_GRPO, "stage=grpo", "deepspeed=zero2", f"model.name_or_path={tiny_model}", "trainer.grpo.max_steps=2",
+         *TINY_GRPO, "stage=grpo", "deepspeed=zero2", f"model.name_or_path={tiny_model}", "trainer.grpo.trl.max_steps=2",
          f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]

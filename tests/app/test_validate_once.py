@@ -132,7 +132,7 @@ def test_a_real_run_through_the_entrypoint_parses_its_training_file_once(parses,
 
     run = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["opgrpo", "experiment=cpu_demo", "stage=sft", f"model.name_or_path={tiny_lm}",
-                                      "trainer.sft.max_steps=1", f"hydra.run.dir={run}"])
+                                      "trainer.sft.trl.max_steps=1", f"hydra.run.dir={run}"])
     GlobalHydra.instance().clear()
     cli.main()
     assert json.loads((run / "status.json").read_text())["status"] == "completed"

@@ -48,7 +48,7 @@ def test_t_interval_one_value_none_and_nan():
 
 
 def test_seed_keys():
-    assert is_seed_key("seed") and is_seed_key("+seed") and is_seed_key("trainer.grpo.seed")
+    assert is_seed_key("seed") and is_seed_key("+seed") and is_seed_key("trainer.grpo.trl.seed")
     assert not is_seed_key("split_seed") and not is_seed_key("benchmark.split_seed") and not is_seed_key("seeds")
     assert without_seed({"seed": "1", "a": "2", "x.seed": "3"}) == {"a": "2"}
     assert seed_of(run({"a": "1", "seed": "7"})) == "7"

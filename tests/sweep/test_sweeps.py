@@ -169,12 +169,12 @@ def test_load_spec_flattens_settings(tmp_path):
         """))
     spec = optuna_cli.load_spec(path)
     assert spec.fixed == ["reward=continuous", "reward.weights.tag=1.0", "objective=eval/reward/total",
-                          "pipeline=[grpo,eval]", "trainer.grpo.max_steps=3"]
+                          "pipeline=[grpo,eval]", "trainer.grpo.trl.max_steps=3"]
     assert (spec.direction, spec.n_trials, spec.study_name, list(spec.space)) == ("minimize", 3, "s", ["reward.tau_cov"])
     # the user's base overrides win over the spec's settings of the same key
     ov = ostudy.trial_overrides(spec, {"reward.tau_cov": 0.7}, ["experiment=cpu_demo", "objective=eval/overall/accuracy"])
     assert ov == ["experiment=cpu_demo", "objective=eval/overall/accuracy", "reward=continuous",
-                  "reward.weights.tag=1.0", "pipeline=[grpo,eval]", "trainer.grpo.max_steps=3", "reward.tau_cov=0.7"]
+                  "reward.weights.tag=1.0", "pipeline=[grpo,eval]", "trainer.grpo.trl.max_steps=3", "reward.tau_cov=0.7"]
     assert ostudy._objective_of(spec, ["objective=eval/overall/accuracy"]) == "eval/overall/accuracy"
     path.write_text("hydra: {sweeper: {direction: up}}\n")
     with pytest.raises(ValueError, match="direction"):

@@ -10,18 +10,18 @@ import shutil
 import struct
 
 import pytest
-from helpers import make_items
+from helpers import make_items, sft_settings
 
 from opgrpo.training.common import (
     checkpoint_problem,
     reporting_full_disk,
     resume_checkpoint,
 )
-from opgrpo.training.sft import SFTSettings, run_sft
+from opgrpo.training.sft import run_sft
 from opgrpo.utils.jsonio import read_jsonl
 
-SETTINGS = SFTSettings(lr=1e-3, global_batch_size=2, per_device_batch_size=2, max_steps=4, save_steps=2,
-                       save_total_limit=-1, logging_steps=1, warmup_ratio=0.0)
+SETTINGS = sft_settings(learning_rate=1e-3, global_batch_size=2, per_device_train_batch_size=2, max_steps=4,
+                        save_steps=2, save_total_limit=None, logging_steps=1, warmup_steps=0.0)
 
 
 class CountSteps:
@@ -194,7 +194,7 @@ def test_full_disk_while_saving_the_final_model_names_final(tiny_model, tmp_path
         return real(self, output_dir, _internal_call)
 
     monkeypatch.setattr(Trainer, "save_model", save_model)
-    settings = SFTSettings(global_batch_size=2, per_device_batch_size=2, max_steps=1, save_steps=100)
+    settings = sft_settings(global_batch_size=2, per_device_train_batch_size=2, max_steps=1, save_steps=100)
     with pytest.raises(OSError, match="no space left on device") as info:
         run_sft(tiny_model, make_items(2), settings, tmp_path)
     assert str(tmp_path / "final") in str(info.value)

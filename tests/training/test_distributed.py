@@ -66,10 +66,12 @@ def worker(model_dir: str, out_dir: str) -> None:
     out = Path(out_dir)
     rank = int(os.environ["RANK"])
     settings = GRPOSettings(
-        num_generations=NUM_GENERATIONS, prompts_per_step=PROMPTS_PER_STEP, mini_batch_size=1,
-        per_device_batch_size=1, max_completion_length=8, max_prompt_length=256, max_steps=MAX_STEPS,
-        save_steps=100, completion_samples=NUM_GENERATIONS * PROMPTS_PER_STEP,
+        prompts_per_step=PROMPTS_PER_STEP, mini_batch_size=1, max_prompt_length=256,
+        completion_samples=NUM_GENERATIONS * PROMPTS_PER_STEP,
         completion_samples_every=PROMPTS_PER_STEP,  # once per generation batch
+        trl=dict(num_generations=NUM_GENERATIONS, per_device_train_batch_size=1, max_completion_length=8,
+                 max_steps=MAX_STEPS, save_steps=100, logging_steps=1, activation_checkpointing=False, beta=0.001,
+                 use_bias_correction_kl=False, lr_scheduler_type="constant", save_total_limit=2),
     )
     metrics = run_grpo(model_dir, make_items(), [OwnItemReward(out, rank)], [1.0], settings, out / "run")
     if rank == 0:

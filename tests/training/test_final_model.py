@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from helpers import TINY, completion_length, make_items
+from helpers import completion_length, make_items, sft_settings, tiny_grpo
 
 from opgrpo.training.common import cast_saved_weights
-from opgrpo.training.grpo import GRPOSettings, run_grpo
-from opgrpo.training.sft import SFTSettings, run_sft
+from opgrpo.training.grpo import run_grpo
+from opgrpo.training.sft import run_sft
 
 
 def _dtypes(path) -> set:
@@ -24,9 +24,9 @@ def _dtypes(path) -> set:
 def test_sft_trained_with_bf16_saves_a_bf16_final_with_tokenizer_template_and_card(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # bf16 mixed precision on CPU needs transformers' use_cpu (trainer.sft.extra), as a GPU run needs nothing
-    settings = SFTSettings(lr=1e-2, global_batch_size=2, per_device_batch_size=2, max_steps=1, logging_steps=1,
-                           warmup_ratio=0.0, save_steps=1, bf16="true", extra={"use_cpu": True})
+    # bf16 mixed precision on CPU needs transformers' use_cpu (trainer.sft.trl.use_cpu), as a GPU run needs nothing
+    settings = sft_settings(learning_rate=1e-2, global_batch_size=2, per_device_train_batch_size=2, max_steps=1,
+                            warmup_steps=0.0, save_steps=1, bf16="true", use_cpu=True)
     run_sft(tiny_model, make_items(4), settings, tmp_path)
     final = tmp_path / "final"
     assert _dtypes(tiny_model / "model.safetensors") == {torch.float32}  # what TRL loaded and trained (masters)
@@ -39,13 +39,13 @@ def test_sft_trained_with_bf16_saves_a_bf16_final_with_tokenizer_template_and_ca
     source = AutoTokenizer.from_pretrained(tiny_model)
     assert AutoTokenizer.from_pretrained(final).chat_template == source.chat_template
     card = (final / "README.md").read_text()
-    assert str(tiny_model) in card and "Weights in bfloat16" in card and "`lr` | 0.01" in card
+    assert str(tiny_model) in card and "Weights in bfloat16" in card and "`trl.learning_rate` | 0.01" in card
     assert "sft" in card.split("---")[1]  # a metadata tag
     assert not (tmp_path / "README.md").exists()  # TRL's draft card of the checkpoint save is gone
 
 
 def test_grpo_without_mixed_precision_keeps_float32_and_names_its_reward_functions(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, max_steps=1, save_steps=1, completion_samples_every=0, bf16="false")
+    settings = tiny_grpo(max_steps=1, save_steps=1, completion_samples_every=0, bf16="false")
     run_grpo(tiny_model, make_items(4), [completion_length], [0.5], settings, tmp_path)
     final = tmp_path / "final"
     assert _dtypes(final / "model.safetensors") == {torch.float32}
@@ -90,7 +90,7 @@ def test_model_card_metadata_and_evaluation_update(tmp_path):
     write_model_card(tmp_path, stage="grpo", base_model="Qwen/Qwen2.5-3B-Instruct", start_from="/runs/1/sft/final",
                      dataset="valueprism", data_files=["/data/vp/train.csv"],
                      reward={"weights": {"coverage": 0.3, "uniqueness": 0.3}, "tau_cov": 0.7},
-                     settings={"lr": 1e-6, "extra": {}}, hub_model_id="org/op-grpo-3b")
+                     settings={"trl": {"learning_rate": 1e-6}, "extra": {}}, hub_model_id="org/op-grpo-3b")
     card = ModelCard.load(str(tmp_path / "README.md"))
     assert card.data.base_model == "Qwen/Qwen2.5-3B-Instruct" and card.data.datasets is None  # a local file
     assert {"opgrpo", "grpo"} <= set(card.data.tags) and card.data.model_name == "op-grpo-3b"
@@ -98,6 +98,7 @@ def test_model_card_metadata_and_evaluation_update(tmp_path):
     assert "weights: coverage 0.3, uniqueness 0.3" in card.text and "tau_cov: 0.7" in card.text
     assert "`/runs/1/sft/final`" in card.text and "Not evaluated in this run yet" in card.text
     assert "`extra`" not in card.text  # empty settings are left out
+    assert "| `trl.learning_rate` | 1e-06 |" in card.text  # TRL's fields, one row each by TRL's name
 
     update_model_card_evaluation(tmp_path, {"overall/accuracy": 0.25, "reward/coverage_rate": 0.5},
                                  eval_note="NLI: deberta.", dataset="valueprism")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from gdpo_reference import gdpo_advantages, sum_advantages
-from helpers import TINY, make_items
+from helpers import TINY, make_items, tiny_grpo
 
 from opgrpo.app.runconfig import to_config
 
@@ -59,7 +59,7 @@ def test_trl_normalize_then_sum_is_gdpo_on_a_real_step(tiny_model, tmp_path, mon
     """One GRPO generation batch on the tiny model: TRL's advantages equal gdpo_advantages of the rewards it saw."""
     from trl import GRPOTrainer
 
-    from opgrpo.training.grpo import GRPOSettings, run_grpo
+    from opgrpo.training.grpo import run_grpo
 
     seen: dict[str, list] = {"a": [], "b": []}
 
@@ -82,7 +82,7 @@ def test_trl_normalize_then_sum_is_gdpo_on_a_real_step(tiny_model, tmp_path, mon
         return out
 
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", spy)
-    settings = GRPOSettings(**{**TINY, "prompts_per_step": 2}, max_steps=2, save_steps=100, completion_samples_every=0)
+    settings = tiny_grpo(prompts_per_step=2, max_steps=2, save_steps=100, completion_samples_every=0)
     run_grpo(tiny_model, make_items(4), [reward_a, reward_b], [0.3, 1.0], settings, tmp_path,
              reward_aggregation="normalize_then_sum")
     assert advantages and len(seen["a"]) == len(advantages)

@@ -22,8 +22,9 @@ def test_grpo_raises_a_learnable_reward_within_20_steps(tmp_path, tiny_model):
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     env.pop("WORLD_SIZE", None)
     cmd = [str(Path(sys.executable).parent / "opgrpo"), "experiment=cpu_demo", "stage=grpo", "model.gguf_file=",
-           f"model.name_or_path={tiny_model}", "trainer.grpo.max_steps=20", "trainer.grpo.lr=0.03",
-           "trainer.grpo.temperature=0.3", "trainer.grpo.max_completion_length=16", "trainer.grpo.save_steps=0",
+           f"model.name_or_path={tiny_model}", "trainer.grpo.trl.max_steps=20", "trainer.grpo.trl.learning_rate=0.03",
+           "trainer.grpo.trl.temperature=0.3", "trainer.grpo.trl.max_completion_length=16",
+           "+trainer.grpo.trl.save_strategy=no",
            "reward.extra_funcs=[learn_rewards:e_share]", f"hydra.run.dir={run}"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

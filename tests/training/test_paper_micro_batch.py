@@ -6,15 +6,16 @@ from __future__ import annotations
 
 def test_paper_preset_micro_batch_is_the_authors(compose, tmp_path):
     from opgrpo.app.runconfig import to_config
-    from opgrpo.training.grpo import grpo_config_kwargs
+    from opgrpo.training.grpo import grpo_config
 
-    grpo = to_config(compose(["experiment=paper", "benchmark.train_file=x.csv"])).trainer.grpo
-    assert (grpo.per_device_batch_size, grpo.gradient_checkpointing, str(grpo.loss_type)) == (40, True, "bnpo")
+    grpo = to_config(compose(["experiment=paper", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"])).trainer.grpo
+    trl = grpo.trl
+    assert (trl["per_device_train_batch_size"], trl["activation_checkpointing"], trl["loss_type"]) == (40, True, "bnpo")
     for world in (1, 2, 4, 8):  # 256 prompts x 10 completions = 2560 per optimizer step, whole micro-batches of 40
         assert grpo.problems(world_size=world) == [], world
-    kwargs = grpo_config_kwargs(grpo, tmp_path, world_size=4)
+    config = grpo_config(grpo, tmp_path, world_size=4)
     # 2560 completions / (40 per GPU x 4 GPUs) = 16 micro-batches per GPU per optimizer step, as verl's 640 / 40
-    assert (kwargs["per_device_train_batch_size"], kwargs["gradient_accumulation_steps"]) == (40, 16)
-    assert kwargs["generation_batch_size"] == 10240 and kwargs["activation_checkpointing"] is True
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (40, 16)
+    assert config.generation_batch_size == 10240 and config.activation_checkpointing is True
     # a world size that cannot split the mini-batch into whole micro-batches of 40 is named at start-up
-    assert any(p.startswith("num_generations:") and "40 x 3 = 120" in p for p in grpo.problems(world_size=3))
+    assert any(p.startswith("trl.num_generations:") and "40 x 3 = 120" in p for p in grpo.problems(world_size=3))

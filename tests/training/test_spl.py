@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, completion_length, make_items
+from helpers import completion_length, make_items, tiny_grpo
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -61,12 +61,13 @@ def _mean_entropy(trainer, batch) -> float:
 
 
 def test_spl_settings_map_alpha_beta_to_trl():
-    base = GRPOSettings(beta=0.001)
+    base = GRPOSettings(trl={"beta": 0.001, "entropy_coef": 0.0, "learning_rate": 1e-6})
     assert spl_settings(base, SPLConfig(alpha=0.001, beta=0.001)) == base  # alpha = beta: the paper's GRPO
     s = spl_settings(base, SPLConfig(alpha=0.05, beta=0.01))
-    assert (s.beta, s.entropy_coef) == (0.01, pytest.approx(0.04))
+    assert (s.trl["beta"], s.trl["entropy_coef"], s.trl["learning_rate"]) == (0.01, pytest.approx(0.04), 1e-6)
     r = spl_settings(base, SPLConfig(alpha=0.05, beta=0.01, mode="reward"))
-    assert (r.beta, r.entropy_coef) == (0.0, 0.0)  # both live in the spl_shaping reward
+    assert (r.trl["beta"], r.trl["entropy_coef"]) == (0.0, 0.0)  # both live in the spl_shaping reward
+    assert base.trl["beta"] == 0.001  # a copy: the settings passed in are left alone
     with pytest.raises(ValueError, match="spl.mode=reward"):
         spl_settings(base, SPLConfig(alpha=0.0, beta=0.01))
     with pytest.raises(ValueError, match="spl.alpha"):
@@ -74,10 +75,10 @@ def test_spl_settings_map_alpha_beta_to_trl():
 
 
 def test_spl_loss_equals_grpo_when_alpha_equals_beta_and_adds_the_entropy_bonus(tiny_model, tmp_path, batch):
-    base = GRPOSettings(**TINY, beta=0.05)
+    base = tiny_grpo(beta=0.05)
     plain = _trainer(tiny_model, base, tmp_path / "plain")
     same = _trainer(tiny_model, spl_settings(base, SPLConfig(alpha=0.05, beta=0.05)), tmp_path / "same")
-    no_kl = _trainer(tiny_model, replace(base, beta=0.0), tmp_path / "nokl")
+    no_kl = _trainer(tiny_model, replace(base, trl={**base.trl, "beta": 0.0}), tmp_path / "nokl")
     l_plain, l_same, l_nokl = _loss(plain, batch), _loss(same, batch), _loss(no_kl, batch)
     assert l_same == pytest.approx(l_plain, abs=1e-7)
     assert l_plain - l_nokl > 1e-3  # the KL term is really in the loss
@@ -125,7 +126,7 @@ def test_reward_mode_trains_with_the_shaping_reward(tiny_model, tmp_path):
     from opgrpo.training.grpo import run_grpo
     from opgrpo.utils.jsonio import read_jsonl
 
-    settings = spl_settings(GRPOSettings(**TINY, max_steps=1, save_steps=100, completion_samples_every=0),
+    settings = spl_settings(tiny_grpo(max_steps=1, save_steps=100, completion_samples_every=0),
                             SPLConfig(alpha=0.2, beta=0.1, mode="reward"))
     shaping = SPLShapingReward(str(tiny_model), 0.2, 0.1)
     run_grpo(tiny_model, make_items(2), [completion_length, shaping], [1.0, 1.0], settings, tmp_path)
@@ -149,7 +150,7 @@ def test_algorithm_group_and_sweeps_compose(compose):
     check(cfg)
     assert (cfg.spl.enabled, cfg.spl.alpha, cfg.spl.beta, cfg.spl.mode) == (True, 0.1, 0.001, "loss")
     s = grpo_settings(RunContext(to_config(cfg), run=None))
-    assert (s.beta, s.entropy_coef) == (0.001, pytest.approx(0.099))
+    assert (s.trl["beta"], s.trl["entropy_coef"]) == (0.001, pytest.approx(0.099))
     cfg = compose(["experiment=cpu_demo", "algorithm=spl", "spl.alpha=0.0001"])
     with pytest.raises(ConfigError, match="spl.alpha"):
         check(cfg)

@@ -1,14 +1,15 @@
-"""Training layer: SFT targets and dataset, the paper -> TRL GRPOConfig mapping, and real SFT / GRPO steps on a
+"""Training layer: SFT targets and dataset, TRL's GRPOConfig/SFTConfig built from trainer.*.trl and what opgrpo
+derives, and real SFT / GRPO steps on a
 tiny randomly initialised Llama (with the SmolLM2 tokenizer and chat template), including resume and LoRA."""
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
-from helpers import TINY, completion_length, make_items
+from helpers import completion_length, make_items, sft_settings, tiny_grpo
 
 from opgrpo.benchmark import Item
 from opgrpo.text.perspectives import parse_strict_layout, split_perspective_sentences
@@ -80,14 +81,20 @@ def test_build_sft_dataset_is_conversational_prompt_completion():
     assert ds[1]["completion"] == [{"role": "assistant", "content": sft_target(items[1])}]
 
 
-def test_sft_config_derives_gradient_accumulation_and_names_bad_keys(tmp_path):
-    cfg = sft_config(SFTSettings(), tmp_path, world_size=4)
+def _paper(compose, section: str):
+
+    return to_object(compose(["trainer=paper"]), section)
+
+
+def test_sft_config_derives_gradient_accumulation_and_names_bad_keys(compose, tmp_path):
+    paper = _paper(compose, "trainer.sft")
+    cfg = sft_config(paper, tmp_path, world_size=4)
     assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * 4 == 256
     assert (cfg.learning_rate, cfg.num_train_epochs, cfg.max_length) == (1e-5, 1.0, 1300)
     assert cfg.lr_scheduler_type.value == "cosine" and cfg.warmup_steps == 0.1
     assert cfg.completion_only_loss is True
     with pytest.raises(ValueError, match="sft.global_batch_size"):
-        sft_config(SFTSettings(global_batch_size=250), tmp_path, world_size=4)
+        sft_config(replace(paper, global_batch_size=250), tmp_path, world_size=4)
     with pytest.raises(ValueError, match="sft.bf16"):
         sft_config(SFTSettings(bf16="maybe"), tmp_path)
 
@@ -97,7 +104,7 @@ def test_sft_loss_is_on_the_completion_only(tiny_model, tmp_path):
     from trl import SFTTrainer
 
     items = make_items(2)
-    settings = SFTSettings(global_batch_size=2, per_device_batch_size=2, max_steps=1)
+    settings = sft_settings(global_batch_size=2, per_device_train_batch_size=2, max_steps=1)
     trainer = SFTTrainer(
         model=str(tiny_model), args=sft_config(settings, tmp_path), train_dataset=build_sft_dataset(items),
         processing_class=AutoTokenizer.from_pretrained(tiny_model),
@@ -112,8 +119,8 @@ def test_sft_loss_is_on_the_completion_only(tiny_model, tmp_path):
 
 
 def test_run_sft_trains_and_saves_final(tiny_model, tmp_path):
-    settings = SFTSettings(lr=1e-2, global_batch_size=4, per_device_batch_size=2, max_steps=2, logging_steps=1,
-                           warmup_ratio=0.0)
+    settings = sft_settings(learning_rate=1e-2, global_batch_size=4, per_device_train_batch_size=2, max_steps=2,
+                            logging_steps=1, warmup_steps=0.0)
     metrics = run_sft(tiny_model, make_items(8), settings, tmp_path)
     final = tmp_path / "final"
     assert metrics["global_step"] == 2 and metrics["final_dir"] == str(final)
@@ -136,8 +143,21 @@ def test_settings_dataclasses_are_omegaconf_structured_configs():
         assert set(conf.keys()) == {f.name for f in fields(cls)}
 
 
-def test_grpo_config_carries_every_paper_value(tmp_path):
-    cfg = grpo_config(GRPOSettings(), tmp_path, world_size=4)
+def test_settings_hold_only_what_trl_has_no_field_for():
+    """TRL's settings live under ``trl`` by TRL's name: no typed field of GRPOSettings/SFTSettings repeats one of
+    GRPOConfig/SFTConfig (bf16 excepted: opgrpo's "auto", resolved into TRL's bool)."""
+    import dataclasses
+
+    from trl import GRPOConfig, SFTConfig
+
+    for cls, trl_cls in ((GRPOSettings, GRPOConfig), (SFTSettings, SFTConfig)):
+        own = {f.name for f in fields(cls)} - {"trl", "bf16"}
+        assert not own & {f.name for f in dataclasses.fields(trl_cls)}, cls
+
+
+def test_grpo_config_carries_every_paper_value(compose, tmp_path):
+    preset = _paper(compose, "trainer.grpo")
+    cfg = grpo_config(preset, tmp_path, world_size=4)
     paper = {
         "num_generations": 10,
         "generation_batch_size": 1024 * 10,
@@ -145,8 +165,7 @@ def test_grpo_config_carries_every_paper_value(tmp_path):
         "beta": 0.001,
         "entropy_coef": 0.0,
         "epsilon": 0.2,
-        "epsilon_high": 0.2,
-        "loss_type": "dapo",
+        "loss_type": "bnpo",
         "scale_rewards": "group",
         "temperature": 1.0,
         "top_p": 1.0,
@@ -163,7 +182,8 @@ def test_grpo_config_carries_every_paper_value(tmp_path):
         "save_total_limit": 2,
         "seed": 42,
         "log_completions": False,  # TRL's own table/parquet; completions.jsonl is completion_samples_every
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": True,  # the authors' micro-batch of 40
+        "weight_decay": 0.01,
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     }
     for key, value in paper.items():
@@ -173,37 +193,63 @@ def test_grpo_config_carries_every_paper_value(tmp_path):
     assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * 4 == 256 * 10
     assert cfg.report_to == [] or cfg.report_to == "none" or cfg.report_to == ["none"]
 
-    one = grpo_config(GRPOSettings(), tmp_path, world_size=1, reward_weights=[0.3, 0.3, 0.1, 1.0])
+    one = grpo_config(preset, tmp_path, world_size=1, reward_weights=[0.3, 0.3, 0.1, 1.0])
     assert one.reward_weights == [0.3, 0.3, 0.1, 1.0]
     # one generation batch (1024 prompts) feeds 1024 / 256 = 4 optimizer steps
     assert one.steps_per_generation // one.gradient_accumulation_steps == 4
     assert one.steps_per_generation % one.gradient_accumulation_steps == 0
-    assert optimizer_steps_per_epoch(10800, GRPOSettings()) == 10 * 4
+    assert optimizer_steps_per_epoch(10800, preset) == 10 * 4
+    # TRL's own defaults for what the preset leaves out; the clip is symmetric (0.2): GRPOTrainer takes an unset
+    # epsilon_high as epsilon, so an override of trl.epsilon moves both bounds, as the old mapping did
+    assert (cfg.epsilon_high, cfg.top_p, cfg.scale_rewards, cfg.use_vllm) == (None, 1.0, "group", False)
+
+
+def test_presets_build_the_trl_configs_they_built_before_the_trl_section(compose, tmp_path):
+    """Issue 28: the presets moved into TRL's names under ``trl``; the TRL configs they build are the ones the old
+    mapping built (tests/training/trl_golden.json, written from the code before the change)."""
+    from pathlib import Path
+
+    from opgrpo.app.runconfig import to_config
+
+    golden = json.loads((Path(__file__).parent / "trl_golden.json").read_text())
+    for experiment, want in golden.items():
+        cfg = compose([f"experiment={experiment}", "benchmark.train_file=x.csv"])
+        world = want["world_size"]
+        grpo = grpo_config(to_config(cfg).trainer.grpo, tmp_path / "grpo", world_size=world,
+                           reward_weights=[0.3, 0.3, 0.1, 1.0]).to_dict()
+        sft = sft_config(to_config(cfg).trainer.sft, tmp_path / "sft", world_size=world).to_dict()
+        for got, fields_ in ((grpo, want["grpo"]), (sft, want["sft"])):
+            for key, value in fields_.items():
+                assert json.loads(json.dumps(got[key], default=str)) == value, (experiment, key)
 
 
 @pytest.mark.parametrize(
     "change, key",
     [
-        (dict(num_generations=3, mini_batch_size=1, per_device_batch_size=4, prompts_per_step=4), "num_generations"),
-        (dict(num_generations=1), "num_generations"),
+        (dict(num_generations=3, mini_batch_size=1, per_device_train_batch_size=4, prompts_per_step=4),
+         "trl.num_generations"),
+        (dict(num_generations=1), "grpo.trl: trl.GRPOConfig rejects them: GRPO requires at least 2 generations"),
         (dict(mini_batch_size=300), "mini_batch_size"),
-        (dict(loss_type="token-mean"), "loss_type"),
-        (dict(scale_rewards="std"), "scale_rewards"),
-        (dict(top_p=0.0), "top_p"),
+        (dict(loss_type="token-mean"), "trl.loss_type"),
+        (dict(scale_rewards="std"), "trl.scale_rewards"),
         (dict(bf16="yes"), "bf16"),
-        (dict(vllm_mode="remote"), "vllm_mode"),
+        (dict(vllm_mode="remote"), "trl.vllm_mode"),
         (dict(max_prompt_length=0), "max_prompt_length"),
+        (dict(generation_batch_size=8), "trl.generation_batch_size"),  # derived from prompts_per_step
+        (dict(learning_rte=1e-6), "trl.learning_rte"),
     ],
 )
 def test_grpo_config_rejects_invalid_values_naming_the_key(tmp_path, change, key):
-    with pytest.raises(ValueError, match=f"grpo.{key}"):
-        grpo_config(GRPOSettings(**change), tmp_path, world_size=1)
+    from helpers import with_trl
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        grpo_config(with_trl(GRPOSettings, **change), tmp_path, world_size=1)
 
 
 def test_group_geometry_depends_on_world_size(tmp_path):
-    s = GRPOSettings(num_generations=2, prompts_per_step=4, mini_batch_size=1, per_device_batch_size=2)
+    s = tiny_grpo(num_generations=2, prompts_per_step=4, mini_batch_size=1, per_device_train_batch_size=2)
     grpo_config(s, tmp_path, world_size=1)
-    with pytest.raises(ValueError, match="per_device_batch_size x world size"):
+    with pytest.raises(ValueError, match="per_device_train_batch_size x world size"):
         grpo_config(s, tmp_path, world_size=2)
 
 
@@ -216,8 +262,10 @@ def test_aggregation_reaches_trl_and_is_checked(tmp_path):
 
 
 def test_settings_report_every_problem_at_once():
-    problems = GRPOSettings(lr=0, top_p=2.0, loss_type="x", num_generations=1).problems()
-    assert [p.split(":")[0] for p in problems] == ["num_generations", "lr", "top_p", "loss_type"]
+    problems = GRPOSettings(prompts_per_step=0, max_prompt_length=0, bf16="x",
+                            trl={"lr": 1e-6, "loss_type": "x", "num_generations": 0}).problems()
+    assert [p.split(":")[0] for p in problems] == ["trl.lr", "trl.loss_type", "prompts_per_step", "trl.num_generations",
+                                                   "max_prompt_length", "bf16"]
 
 
 def test_lora_settings_to_peft():
@@ -277,7 +325,7 @@ def test_run_grpo_scores_with_weighted_op_reward_components(tiny_model, tmp_path
     funcs = make_reward_functions(minilm)
     weights = reward_weights()
     check = ColumnCheck()
-    settings = GRPOSettings(**TINY, max_steps=2, save_steps=100, completion_samples_every=1, completion_samples=3)
+    settings = tiny_grpo(max_steps=2, save_steps=100, completion_samples_every=1, completion_samples=3)
     metrics = run_grpo(tiny_model, make_items(6), [*funcs, completion_length, check], [*weights, 0.5, 0.0],
                        settings, tmp_path)
 
@@ -332,7 +380,8 @@ def _callback(obj):
 
 
 def test_resume_continues_the_step_counter(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, lr=1e-3, max_steps=4, save_steps=1, save_total_limit=-1, completion_samples_every=0)
+    settings = tiny_grpo(learning_rate=1e-3, max_steps=4, save_steps=1, save_total_limit=None,
+                         completion_samples_every=0)
     items = make_items(8)
     with pytest.raises(KeyboardInterrupt):
         run_grpo(tiny_model, items, [completion_length], [1.0], settings, tmp_path, callbacks=[_callback(StopAt(3))])
@@ -355,22 +404,22 @@ def test_resume_continues_the_step_counter(tiny_model, tmp_path):
 def test_model_only_checkpoints_and_cleaning(tiny_model, tmp_path):
     """Issue 20.7: a CPU run kept a 1.6 GB checkpoint (optimizer state) beside its final model."""
     items = make_items(8)
-    kept = GRPOSettings(**TINY, max_steps=2, save_steps=1, save_total_limit=-1, completion_samples_every=0,
-                        save_only_model=True)
+    kept = tiny_grpo(max_steps=2, save_steps=1, save_total_limit=None, completion_samples_every=0,
+                     save_only_model=True)
     run_grpo(tiny_model, items, [completion_length], [1.0], kept, tmp_path / "kept")
     names = {p.name for p in (tmp_path / "kept" / "checkpoint-2").iterdir()}
     assert "model.safetensors" in names and not names & {"optimizer.pt", "scheduler.pt"}
-    cleaned = GRPOSettings(**TINY, max_steps=2, save_steps=1, completion_samples_every=0, clean_checkpoints=True)
+    cleaned = tiny_grpo(max_steps=2, save_steps=1, completion_samples_every=0, clean_checkpoints=True)
     run_grpo(tiny_model, items, [completion_length], [1.0], cleaned, tmp_path / "cleaned")
     assert not list((tmp_path / "cleaned").glob("checkpoint-*"))
     assert (tmp_path / "cleaned" / "final" / "model.safetensors").exists()
-    none = GRPOSettings(**TINY, max_steps=1, save_steps=0, completion_samples_every=0)
+    none = tiny_grpo(max_steps=1, save_strategy="no", completion_samples_every=0)
     run_grpo(tiny_model, items, [completion_length], [1.0], none, tmp_path / "none")
     assert not list((tmp_path / "none").glob("checkpoint-*")) and (tmp_path / "none" / "final").is_dir()
 
 
 def test_run_grpo_with_lora_and_eval_items(tiny_model, tmp_path):
-    settings = GRPOSettings(**TINY, max_steps=1, save_steps=100, eval_steps=1, completion_samples_every=0)
+    settings = tiny_grpo(max_steps=1, save_steps=100, eval_steps=1, completion_samples_every=0)
     lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
     run_grpo(tiny_model, make_items(4), [completion_length], [1.0], settings, tmp_path, peft=lora,
              eval_items=make_items(2))
@@ -383,14 +432,14 @@ def test_run_grpo_with_lora_and_eval_items(tiny_model, tmp_path):
 
 
 def test_too_few_prompts_for_a_generation_batch(tiny_model, tmp_path):
-    settings = GRPOSettings(**{**TINY, "prompts_per_step": 8}, max_steps=1)
+    settings = tiny_grpo(prompts_per_step=8, max_steps=1)
     with pytest.raises(ValueError, match="grpo.prompts_per_step"):
         run_grpo(tiny_model, make_items(4), [completion_length], [1.0], settings, tmp_path)
 
 
 def test_reward_weights_must_match_functions(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="reward_weights"):
-        run_grpo(tiny_model, make_items(4), [completion_length], [1.0, 2.0], GRPOSettings(**TINY), tmp_path)
+        run_grpo(tiny_model, make_items(4), [completion_length], [1.0, 2.0], tiny_grpo(), tmp_path)
 
 
 # ---------------------------------------------------------------- callbacks
@@ -417,27 +466,25 @@ def test_metrics_callback_writes_json_safe_lines_and_trims_on_resume(tmp_path):
     assert _jsonable({"a": [float("inf"), 1]}) == {"a": [None, 1]}
 
 
-def test_extra_trl_fields_pass_through_and_are_checked(tmp_path):
-    """Issue 18.2: every GRPOConfig/SFTConfig field is reachable through trainer.*.extra; a typo or a field
-    opgrpo sets itself fails naming the key; max_grad_norm and weight_decay are first-class."""
-    from opgrpo.training.grpo import grpo_config
-    from opgrpo.training.sft import SFTSettings, sft_config
-
-    s = GRPOSettings(**TINY, max_grad_norm=0.5, weight_decay=0.01, vllm_server_base_url="http://node7:8000",
-                     extra={"optim": "adamw_torch", "hub_model_id": "me/op-grpo"})
+def test_trl_fields_pass_through_by_trls_name_and_are_checked(tmp_path):
+    """Issues 18.2 and 28: every GRPOConfig/SFTConfig field is reachable through trainer.*.trl by TRL's own name and
+    reaches TRL's config unchanged; a typo or a field opgrpo derives itself fails naming the key."""
+    s = tiny_grpo(max_grad_norm=0.5, weight_decay=0.01, vllm_server_base_url="http://node7:8000",
+                  optim="adamw_torch", hub_model_id="me/op-grpo", learning_rate=3e-6, beta=0.02)
     cfg = grpo_config(s, tmp_path)
     assert (cfg.max_grad_norm, cfg.weight_decay, cfg.optim, cfg.hub_model_id) == (0.5, 0.01, "adamw_torch", "me/op-grpo")
-    assert cfg.vllm_server_base_url == "http://node7:8000"
-    typo = GRPOSettings(**TINY, extra={"optimm": "adamw_torch"})
-    assert any("extra.optimm" in p and "GRPOConfig" in p for p in typo.problems())
-    managed = GRPOSettings(**TINY, extra={"learning_rate": 1.0})
-    assert any("extra.learning_rate" in p and "set by opgrpo" in p for p in managed.problems())
-    with pytest.raises(ValueError, match="extra.learning_rate"):
-        grpo_config(managed, tmp_path)
-    sft = sft_config(SFTSettings(global_batch_size=4, per_device_batch_size=4, extra={"neftune_noise_alpha": 5.0}),
+    assert (cfg.learning_rate, cfg.beta, cfg.vllm_server_base_url) == (3e-6, 0.02, "http://node7:8000")
+    typo = tiny_grpo(optimm="adamw_torch")
+    assert any(p.startswith("trl.optimm:") and "GRPOConfig" in p for p in typo.problems())
+    derived = tiny_grpo(gradient_accumulation_steps=4)
+    assert any(p.startswith("trl.gradient_accumulation_steps:") and "set by opgrpo" in p for p in derived.problems())
+    with pytest.raises(ValueError, match=r"grpo\.trl\.gradient_accumulation_steps"):
+        grpo_config(derived, tmp_path)
+    sft = sft_config(sft_settings(global_batch_size=4, per_device_train_batch_size=4, neftune_noise_alpha=5.0),
                      tmp_path)
     assert sft.neftune_noise_alpha == 5.0
-    assert any("extra.nope" in p for p in SFTSettings(extra={"nope": 1}).problems())
+    assert any(p.startswith("trl.nope:") and "SFTConfig" in p for p in sft_settings(nope=1).problems())
+    assert any(p.startswith("trl.packing_strategy:") for p in sft_settings(packing_strategy="x").problems())
 
 
 def test_trainer_paper_preset_builds_the_authors_optimizer_settings(compose, tmp_path):
