@@ -158,7 +158,7 @@ def test_load_spec_flattens_settings(tmp_path):
           - override /hydra/sweeper: null
         objective: eval/reward/total
         pipeline: [grpo, eval]
-        trainer: {grpo: {max_steps: 3}}
+        trainer: {grpo: {trl: {max_steps: 3}}}
         hydra:
           sweeper:
             direction: minimize

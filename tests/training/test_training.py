@@ -82,8 +82,12 @@ def test_build_sft_dataset_is_conversational_prompt_completion():
 
 
 def _paper(compose, section: str):
+    from opgrpo.app.runconfig import to_config
 
-    return to_object(compose(["trainer=paper"]), section)
+    node = to_config(compose(["trainer=paper"]))
+    for part in section.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def test_sft_config_derives_gradient_accumulation_and_names_bad_keys(compose, tmp_path):
@@ -213,7 +217,7 @@ def test_presets_build_the_trl_configs_they_built_before_the_trl_section(compose
 
     golden = json.loads((Path(__file__).parent / "trl_golden.json").read_text())
     for experiment, want in golden.items():
-        cfg = compose([f"experiment={experiment}", "benchmark.train_file=x.csv"])
+        cfg = compose([f"experiment={experiment}", "benchmark.train_file=x.csv", "benchmark.test_file=y.csv"])
         world = want["world_size"]
         grpo = grpo_config(to_config(cfg).trainer.grpo, tmp_path / "grpo", world_size=world,
                            reward_weights=[0.3, 0.3, 0.1, 1.0]).to_dict()
