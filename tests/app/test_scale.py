@@ -117,6 +117,16 @@ def load_final(path: Path):
     return model
 
 
+def tensor_names(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            names += list(fh.keys())  # noqa: SIM118 (safe_open is not iterable)
+    return sorted(names)
+
+
 def max_weight_change(a, b) -> float:
     return max((p.detach().float() - q.detach().float()).abs().max().item()
                for p, q in zip(a.parameters(), b.parameters(), strict=True))
@@ -143,6 +153,9 @@ def test_zero2_grpo_two_processes(tmp_path, tiny_model):
     assert_own_items(reward_rows(tmp_path))
     one_set_of_files(run)
     assert max_weight_change(load_final(run / "grpo" / "final"), load_final(tiny_model)) > 0
+    # tied embeddings saved once, as in the base model (DeepSpeed's cloned state dict used to add lm_head.weight)
+    assert tensor_names(run / "grpo" / "final") == tensor_names(tiny_model)
+    assert "lm_head.weight" not in tensor_names(run / "grpo" / "final")
 
 
 @pytest.mark.slow
