@@ -26,10 +26,10 @@ from opgrpo.reward.config import COMPONENTS, RewardWeights
 from opgrpo.sweep.records import EVAL_STAGE, RunRecord
 from opgrpo.utils.runfiles import COMPLETED
 
-__all__ = ["COVERAGE_RATE", "NLI_OVERALL", "non_finite_values", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
-           "curve_components", "curve_key", "group_table", "number", "objective_warning", "pareto_front",
-           "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table", "varying_keys",
-           "weights_text"]
+__all__ = ["COVERAGE_RATE", "NLI_OVERALL", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
+           "curve_components", "curve_key", "group_table", "non_finite_values", "number", "objective_warning",
+           "pareto_front", "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table",
+           "varying_keys", "weights_text"]
 
 COVERAGE_RATE = "coverage_rate"
 UNIQUENESS_RATE = "uniqueness_rate"

@@ -91,7 +91,7 @@ def count_nan(funcs: Any) -> list:
     out = []
     for func in funcs:
         plain = callable(func) and not isinstance(func, (str, NanCountingReward)) and not _is_module(func)
-        async_ = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+        async_ = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(inspect.getattr_static(type(func), "__call__", None))
         out.append(NanCountingReward(func) if plain and not async_ else func)
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["offline_switch", "offline_setting"]
+__all__ = ["offline_setting", "offline_switch"]
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES
 

@@ -8,7 +8,10 @@ import math
 
 import pandas as pd
 import pytest
-from test_report import make_run, summary_for  # tests/sweep is on sys.path (pytest rootdir imports)
+from test_report import (  # tests/sweep is on sys.path (pytest rootdir imports)
+    make_run,
+    summary_for,
+)
 
 from opgrpo.sweep.records import collect_runs
 from opgrpo.sweep.report import build_report

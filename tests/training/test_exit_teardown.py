@@ -48,7 +48,7 @@ def _free_port() -> int:
 
 def test_process_group_is_destroyed_at_exit():
     out = subprocess.run([sys.executable, __file__, "worker"], env=_env(), capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+                         timeout=300, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "rank 0 group alive at exit: False" in out.stdout, out.stdout[-2000:]
 
@@ -59,7 +59,7 @@ def test_two_process_runs_exit_cleanly_every_time():
     for attempt in range(10):
         out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
                               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, "worker"],
-                             env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+                             env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
         assert out.returncode == 0, (attempt, out.stderr[-3000:])
         assert out.stdout.count("group alive at exit: False") == 2, out.stdout[-2000:]
 

@@ -23,7 +23,7 @@ def _names(folder) -> list[str]:
     names = []
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
-            names += list(fh.keys())  # noqa: SIM118 (safe_open is not iterable)
+            names += list(fh.keys())
     return sorted(names)
 
 
