@@ -22,6 +22,7 @@ from opgrpo.app.rundir import RunDir
 from opgrpo.app.schema import DEVICES, OPGRPOConfig
 from opgrpo.app.stages import PIPELINE_STAGES, STAGES
 from opgrpo.utils.checks import Problems
+from opgrpo.utils.offline import offline_setting, offline_switch
 
 __all__ = ["ConfigError", "check", "validate"]
 
@@ -71,13 +72,13 @@ def _check_model_ref(p: Problems, key: str, ref: str) -> None:
 
 
 def _check_hub_cache(p: Problems, key: str, ref: str, files: tuple[str, ...]) -> None:
-    """Offline (``HF_HUB_OFFLINE=1``), a hub id must be in the local cache: one of ``files`` (a model's config.json,
+    """Offline (``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``, opgrpo.utils.offline), a hub id must be in the local cache: one of ``files`` (a model's config.json,
     a PEFT adapter's adapter_config.json, a tokenizer's files) cached."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    if offline_switch():
         from huggingface_hub import try_to_load_from_cache
 
         if not any(isinstance(try_to_load_from_cache(ref, name), str) for name in files):
-            p.add(key, f"{ref!r} is neither a local directory nor in the hub cache (HF_HUB_OFFLINE=1)")
+            p.add(key, f"{ref!r} is neither a local directory nor in the hub cache ({offline_setting()})")
 
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")

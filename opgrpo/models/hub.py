@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opgrpo.utils.checks import Problems
+from opgrpo.utils.offline import offline_setting
 
 __all__ = ["TRAINING_STAGES", "HubSettings", "push_folder"]
 
@@ -75,8 +76,8 @@ class HubSettings:
         from huggingface_hub import constants
 
         if constants.HF_HUB_OFFLINE:
-            p.add("push", "HF_HUB_OFFLINE=1 is set: the push at the end of the run would fail; unset it (or push "
-                          "later with `hf upload ORG/NAME <run>/grpo/final`)")
+            p.add("push", f"{offline_setting() or 'HF_HUB_OFFLINE=1'} is set: the push at the end of the run would "
+                          "fail; unset it (or push later with `hf upload ORG/NAME <run>/grpo/final`)")
         elif not self.token():
             p.add("token_env", f"no Hub token: ${self.token_env or 'HF_TOKEN'} is unset and no `hf auth login` token "
                                "is saved")

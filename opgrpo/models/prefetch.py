@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.models.hub_ids import is_hub_id
+from opgrpo.utils.offline import offline_setting
 
 logger = logging.getLogger("opgrpo.models.hub")  # the logger of the module this part was split from
 
@@ -109,8 +110,9 @@ def prefetch(refs: Iterable[ModelRef], token: str | None = None) -> list[Fetched
             out.append(Fetched(ref, keys, status, path, size))
         except Exception as exc:  # noqa: BLE001 - one entry per model, the caller lists the failures
             why = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-            if constants.HF_HUB_OFFLINE:
-                why = "not in the HF cache, and HF_HUB_OFFLINE=1 forbids downloading it (" + why + ")"
+            if constants.HF_HUB_OFFLINE:  # name the switch the user set (TRANSFORMERS_OFFLINE=1 works too)
+                switch = offline_setting() or "huggingface_hub's offline mode"
+                why = f"not in the HF cache, and {switch} forbids downloading it ({why})"
             out.append(Fetched(ref, keys, "failed", detail=why))
     return out
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from opgrpo.sweep.records import EVAL_STAGE, RunRecord
-from opgrpo.sweep.seeds import CI_SUFFIX
+from opgrpo.sweep.seeds import CI_SUFFIX, N_SUFFIX
 from opgrpo.sweep.table import (
     COVERAGE_RATE,
     NLI_OVERALL,
@@ -168,7 +168,7 @@ def _hover(g, i: int) -> str:
     ref = f"reward/{REFERENCE_TOTAL}"
     if ref in g.columns and _finite(g.loc[i, ref]):
         lines.append(f"total at reference weights: {val(ref)}")
-    nli = [c for c in g.columns if c.startswith("nli/") and not c.endswith(CI_SUFFIX) and not c.endswith("_stderr")
+    nli = [c for c in g.columns if c.startswith("nli/") and not c.endswith((CI_SUFFIX, N_SUFFIX, "_stderr"))
            and _finite(g.loc[i, c])]
     if nli:
         backend = str(g.loc[i, "nli_backend"]) if "nli_backend" in g.columns else ""

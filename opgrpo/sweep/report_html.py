@@ -16,6 +16,7 @@ from opgrpo.sweep.report_text import (
     counts_line,
     display_columns,
     failed_rows,
+    flagged_cells,
     group_display,
 )
 from opgrpo.utils.runfiles import COMPLETED
@@ -106,7 +107,7 @@ def write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pat
         "<h2>Reward components over GRPO steps</h2>",
         _img(images.get("curves"), "reward curves"),
         f"<details><summary>Every completed run, every column ({len(done)})</summary>",
-        _html_table(done[display_columns(df)], "runs") if len(done) else "<p>(none)</p>",
+        _html_table(_flagged_frame(done[display_columns(df)], df), "runs") if len(done) else "<p>(none)</p>",
         ('<p class="note"><code>grpo_last/*</code> are the last GRPO step\'s reward components, the total at the '
          "reference weights and <code>grpo_last/reward</code>, the run's own trained total.</p></details>"),
         "<h2>Failed, unfinished and skipped runs</h2>",
@@ -116,6 +117,13 @@ def write_html(df, g, records, path: Path, source: str, images: Mapping[str, Pat
     path.write_text("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sweep report</title>"
                     f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body)
                     + f"\n<script>{_SORT_JS}</script>\n</body></html>\n", encoding="utf-8")
+
+
+def _flagged_frame(frame, df):
+    """``frame`` with the cells of non-finite summary numbers as "NaN \u26a0" / "inf \u26a0" (``flagged_cells``)."""
+    import pandas as pd
+
+    return pd.DataFrame(flagged_cells(frame, df), columns=list(frame.columns), index=frame.index)
 
 
 def _paired_section(paired) -> list[str]:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.sweep.records import SKIPPED, UNFINISHED, RunRecord
-from opgrpo.sweep.seeds import CI_SUFFIX, is_seed_key
+from opgrpo.sweep.seeds import CI_SUFFIX, N_SUFFIX, is_seed_key
 from opgrpo.sweep.table import (
     COVERAGE_RATE,
     NLI_OVERALL,
     REFERENCE_TOTAL,
     UNIQUENESS_RATE,
+    non_finite_values,
     objective_warning,
     reference_weights,
     weights_text,
@@ -60,6 +61,21 @@ def cell_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+FLAG = "\u26a0"
+"""Marks a cell whose number in summary.json is NaN or infinite ("NaN \u26a0", "inf \u26a0")."""
+
+
+def flagged_cells(frame, df) -> list[list[Any]]:
+    """The rows of ``frame`` (rows of ``df``, the runs table) as cells, those computed from a non-finite summary
+    number shown as "NaN \u26a0" / "inf \u26a0" (``df.attrs["non_finite"]``) rather than as a blank or a bare inf."""
+    flags = df.attrs.get("non_finite", {})
+    rows = []
+    for _, row in frame.iterrows():
+        marks = flags.get(df.loc[row.name, "run"], {}) if "run" in df.columns else {}
+        rows.append([f"{marks[c]} {FLAG}" if c in marks else v for c, v in row.items()])
+    return rows
+
+
 def display_columns(df) -> list[str]:
     """The columns worth showing: overrides that vary, metrics that some run has; not path/error."""
     constant = set(df.attrs.get("common_overrides", {})) | set(_shared_facts(df))
@@ -67,7 +83,8 @@ def display_columns(df) -> list[str]:
     for c in df.columns:
         if c in ("path", "error") or c in constant:
             continue
-        if df[c].dtype.kind == "f" and df[c].isna().all():
+        if df[c].dtype.kind == "f" and df[c].isna().all() and not any(
+                c in marks for marks in df.attrs.get("non_finite", {}).values()):
             continue
         if df[c].dtype.kind == "O" and c != "run" and not df[c].astype(str).str.len().any():
             continue  # a text column no run fills
@@ -100,6 +117,11 @@ def report_notes(df, records: Sequence[RunRecord]) -> tuple[list[str], list[str]
     objective = objective_warning(records)
     if objective:
         warnings.append(objective)
+    bad = non_finite_values(records)
+    if bad:
+        warnings.append(f"{len(bad)} non-finite number(s) in summary.json, shown as 'NaN {FLAG}' / 'inf {FLAG}' and "
+                        "left out of the group means (their n says how many runs each mean has) and of the Pareto "
+                        "front: " + "; ".join(f"run {run}: {key} = {text}" for run, key, text in bad))
     return notes, warnings
 
 
@@ -129,7 +151,7 @@ def write_markdown(df, records, path: Path, source: str, front: Sequence[str], n
              *(x for n in notes for x in (n, "")),
              "Pareto front (coverage rate vs uniqueness rate, both maximised): " + (", ".join(front) or "none"), "",
              "## Completed runs", "",
-             markdown_table(cols, done[cols].values.tolist()) if len(done) else "(none)", ""]
+             markdown_table(cols, flagged_cells(done[cols], df)) if len(done) else "(none)", ""]
     if groups is not None and len(groups) and int(groups["n_seeds"].max()) > 1:
         shown = group_display(groups, df)
         parts += ["## Seed replicates grouped (mean ± 95% t-interval half-width)", "",
@@ -145,9 +167,13 @@ MAIN_COLUMNS = (COVERAGE_RATE, UNIQUENESS_RATE, f"reward/{REFERENCE_TOTAL}", "re
 """The numbers of the grouped table on the page (mean ± 95% half-width); runs.csv and groups.csv have them all."""
 
 
-def _mean_text(value: Any, half: Any) -> str:
+def _mean_text(value: Any, half: Any, n: Any = None, n_seeds: Any = None) -> str:
+    """"mean ± half-width", with "(n=1 of 3)" when fewer of the group's runs than ``n_seeds`` have a finite value."""
     text = cell_text(value)
-    return text + (f" ± {half:.2g}" if text and isinstance(half, float) and not math.isnan(half) else "")
+    text += f" ± {half:.2g}" if text and isinstance(half, float) and not math.isnan(half) else ""
+    if text and n is not None and n_seeds is not None and int(n) < int(n_seeds):
+        text += f" (n={int(n)} of {int(n_seeds)})"
+    return text
 
 
 def group_display(g, df):
@@ -162,7 +188,8 @@ def group_display(g, df):
         out[c] = g[c].astype(str)
     for c in MAIN_COLUMNS:
         if c in g.columns and g[c].notna().any():
-            out[c] = [_mean_text(v, h) for v, h in zip(g[c], g[c + CI_SUFFIX])]
+            counts = g[c + N_SUFFIX] if c + N_SUFFIX in g.columns else [None] * len(g)
+            out[c] = [_mean_text(v, h, n, k) for v, h, n, k in zip(g[c], g[c + CI_SUFFIX], counts, g["n_seeds"])]
     out["pareto"] = ["yes" if p else "" for p in g["pareto"]]
     out["runs"] = g["runs"]
     return out

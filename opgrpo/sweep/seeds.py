@@ -15,12 +15,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["CI_SUFFIX", "SEED_KEY", "grouped_numbers", "is_seed_key", "seed_groups", "seed_of", "t_interval",
+__all__ = ["CI_SUFFIX", "N_SUFFIX", "SEED_KEY", "grouped_numbers", "is_seed_key", "seed_groups", "seed_of", "t_interval",
            "without_seed"]
 
 SEED_KEY = "seed"
 CI_SUFFIX = "_ci95"
 """A grouped column ``c`` has its interval's half-width in ``c + CI_SUFFIX`` (NaN when it has one value)."""
+N_SUFFIX = "_n"
+"""... and in ``c + N_SUFFIX`` the number of the group's runs whose value of ``c`` is finite (the mean's n, which
+can be less than ``n_seeds``: a run without the number, or with NaN/inf, is left out of the mean)."""
 
 
 class _Run(Protocol):
@@ -90,7 +93,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
 
 def grouped_numbers(df, groups: Sequence[Sequence[int]], columns: Sequence[str]):
     """One row per group of ``df`` rows (index labels): ``n_seeds`` and, for each of ``columns``, the mean
-    (``c``) and the 95% half-width (``c`` + :data:`CI_SUFFIX`) of its finite values (a pandas DataFrame)."""
+    (``c``), the 95% half-width (``c`` + :data:`CI_SUFFIX`) and the number (``c`` + :data:`N_SUFFIX`) of its
+    finite values (a pandas DataFrame)."""
     import pandas as pd
 
     rows = []
@@ -98,6 +102,6 @@ def grouped_numbers(df, groups: Sequence[Sequence[int]], columns: Sequence[str])
         row: dict[str, Any] = {"n_seeds": len(members)}
         for c in columns:
             values = pd.to_numeric(df.loc[list(members), c], errors="coerce").tolist()
-            row[c], row[c + CI_SUFFIX], _ = t_interval(values)
+            row[c], row[c + CI_SUFFIX], row[c + N_SUFFIX] = t_interval(values)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["n_seeds", *(x for c in columns for x in (c, c + CI_SUFFIX))])
+    return pd.DataFrame(rows, columns=["n_seeds", *(x for c in columns for x in (c, c + CI_SUFFIX, c + N_SUFFIX))])

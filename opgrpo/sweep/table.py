@@ -27,9 +27,9 @@ from opgrpo.sweep.records import EVAL_STAGE, RunRecord
 from opgrpo.utils.runfiles import COMPLETED
 
 __all__ = ["COVERAGE_RATE", "NLI_OVERALL", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
-           "curve_components", "curve_key", "group_table", "number", "objective_warning", "pareto_front",
-           "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table", "varying_keys",
-           "weights_text"]
+           "curve_components", "curve_key", "group_table", "non_finite_values", "number", "objective_warning",
+           "pareto_front", "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table",
+           "varying_keys", "weights_text"]
 
 COVERAGE_RATE = "coverage_rate"
 UNIQUENESS_RATE = "uniqueness_rate"
@@ -118,6 +118,39 @@ def _metrics(rec: RunRecord, weights: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def non_finite_values(records: Sequence[RunRecord]) -> list[tuple[str, str, str]]:
+    """(run, summary key, "NaN" / "inf" / "-inf") for every NaN or infinite number in the runs' ``summary.json``
+    (a missing number is not one of them): the report flags them instead of showing an unexplained blank."""
+    out = []
+    for rec in records:
+        for key, value in rec.summary.items():
+            v = number(value)
+            if isinstance(value, float) and not math.isfinite(v):
+                out.append((rec.name, key, "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")))
+    return out
+
+
+def _columns_of(key: str, weights: Mapping[str, float]) -> list[str]:
+    """The runs-table columns computed from summary key ``key`` (see ``_metrics``)."""
+    st = EVAL_STAGE
+    if key in (f"{st}/reward/{COVERAGE_RATE}", f"{st}/reward/{UNIQUENESS_RATE}"):
+        return [key.rsplit("/", 1)[1]]
+    if key == f"{st}/reward/total":
+        return ["reward/total"]
+    comp = key.removeprefix(f"{st}/reward/")
+    if comp in COMPONENTS:
+        return [f"reward/{comp}"] + ([f"reward/{REFERENCE_TOTAL}"] if weights.get(comp) else [])
+    if key == f"{st}/overall/accuracy_stderr":
+        return ["nli/overall_stderr"]
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == st and parts[2] == "accuracy" and parts[1] != "reward":
+        return [f"nli/{parts[1]}"]
+    out = {"grpo/train_runtime": ["cost/grpo_runtime_s"], "grpo/global_step": ["cost/grpo_steps"]}.get(key, [])
+    if key.endswith("/train_runtime") or key == "estimator/total_s":
+        out = [*out, "cost/train_runtime_s"]
+    return out
+
+
 def _facts(rec: RunRecord) -> dict[str, str]:
     """The text columns: the NLI backend, and any other text the evaluation recorded (e.g. the estimator)."""
     out = {"nli_backend": rec.nli_backend, "estimator": rec.estimator}
@@ -179,11 +212,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points that no other point dominates, both coordinates maximised.
 
     j dominates i when x_j >= x_i and y_j >= y_i with at least one strict. Equal points do not dominate each
-    other (both stay). Points with a NaN coordinate are never on the front and dominate nothing. The indices
+    other (both stay). Points with a NaN or infinite coordinate are never on the front and dominate nothing. The indices
     come in order of increasing x (then decreasing y), i.e. along the front from its top-left end.
     """
     valid = [(i, float(x), float(y)) for i, (x, y) in enumerate(points)
-             if not (math.isnan(float(x)) or math.isnan(float(y)))]
+             if math.isfinite(float(x)) and math.isfinite(float(y))]
     front = []
     for i, x, y in valid:
         dominated = any((xj >= x and yj >= y) and (xj > x or yj > y) for j, xj, yj in valid if j != i)
@@ -218,7 +251,9 @@ def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | No
     (None = the paper weights).
 
     ``df.attrs["front_order"]``: the names of the runs on the front, along it; ``df.attrs["common_overrides"]``:
-    the overrides every run shares; ``df.attrs["reference_weights"]``: the reference weights used.
+    the overrides every run shares; ``df.attrs["reference_weights"]``: the reference weights used;
+    ``df.attrs["non_finite"]``: run -> column -> "NaN"/"inf"/"-inf" for the cells computed from a non-finite
+    number of the run's summary.json (:func:`non_finite_values`).
     """
     import pandas as pd
 
@@ -234,6 +269,10 @@ def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | No
         row.update({k: rec.overrides.get(k, "") for k in keys})
         row.update(_metrics(rec, weights))
         rows.append(row)
+    flagged: dict[str, dict[str, str]] = {}  # run -> column -> "NaN"/"inf"/"-inf" of the summary value behind it
+    for name, key, text in non_finite_values(records):
+        for col in _columns_of(key, weights):
+            flagged.setdefault(name, {})[col] = text
     fixed = {"run", "status", *facts, *keys}
     metric_cols: list[str] = []
     for row in rows:
@@ -258,6 +297,7 @@ def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | No
     df.attrs["common_overrides"] = {k: known[0].overrides.get(k, "") for k in keys if k not in varying}
     df.attrs["reference_weights"] = weights
     df.attrs["facts"] = facts
+    df.attrs["non_finite"] = flagged
     return df
 
 

@@ -432,8 +432,9 @@ def save_final(trainer, output_dir: str | os.PathLike) -> Path:
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(final))
             dtype = final_dtype(trainer.args)
-            if dtype is not None:
-                cast_saved_weights(final, dtype)
+            tied = {} if is_peft else tied_weight_keys(trainer.accelerator.unwrap_model(model))
+            if dtype is not None or tied:  # DeepSpeed's saves store tied weights twice: tie them again
+                cast_saved_weights(final, dtype, tied)
         trl_card = Path(output_dir) / "README.md"  # TRL's draft card (written at each checkpoint save)
         if trl_card.is_file() and "generated_from_trainer" in trl_card.read_text(encoding="utf-8", errors="replace"):
             trl_card.unlink()
@@ -467,27 +468,53 @@ def final_dtype(args):
     return None
 
 
-def cast_saved_weights(folder: str | os.PathLike, dtype) -> int:
+def tied_weight_keys(model) -> dict[str, str]:
+    """``{target: source}`` of the weights ``model`` ties (``lm_head.weight`` -> ``model.embed_tokens.weight`` when
+    ``config.tie_word_embeddings``), as transformers declares them (``all_tied_weights_keys``); {} when none."""
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if tied is None and hasattr(model, "get_expanded_tied_weights_keys"):
+        tied = model.get_expanded_tied_weights_keys(all_submodels=True)
+    return {str(k): str(v) for k, v in (tied or {}).items()}
+
+
+def cast_saved_weights(folder: str | os.PathLike, dtype=None, tied: dict[str, str] | None = None) -> int:
     """Rewrite the ``*.safetensors`` weights in ``folder`` with every floating-point tensor in ``dtype`` (a torch
-    dtype), one file at a time, and record the dtype in ``config.json`` and the shard index's ``total_size``; returns
-    the number of files rewritten (files already in ``dtype`` are left alone). ``*.bin`` weights are left as saved.
+    dtype; None = keep) and without the tied copies named in ``tied`` (``{target: source}``, ``tied_weight_keys``);
+    record the dtype in ``config.json`` and the shard index's ``total_size`` / ``weight_map``; returns the number of
+    files rewritten (files with nothing to change are left alone). ``*.bin`` weights are left as saved.
 
     Casting the saved files (rather than the live model) leaves the trainer's float32 master weights untouched and
-    works whatever wrote them (plain, DeepSpeed ZeRO-3 gathered, LoRA merged).
+    works whatever wrote them (plain, DeepSpeed ZeRO-3 gathered, LoRA merged). Tied copies: DeepSpeed hands
+    ``save_pretrained`` a state dict whose tensors are cloned one by one (ZeRO-2) or gathered (ZeRO-3), so
+    transformers no longer sees that ``lm_head.weight`` is ``model.embed_tokens.weight`` and stores both; a target is
+    dropped when its source is saved too and equal to it, so the folder is laid out as the base model (a copy that
+    differs is kept, with a warning).
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    rewritten, total = 0, 0
-    for path in sorted(folder.glob("*.safetensors")):
+    files = sorted(folder.glob("*.safetensors"))
+    where: dict[str, Path] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as fh:
+            where.update((key, path) for key in fh.keys())  # noqa: SIM118 (safe_open is not iterable)
+    drop = {t: s for t, s in (tied or {}).items() if t in where and s in where and t != s}
+    if dtype is None and not drop:
+        return 0  # nothing to cast, no tied copy saved: no file read
+    rewritten, total, dropped = 0, 0, set()
+    for path in files:
         changed, tensors = False, {}
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata()
             # cast one tensor at a time: peak memory is about the file in the target dtype
             for key in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
                 t = fh.get_tensor(key)
-                if t.is_floating_point() and t.dtype != dtype:
+                if key in drop and _same_tensor(t, key, drop[key], where):
+                    dropped.add(key)
+                    changed = True
+                    continue
+                if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                     t, changed = t.to(dtype), True
                 tensors[key] = t
         total += sum(t.numel() * t.element_size() for t in tensors.values())
@@ -501,18 +528,35 @@ def cast_saved_weights(folder: str | os.PathLike, dtype) -> int:
     if index.is_file():
         data = json.loads(index.read_text(encoding="utf-8"))
         data.setdefault("metadata", {})["total_size"] = total
+        data["weight_map"] = {k: v for k, v in data.get("weight_map", {}).items() if k not in dropped}
         index.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     config = folder / "config.json"
-    if config.is_file() and any(folder.glob("*.safetensors")):
+    if dtype is not None and config.is_file() and files:
         data = json.loads(config.read_text(encoding="utf-8"))
         name = str(dtype).removeprefix("torch.")
         data["dtype"] = name
         if "torch_dtype" in data:  # configs written by transformers < 5
             data["torch_dtype"] = name
         config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if rewritten:
-        logger.info("saved %s in %s (%d weight file(s) cast)", folder, str(dtype).removeprefix("torch."), rewritten)
+    if dropped:
+        logger.info("saved %s with its tied weights tied (dropped the copies %s)", folder, ", ".join(sorted(dropped)))
+    if rewritten and dtype is not None:
+        logger.info("saved %s in %s (%d weight file(s) rewritten)", folder, str(dtype).removeprefix("torch."),
+                    rewritten)
     return rewritten
+
+
+def _same_tensor(tensor, key: str, source: str, where: dict[str, Path]) -> bool:
+    """Whether saved ``key`` equals its tie source ``source`` (read from its file); a warning when it does not."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(where[source]), framework="pt") as fh:
+        src = fh.get_tensor(source)
+    if src.shape == tensor.shape and torch.equal(src, tensor):
+        return True
+    logger.warning("%s is declared tied to %s but the saved tensors differ: both kept", key, source)
+    return False
 
 
 def train_metrics(train_output, trainer) -> dict[str, Any]:

@@ -280,6 +280,7 @@ def run_grpo(
         CompletionSamplesCallback,
         MetricsJsonlCallback,
     )
+    from opgrpo.training.reward_nan import RewardNanCallback, count_nan
 
     if len(reward_funcs) == 0:
         raise ValueError("run_grpo needs at least one reward function")
@@ -306,7 +307,8 @@ def run_grpo(
     if eval_items:
         eval_dataset, _ = drop_long_prompts(build_grpo_dataset(eval_items), tokenizer, settings.max_prompt_length)
 
-    own_callbacks = [MetricsJsonlCallback(output_dir / "metrics.jsonl")]
+    reward_funcs = count_nan(reward_funcs)  # rewards/<name>/nan_share; a WARNING when one is NaN for a whole step
+    own_callbacks = [RewardNanCallback(reward_funcs), MetricsJsonlCallback(output_dir / "metrics.jsonl")]
     samples = None
     every = sample_every if sample_every > 0 else settings.completion_samples_every
     if every > 0:  # the project's completions.jsonl; TRL's own table/parquet is settings.log_completions

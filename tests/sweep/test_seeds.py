@@ -77,8 +77,10 @@ def test_seed_groups_by_config_without_seed():
 def test_grouped_numbers_mean_and_interval():
     df = pd.DataFrame({"coverage_rate": [0.1, 0.5, 0.2, 0.3], "nli/overall": [0.4, float("nan"), 0.6, float("nan")]})
     out = grouped_numbers(df, [[0, 2, 3], [1]], ["coverage_rate", "nli/overall"])
-    assert list(out.columns) == ["n_seeds", "coverage_rate", "coverage_rate_ci95", "nli/overall", "nli/overall_ci95"]
+    assert list(out.columns) == ["n_seeds", "coverage_rate", "coverage_rate_ci95", "coverage_rate_n", "nli/overall",
+                                 "nli/overall_ci95", "nli/overall_n"]
     assert list(out["n_seeds"]) == [3, 1]
+    assert list(out["coverage_rate_n"]) == [3, 1] and list(out["nli/overall_n"]) == [2, 0]  # finite values per column
     assert out.loc[0, "coverage_rate"] == pytest.approx(0.2)
     assert out.loc[0, "coverage_rate_ci95"] == pytest.approx(0.248414, abs=1e-6)
     assert out.loc[0, "nli/overall"] == pytest.approx(0.5)  # 2 of the 3 runs have it
