@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 
 from opgrpo.app.rundir import RunDir
 from opgrpo.training.distributed import dist_info
+from opgrpo.utils.redact import redact_obj
 
 if TYPE_CHECKING:
     from opgrpo.app.schema import OPGRPOConfig, RewardSection
@@ -182,20 +183,21 @@ def hydra_job() -> tuple[list[str], str]:
 
 def wandb_init_kwargs(cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str],
                       multirun_dir: str | Path | None = None) -> dict[str, Any]:
-    """The ``wandb.init`` arguments of one job (see the module docstring)."""
+    """The ``wandb.init`` arguments of one job (see the module docstring), credentials in URLs hidden
+    (opgrpo.utils.redact: the config and the run's name from the overrides)."""
     w = cfg.logger.wandb
     run_dir = Path(run_dir).resolve()
     group = w.group or (sweep_group(multirun_dir) if multirun_dir else None)
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     config["job"] = {"run_dir": str(run_dir), "overrides": list(overrides),
                      "sweep_dir": str(multirun_dir or "")}
-    return {
+    return redact_obj({
         "project": w.project or None, "entity": w.entity or None, "group": group or None,
         "name": run_name(cfg, overrides, multirun_dir), "job_type": str(cfg.stage),
         "tags": [str(t) for t in [*cfg.tags, *w.tags]] or None, "config": config,
         "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir), "resume": "allow",
         "dir": str(run_dir), "mode": w.mode, "reinit": "finish_previous",
-    }
+    })
 
 
 # ---- the tracker ---------------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class JobTracker:
     def set_config(self, extra: Mapping[str, Any]) -> None:
         """Add to the run's config (e.g. the reward weights a stage actually used)."""
         if self.run is not None and extra:
-            self.run.config.update(dict(extra), allow_val_change=True)
+            self.run.config.update(redact_obj(dict(extra)), allow_val_change=True)
 
     def log_summary(self, flat: Mapping[str, Any]) -> None:
         """Put final numbers (flat ``stage/key`` -> value, as ``RunDir.summary``) into the run's summary."""
@@ -327,7 +329,8 @@ def _stage_callback_class():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.run.config.update({f"{self.stage}_args": args.to_sanitized_dict()}, allow_val_change=True)
+                self.run.config.update({f"{self.stage}_args": redact_obj(args.to_sanitized_dict())},
+                                       allow_val_change=True)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
