@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -70,8 +71,9 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
             log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
             return None
-        if isinstance(exc, Exception) and redact(str(exc)) != str(exc):  # Hydra prints it: without the secret
-            raise RuntimeError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        if isinstance(exc, Exception) and _holds_secret(exc):  # Hydra would print it and the overrides as they are
+            sys.stderr.write(redact(traceback.format_exc()))
+            raise SystemExit(1) from None
         raise
     # a failed Hub push leaves the run completed (its results stand) with the push recorded: ctx.hub_push
     run_dir.set_status(COMPLETED, overrides=list(HydraConfig.get().overrides.task),
@@ -106,6 +108,12 @@ def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
     if HydraConfig.get().runtime.choices.get("experiment") in (None, "null") and {"estimator", "sft", "grpo"} & stages:
         exc = ConfigError(f"{exc}\n{NO_EXPERIMENT_HINT}")
     return exc
+
+
+def _holds_secret(exc: Exception) -> bool:
+    """Whether the failure's message or the job's overrides (which Hydra prints with a failure) hold a secret."""
+    texts = [str(exc), *HydraConfig.get().overrides.task]
+    return any(redact(t) != t for t in texts)
 
 
 def _redact_logs() -> None:

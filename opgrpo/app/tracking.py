@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -229,6 +230,8 @@ class JobTracker:
             overrides = job_overrides if overrides is None else overrides
             multirun_dir = job_sweep if multirun_dir is None else multirun_dir
         kwargs = wandb_init_kwargs(cfg, run_dir, overrides, multirun_dir)
+        argv = list(sys.argv)
+        sys.argv[:] = redact_obj(argv)  # W&B records the command line: without a URL's credentials
         try:
             import wandb
 
@@ -238,6 +241,8 @@ class JobTracker:
                       run_dir)
             self.run = None
             return self
+        finally:
+            sys.argv[:] = argv
         log.info("W&B run %s (%s, group %s, id %s, mode %s)", kwargs["name"], kwargs["project"], kwargs["group"],
                  kwargs["id"], kwargs["mode"])
         return self
