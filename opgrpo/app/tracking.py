@@ -184,15 +184,14 @@ def hydra_job() -> tuple[list[str], str]:
 
 def wandb_init_kwargs(cfg: OPGRPOConfig, run_dir: str | Path, overrides: Sequence[str],
                       multirun_dir: str | Path | None = None) -> dict[str, Any]:
-    """The ``wandb.init`` arguments of one job (see the module docstring), credentials in URLs hidden
-    (opgrpo.utils.redact: the config and the run's name from the overrides)."""
+    """The ``wandb.init`` arguments of one job (see the module docstring)."""
     w = cfg.logger.wandb
     run_dir = Path(run_dir).resolve()
     group = w.group or (sweep_group(multirun_dir) if multirun_dir else None)
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     config["job"] = {"run_dir": str(run_dir), "overrides": list(overrides),
                      "sweep_dir": str(multirun_dir or "")}
-    return redact_obj({
+    return redact_obj({  # no URL credentials in the config or in the run's name (from the overrides)
         "project": w.project or None, "entity": w.entity or None, "group": group or None,
         "name": run_name(cfg, overrides, multirun_dir), "job_type": str(cfg.stage),
         "tags": [str(t) for t in [*cfg.tags, *w.tags]] or None, "config": config,
