@@ -20,6 +20,7 @@ further up).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,11 @@ def _reference_weights(config: Any) -> dict[str, float] | None:
 
 def unwritable_dir(config: Any, key: str, log_file: bool) -> str:
     """Why the directory at ``key`` (``hydra.run.dir`` / ``hydra.sweep.dir``) cannot hold the run ("" when it can):
-    created if missing, a file written and removed in it, and with ``log_file`` the job's log file (Hydra's
-    ``hydra.job_logging.handlers.file.filename`` there) opened for appending, as Hydra's logging will."""
+    with ``log_file`` (a single run) it is created and the job's log file (Hydra's
+    ``hydra.job_logging.handlers.file.filename`` there) opened for appending, as Hydra is about to; without (a
+    multirun, whose sweep directory must not exist before its arms are checked) nothing is created: its nearest
+    existing folder must be a folder that takes a file (one is written and removed)."""
+    import errno
     import tempfile
 
     try:
@@ -100,8 +104,12 @@ def unwritable_dir(config: Any, key: str, log_file: bool) -> str:
     except Exception:  # noqa: BLE001 - a directory Hydra cannot resolve either: Hydra says why
         return ""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        if log_file:
+            path.mkdir(parents=True, exist_ok=True)
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        with tempfile.TemporaryFile(dir=existing):
             pass
         log_path = _log_file(config, path) if log_file else None
         if log_path:
