@@ -1,5 +1,10 @@
 """Hydra callbacks of the `opgrpo` app (registered under ``hydra.callbacks`` in conf/opgrpo.yaml).
 
+``WritableRunDir``: before Hydra creates the run directory (``hydra.run.dir``; a multirun's ``hydra.sweep.dir``) and
+opens its log file there, both must be writable; else one line on stderr naming the path and the OS error, exit
+status 1 (Hydra would end in a traceback, or in ``ValueError: Unable to configure handler 'file'`` with the cause
+further up).
+
 ``SweepOutcome``:
 
 - at the start of a multirun, compose every arm (the sweeper's parameters and the command line's sweeps, expanded
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +88,69 @@ def sweep_report(sweep_dir: str | Path, reference_weights: dict[str, float] | No
 def _reference_weights(config: Any) -> dict[str, float] | None:
     node = OmegaConf.select(config, "report.reference_weights", default=None)
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def unwritable_dir(config: Any, key: str, log_file: bool) -> str:
+    """Why the directory at ``key`` (``hydra.run.dir`` / ``hydra.sweep.dir``) cannot hold the run ("" when it can):
+    with ``log_file`` (a single run) it is created and the job's log file (Hydra's
+    ``hydra.job_logging.handlers.file.filename`` there) opened for appending, as Hydra is about to; without (a
+    multirun, whose sweep directory must not exist before its arms are checked) nothing is created: its nearest
+    existing folder must be a folder that takes a file (one is written and removed)."""
+    import errno
+    import tempfile
+
+    try:
+        path = Path(str(OmegaConf.select(config, key))).absolute()
+    except Exception:  # noqa: BLE001 - a directory Hydra cannot resolve either: Hydra says why
+        return ""
+    try:
+        if log_file:
+            path.mkdir(parents=True, exist_ok=True)
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+        log_path = _log_file(config, path) if log_file else None
+        if log_path:
+            open(log_path, "a").close()  # noqa: SIM115 - Hydra's FileHandler appends to it next
+    except OSError as exc:
+        hint = "hydra.run.dir=DIR (or OPGRPO_RUN_DIR=DIR)" if key == "hydra.run.dir" else "hydra.sweep.dir=DIR"
+        return f"opgrpo: cannot write the run directory {path} ({key}): {exc}; choose a writable one with {hint}"
+    return ""
+
+
+def _log_file(config: Any, output_dir: Path) -> str | None:
+    """The file Hydra's job logging will write for a job in ``output_dir`` (None without a file handler)."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    if OmegaConf.select(config, "hydra.job_logging.handlers.file", default=None) is None:
+        return None
+    try:
+        cfg = copy.deepcopy(config)
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+        return str(OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename"))
+    except Exception:  # noqa: BLE001 - a file name that does not resolve here: Hydra's logging will say
+        return None
+
+
+class WritableRunDir(Callback):
+    """Stop before Hydra's own failure when the run (sweep) directory or the log file cannot be written."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_if(unwritable_dir(config, "hydra.run.dir", log_file=True))
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_if(unwritable_dir(config, "hydra.sweep.dir", log_file=False))
+
+
+def _exit_if(problem: str) -> None:
+    if problem:
+        sys.stderr.write(problem + "\n")
+        raise SystemExit(1)
 
 
 class SweepOutcome(Callback):

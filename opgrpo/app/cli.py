@@ -7,7 +7,10 @@ the run directory and hands over to opgrpo.app.stages. The return value of the t
 ``objective``, which Hydra sweepers optimise. Every start-up failure (a check of opgrpo.app.validate, a ``???`` or an
 interpolation that does not resolve) is one ``ConfigError`` naming its key(s), logged and written to ``status.json``
 (failed), exit status 2. A multirun checks every arm the same way before its first job starts
-(opgrpo.app.callbacks). The ``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry
+(opgrpo.app.callbacks). No secret reaches what the run writes: credentials in a URL and a key typed where a ``*_env``
+setting wants a variable's name are hidden (opgrpo.utils.redact) in config.yaml, status.json, every log line and
+start-up error, and in Hydra's own ``.hydra/`` copy, which Hydra writes before this code runs and rank 0 rewrites
+(``redact_hydra_files``). The ``--help`` text (``hydra.help`` in conf/opgrpo.yaml) lists the stages from the registry
 (``help_stages``).
 """
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import os
 import re
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from opgrpo.app.paths import PRIMARY, config_dir
 from opgrpo.app.runconfig import ConfigError
 from opgrpo.app.schema import register
+from opgrpo.utils.redact import RedactingFilter, redact
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
 
 log = logging.getLogger("opgrpo")
@@ -38,6 +44,9 @@ def run(cfg: DictConfig) -> float | None:
 
     export_submitit_env()  # a SLURM/submitit job with several tasks: one process group, every task a rank
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    _redact_logs()
+    if run_dir.main:
+        redact_hydra_files()
     try:
         _check_launcher()
         _check_shared_run_dir()
@@ -62,8 +71,13 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
             log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
             return None
+        if isinstance(exc, Exception) and _holds_secret(exc):  # Hydra would print it and the overrides as they are
+            sys.stderr.write(redact(traceback.format_exc()))
+            raise SystemExit(1) from None
         raise
-    run_dir.set_status(COMPLETED, overrides=list(HydraConfig.get().overrides.task))
+    # a failed Hub push leaves the run completed (its results stand) with the push recorded: ctx.hub_push
+    run_dir.set_status(COMPLETED, overrides=list(HydraConfig.get().overrides.task),
+                       **({"hub": ctx.hub_push} if ctx.hub_push else {}))
     value = run_dir.objective(ctx.cfg.objective)
     log.info("run directory: %s", run_dir.path)
     if value is not None:
@@ -85,6 +99,8 @@ def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
     if not isinstance(exc, ConfigError):
         exc = ConfigError(f"invalid configuration:\n  {getattr(exc, 'full_key', '') or 'config'}: "
                           f"{str(exc).splitlines()[0]}")
+    if redact(str(exc)) != str(exc):  # a URL's credentials in a message that quotes a value
+        exc = ConfigError(redact(str(exc)))
     try:
         stages = set(cfg.pipeline) if cfg.stage == "pipeline" else {cfg.stage}
     except OmegaConfBaseException:
@@ -92,6 +108,42 @@ def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
     if HydraConfig.get().runtime.choices.get("experiment") in (None, "null") and {"estimator", "sft", "grpo"} & stages:
         exc = ConfigError(f"{exc}\n{NO_EXPERIMENT_HINT}")
     return exc
+
+
+def _holds_secret(exc: Exception) -> bool:
+    """Whether the failure's message or the job's overrides (which Hydra prints with a failure) hold a secret."""
+    texts = [str(exc), *HydraConfig.get().overrides.task]
+    return any(redact(t) != t for t in texts)
+
+
+def _redact_logs() -> None:
+    """Every handler of the root logger (Hydra's console and cli.log) hides secrets (opgrpo.utils.redact)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+"""What Hydra writes into the job's ``hydra.output_subdir`` (``.hydra/``) before the task function runs."""
+
+
+def redact_hydra_files() -> None:
+    """Rewrite Hydra's copy of the config (``.hydra/*.yaml``; a multirun's ``multirun.yaml`` too) without secrets:
+    Hydra wrote it from the command line before any check of ours ran. Rank 0 only (the other ranks write none)."""
+    hc = HydraConfig.get()
+    files = [Path(hc.runtime.output_dir) / hc.output_subdir / name for name in HYDRA_FILES] if hc.output_subdir else []
+    if hc.mode.name == "MULTIRUN":
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        clean = redact(text)
+        if clean != text:  # another job of the sweep may rewrite multirun.yaml at the same time: replace it whole
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(clean, encoding="utf-8")
+            os.replace(tmp, path)
 
 
 def _check_launcher() -> None:

@@ -34,6 +34,9 @@ class RunContext:
     """The estimator stage's fine-tuned model (when it ran in this run)."""
     policy_path: str = ""
     """The latest trained policy of this run (SFT, then GRPO), "" before any training stage."""
+    hub_push: dict = field(default_factory=dict)
+    """The Hub push's outcome (``push``: done or failed, ``model_id``, ``url`` or ``error`` and ``retry``: the command
+    that retries it); {} when none was tried. The entrypoint writes it into status.json."""
     tracker: JobTracker = field(default_factory=JobTracker)
     """This job's experiment tracker (its W&B run; does nothing when W&B is off or on ranks other than 0)."""
     _items: dict = field(default_factory=dict, repr=False)
@@ -177,22 +180,33 @@ class RunContext:
             self._models["encoder_choice"] = self._choose_encoder()
         return self._models["encoder_choice"]
 
-    def _choose_encoder(self) -> str:
+    def encoder_source(self) -> tuple[str, str]:
+        """(the config key that chose it, the path or hub id) of the reward's estimator, as ``encoder_path`` chooses
+        it; nothing logged, nothing loaded (the start-up check uses it)."""
         from opgrpo.estimator.identity import run_estimator
 
         cfg = self.cfg
-        if cfg.reward.estimator_path or self.estimator_path:
-            return cfg.reward.estimator_path or self.estimator_path
+        if cfg.reward.estimator_path:
+            return "reward.estimator_path", cfg.reward.estimator_path
+        if self.estimator_path:
+            return "estimator", self.estimator_path
         for key, source in (("eval.responses_file", cfg.eval.responses_file), ("eval.model_path", cfg.eval.model_path),
                             ("model.name_or_path", cfg.model.name_or_path)):
             found = run_estimator(source) if source else None
             if found:
-                log.info("reward estimator: %s, the one of the run %s comes from (%s)", found, key, source)
-                return found
-        log.warning("the reward is scored with the untuned base estimator %s (no reward.estimator_path, no "
-                    "estimator stage in this run): coverage and uniqueness rates are not comparable with runs "
-                    "scored by a fine-tuned estimator", cfg.estimator.base_model)
-        return cfg.estimator.base_model
+                return key, found
+        return "estimator.base_model", cfg.estimator.base_model
+
+    def _choose_encoder(self) -> str:
+        key, path = self.encoder_source()
+        if key in ("eval.responses_file", "eval.model_path", "model.name_or_path"):
+            source = getattr(getattr(self.cfg, key.split(".")[0]), key.split(".")[1])
+            log.info("reward estimator: %s, the one of the run %s comes from (%s)", path, key, source)
+        elif key == "estimator.base_model":
+            log.warning("the reward is scored with the untuned base estimator %s (no reward.estimator_path, no "
+                        "estimator stage in this run): coverage and uniqueness rates are not comparable with runs "
+                        "scored by a fine-tuned estimator", path)
+        return path
 
     def estimator_identity(self) -> dict:
         """Path, content fingerprint and tuned/untuned of the reward's estimator (opgrpo.estimator.identity)."""

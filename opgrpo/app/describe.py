@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from opgrpo.utils.fielddocs import field_docs
+from opgrpo.utils.redact import redact
 
 DEFAULT_SECTIONS = ("reward", "trainer.grpo", "estimator")
 TOP_LEVEL = "top-level"
@@ -81,7 +82,7 @@ def _block(title: str, doc: str | None, rows: list[tuple[str, Any, str]]) -> lis
 
 def describe(cfg: Any, section: str = "") -> str:
     """The settings of ``section`` ("" = reward, trainer.grpo and estimator; "all" = the top-level keys and every
-    section) of the typed config ``cfg``."""
+    section) of the typed config ``cfg``; credentials in URLs hidden (opgrpo.utils.redact)."""
     problem = describe_problem(cfg, section)
     if problem:
         raise KeyError(f"describe: {problem}")
@@ -95,4 +96,4 @@ def describe(cfg: Any, section: str = "") -> str:
     for key in keys:
         node = _section(cfg, key)
         out += _block(key, type(node).__doc__, list(_rows(node, f"{key}.")))
-    return "\n".join(out)
+    return redact("\n".join(out))

@@ -4,7 +4,9 @@ opgrpo.models.model_card, opgrpo.models.hub and opgrpo.models.prefetch).
 - ``write_card(ctx, stage, start_from)``: ``<stage>/final/README.md`` with the run's base model, data, reward and
   trainer settings (after the SFT and GRPO stages); ``card_evaluation(ctx, policy, metrics)`` adds the eval stage's
   numbers to the card of the policy it evaluated, when that is this run's trained one.
-- ``push_final(ctx)``: at the end of a run with ``hub.push=true``, the last trained ``final/`` to ``hub.model_id``.
+- ``push_final(ctx)``: at the end of a run with ``hub.push=true``, the last trained ``final/`` to ``hub.model_id``; a
+  push that fails leaves the training results standing: it is recorded (``hub/push: failed``, the reason, the retry
+  command) and the run completes. ``push_run(ctx)``: ``stage=push``, the final model of ``hub.run_dir``.
 - ``stage_prefetch``'s work, ``prefetch_models(ctx)``: every model the config names (``model_refs``) into the HF
   cache, for compute nodes without internet.
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from opgrpo.app.context import RunContext
 from opgrpo.app.schema import OPGRPOConfig
+from opgrpo.utils.redact import redact
 
 log = logging.getLogger("opgrpo.app.publish")
 
@@ -113,19 +116,51 @@ def card_evaluation(ctx: RunContext, policy: str, metrics: dict[str, Any]) -> Pa
 # ---- push ------------------------------------------------------------------------------------------------
 def push_final(ctx: RunContext) -> str | None:
     """With ``hub.push``: upload this run's last trained model (``ctx.policy_path``, a ``final/`` of this run) to
-    ``hub.model_id`` on rank 0 and log ``hub/model_id``, ``hub/url``; returns the commit URL (None: nothing pushed)."""
-    from opgrpo.models.hub import push_folder
+    ``hub.model_id`` on rank 0 and log ``hub/push``, ``hub/model_id``, ``hub/url``; returns the commit URL (None:
+    nothing pushed). A push that fails (no network, the Hub refusing) does not undo the training: it is logged as an
+    error naming the step, the reason and the command that retries it (``stage=push``), recorded as ``hub/push:
+    failed`` (``ctx.hub_push``, which the entrypoint puts into status.json) and the run goes on to complete."""
+    from opgrpo.models.hub import push_command
 
-    if not ctx.cfg.hub.push or not ctx.run.main:
+    if not ctx.cfg.hub.push or not ctx.run.main or ctx.cfg.stage == "push":  # stage=push pushes by itself
         return None
     settings = ctx.cfg.hub
     final = Path(ctx.policy_path) if ctx.policy_path else None
     if final is None or final.parent.parent != ctx.run.path:
         raise RuntimeError("hub.push: this run trained no model to push (ctx.policy_path is "
                            f"{ctx.policy_path or 'empty'}); run stage sft or grpo, or push a folder with `hf upload`")
-    url = push_folder(final, settings, stage=final.parent.name, run_dir=str(ctx.run.path))
-    print(f"pushed {final} to https://huggingface.co/{settings.model_id} ({url})")
-    ctx.run.log("hub", {"model_id": settings.model_id, "url": url, "folder": str(final)})
+    try:
+        return _push(ctx, final, ctx.run.path)
+    except Exception as exc:  # noqa: BLE001 - the trained model stays in the run directory; the push is retried
+        retry = push_command(settings, ctx.run.path)
+        ctx.hub_push = {"push": "failed", "model_id": settings.model_id, "folder": str(final),
+                        "error": redact(f"{type(exc).__name__}: {exc}"), "retry": retry}
+        ctx.run.log("hub", ctx.hub_push)
+        log.error("step hub push failed: %s was not uploaded to %s (%s); the training results stand. Retry the push "
+                  "with:\n  %s", final, settings.model_id, ctx.hub_push["error"], retry)
+        return None
+
+
+def push_run(ctx: RunContext) -> str:
+    """``stage=push``: upload the final model of ``hub.run_dir`` (grpo/final, else sft/final) to ``hub.model_id``;
+    a failure fails the stage (the push is all it does)."""
+    from opgrpo.models.hub import final_model_folder
+
+    folder = final_model_folder(ctx.cfg.hub.run_dir)  # checked at start-up (HubSettings.problems)
+    if folder is None:
+        raise RuntimeError(f"hub.run_dir: {ctx.cfg.hub.run_dir!r} holds no trained model")
+    return _push(ctx, folder, Path(ctx.cfg.hub.run_dir))
+
+
+def _push(ctx: RunContext, folder: Path, run_dir: Path) -> str:
+    """Upload ``folder`` (the final model of ``run_dir``) with ``hub.*``, print and record where it went."""
+    from opgrpo.models.hub import push_folder
+
+    settings = ctx.cfg.hub
+    url = push_folder(folder, settings, stage=folder.parent.name, run_dir=str(run_dir))
+    print(f"pushed {folder} to https://huggingface.co/{settings.model_id} ({url})")
+    ctx.hub_push = {"push": "done", "model_id": settings.model_id, "url": url, "folder": str(folder)}
+    ctx.run.log("hub", ctx.hub_push)
     return url
 
 
@@ -133,7 +168,7 @@ def push_final(ctx: RunContext) -> str | None:
 def model_refs(cfg: OPGRPOConfig) -> list:
     """Every model the config names (``opgrpo.models.prefetch.ModelRef``: config key, hub id or path): the policy, the
     estimator's base model, the estimator's judge (kind transformers), the NLI model (unless eval.nli.backend=none),
-    the evaluation judge (kind transformers), reward.estimator_path, eval.model_path, pope.model_path when set,
+    the evaluation and OP-Bench judges (kind transformers), reward.estimator_path, eval.model_path, pope.model_path when set,
     and with baseline=modular every community model (and its tokenizer's files).
     HTTP judges name a served model, not one to download."""
     from opgrpo.models.prefetch import ModelRef
@@ -148,6 +183,8 @@ def model_refs(cfg: OPGRPOConfig) -> list:
         refs.append(ModelRef("eval.nli.model", str(cfg.eval.nli.model)))
     if cfg.eval.judge.kind == "transformers":
         refs.append(ModelRef("eval.judge.model", str(cfg.eval.judge.model)))
+    if cfg.opbench.judge.kind == "transformers":
+        refs.append(ModelRef("opbench.judge.model", str(cfg.opbench.judge.model)))
     for key, ref in (("reward.estimator_path", cfg.reward.estimator_path), ("eval.model_path", cfg.eval.model_path),
                      ("pope.model_path", cfg.pope.model_path)):
         if ref:

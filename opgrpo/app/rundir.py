@@ -20,6 +20,7 @@ from typing import Any
 
 from opgrpo.training.distributed import dist_info
 from opgrpo.utils.jsonio import append_jsonl, flatten
+from opgrpo.utils.redact import redact
 from opgrpo.utils.runfiles import (
     CONFIG_YAML,
     FAILED,
@@ -48,9 +49,10 @@ class RunDir:
         return d
 
     def write_config(self, yaml_text: str) -> None:
+        """config.yaml (rank 0), with no secret in it (a URL's credentials: opgrpo.utils.redact)."""
         if not self.main:
             return
-        (self.path / CONFIG_YAML).write_text(yaml_text)
+        (self.path / CONFIG_YAML).write_text(redact(yaml_text))
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Write status.json (RUNNING, COMPLETED or FAILED, see opgrpo.utils.runfiles) on rank 0."""
@@ -64,7 +66,8 @@ class RunDir:
     def log(self, stage: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Append an event to metrics.jsonl; events without a step also update the flat summary."""
         # scalar leaves only: lists, arrays and other objects stay in the stage's own files
-        flat = {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float, str, bool)) or v is None}
+        flat = {k: redact(v) for k, v in flatten(metrics).items()
+                if isinstance(v, (int, float, str, bool)) or v is None}
         if not self.main:
             return
         record = {"stage": stage, **({"step": step} if step is not None else {}), **flat}

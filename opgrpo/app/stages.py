@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from opgrpo.app.context import RunContext
-from opgrpo.app.publish import card_evaluation, prefetch_models, push_final, write_card
+from opgrpo.app.publish import (
+    card_evaluation,
+    prefetch_models,
+    push_final,
+    push_run,
+    write_card,
+)
 from opgrpo.app.runconfig import stages_of
 from opgrpo.app.tracking import report_to, reward_used, tracked_job
 
@@ -276,6 +282,11 @@ def stage_prefetch(ctx: RunContext) -> None:
     prefetch_models(ctx)
 
 
+def stage_push(ctx: RunContext) -> None:
+    """Upload a finished run's final model (``hub.run_dir``: grpo/final, else sft/final) to ``hub.model_id``."""
+    push_run(ctx)
+
+
 def stage_describe(ctx: RunContext) -> None:
     """Print the settings of ``describe`` (a section; "" = reward, trainer.grpo, estimator) with their meaning."""
     from opgrpo.app.describe import describe
@@ -302,6 +313,7 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
     "generate": stage_generate,
     "describe": stage_describe,
     "prefetch": stage_prefetch,
+    "push": stage_push,
 }
 """Every stage by name: ``stage=NAME`` runs one, ``stage=pipeline`` the ``pipeline`` list in order."""
 PIPELINE_STAGES = ("estimator", "eval_base", "sft", "grpo", "eval")

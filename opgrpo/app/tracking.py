@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from omegaconf import OmegaConf
 from opgrpo.app.rundir import RunDir
 from opgrpo.training.distributed import dist_info
 from opgrpo.utils.checks import Choice, Problems
+from opgrpo.utils.redact import redact_obj
 
 log = logging.getLogger("opgrpo.app.tracking")
 
@@ -187,13 +189,13 @@ def wandb_init_kwargs(cfg: Any, run_dir: str | Path, overrides: Sequence[str],
     config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     config["job"] = {"run_dir": str(run_dir), "overrides": list(overrides),
                      "sweep_dir": str(multirun_dir or "")}
-    return {
+    return redact_obj({  # no URL credentials in the config or in the run's name (from the overrides)
         "project": w.project or None, "entity": w.entity or None, "group": group or None,
         "name": run_name(cfg, overrides, multirun_dir), "job_type": str(cfg.stage),
         "tags": [str(t) for t in [*cfg.tags, *w.tags]] or None, "config": config,
         "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir), "resume": "allow",
         "dir": str(run_dir), "mode": w.mode, "reinit": "finish_previous",
-    }
+    })
 
 
 # ---- the logger section ------------------------------------------------------------------------------------
@@ -289,6 +291,8 @@ class JobTracker:
             overrides = job_overrides if overrides is None else overrides
             multirun_dir = job_sweep if multirun_dir is None else multirun_dir
         kwargs = wandb_init_kwargs(cfg, run_dir, overrides, multirun_dir)
+        argv = list(sys.argv)
+        sys.argv[:] = redact_obj(argv)  # W&B records the command line: without a URL's credentials
         try:
             import wandb
 
@@ -298,6 +302,8 @@ class JobTracker:
                       run_dir)
             self.run = None
             return self
+        finally:
+            sys.argv[:] = argv
         log.info("W&B run %s (%s, group %s, id %s, mode %s)", kwargs["name"], kwargs["project"], kwargs["group"],
                  kwargs["id"], kwargs["mode"])
         return self
@@ -305,7 +311,7 @@ class JobTracker:
     def set_config(self, extra: Mapping[str, Any]) -> None:
         """Add to the run's config (e.g. the reward weights a stage actually used)."""
         if self.run is not None and extra:
-            self.run.config.update(dict(extra), allow_val_change=True)
+            self.run.config.update(redact_obj(dict(extra)), allow_val_change=True)
 
     def log_summary(self, flat: Mapping[str, Any]) -> None:
         """Put final numbers (flat ``stage/key`` -> value, as ``RunDir.summary``) into the run's summary."""
@@ -389,7 +395,8 @@ def _stage_callback_class():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.run.config.update({f"{self.stage}_args": args.to_sanitized_dict()}, allow_val_change=True)
+                self.run.config.update({f"{self.stage}_args": redact_obj(args.to_sanitized_dict())},
+                                       allow_val_change=True)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:

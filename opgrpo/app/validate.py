@@ -54,31 +54,35 @@ def _model_dir_problem(path: Path) -> str:
     return f"{str(path)!r} holds no model: no {' and no '.join(missing)}"
 
 
-def _check_model_ref(p: Problems, key: str, ref: str) -> None:
-    """A model reference is a local directory holding a model, or a hub id (cached, when offline)."""
+def _check_model_ref(p: Problems, key: str, ref: str, role: str = "") -> None:
+    """A model reference is a local directory holding a model, or a hub id (cached, when offline); ``role``: what the
+    run uses it for, when the key alone does not say (added to the message)."""
     if not ref:
-        p.add(key, "empty model path / hub id")
+        p.add(key, "empty model path / hub id" + (f" ({role})" if role else ""))
         return
     path = Path(ref).expanduser()
     if path.exists():
         problem = _model_dir_problem(path)
         if problem:
-            p.add(key, problem)
+            p.add(key, problem + (f" ({role})" if role else ""))
         return
     if ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1:
-        p.add(key, f"no such model directory {ref!r}")
+        p.add(key, f"no such model directory {ref!r}" + (f" ({role})" if role else ""))
         return
-    _check_hub_cache(p, key, ref, MODEL_CONFIGS)
+    _check_hub_cache(p, key, ref, MODEL_CONFIGS, role)
 
 
-def _check_hub_cache(p: Problems, key: str, ref: str, files: tuple[str, ...]) -> None:
-    """Offline (``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``, opgrpo.utils.offline), a hub id must be in the local cache: one of ``files`` (a model's config.json,
-    a PEFT adapter's adapter_config.json, a tokenizer's files) cached."""
+def _check_hub_cache(p: Problems, key: str, ref: str, files: tuple[str, ...], role: str = "") -> None:
+    """Offline (``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``, opgrpo.utils.offline), a hub id must be in the local
+    cache: one of ``files`` (a model's config.json, a PEFT adapter's adapter_config.json, a tokenizer's files) cached;
+    the message says how to fetch it."""
     if offline_switch():
         from huggingface_hub import try_to_load_from_cache
 
         if not any(isinstance(try_to_load_from_cache(ref, name), str) for name in files):
-            p.add(key, f"{ref!r} is neither a local directory nor in the hub cache ({offline_setting()})")
+            p.add(key, f"{ref!r} is neither a local directory nor in the hub cache ({offline_setting()})"
+                  + (f" ({role})" if role else "") + "; `opgrpo stage=prefetch` with the same overrides, where the "
+                  "Hub is reachable, fetches it (or give a local directory)")
 
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
@@ -152,17 +156,44 @@ def _stages(p: Problems, cfg: OPGRPOConfig) -> list[str]:
     return stages_of(cfg)
 
 
-def _models_and_files(p: Problems, cfg: OPGRPOConfig, stages: list[str], need: dict[str, bool]) -> None:
+ENCODER_STAGES = ("grpo", "eval", "eval_base")
+"""The stages that score with the reward's estimator (RunContext.encoder)."""
+
+
+def _check_models(p: Problems, ctx: RunContext, stages: list[str]) -> None:
+    """The models the chosen stages load beyond the policy and the data's: the reward's estimator (as
+    ``RunContext.encoder_path`` will choose it, unless this run's estimator stage makes it first), the estimator's base
+    and its judge, the local judges of eval and opbench."""
+    cfg = ctx.cfg
+    first_estimator = stages.index("estimator") if "estimator" in stages else len(stages)
+    if any(s in ENCODER_STAGES for s in stages[:first_estimator]) or (
+            cfg.reward.estimator_path and any(s in ENCODER_STAGES for s in stages)):
+        key, ref = ctx.encoder_source()
+        users = ", ".join(s for s in stages if s in ENCODER_STAGES)
+        if key in ("reward.estimator_path", "estimator.base_model"):
+            _check_model_ref(p, key, ref, f"the reward estimator of stage {users}")
+        else:  # the estimator recorded by the run the evaluated responses or policy come from
+            _check_model_ref(p, "reward.estimator_path", ref, f"the estimator of the run {key} comes from, which "
+                             f"stage {users} scores with; set reward.estimator_path to choose another")
+    if "estimator" in stages:
+        _check_model_ref(p, "estimator.base_model", cfg.estimator.base_model)
+        if cfg.estimator.judge.kind == "transformers":
+            _check_model_ref(p, "estimator.judge.model", cfg.estimator.judge.model)
+    if cfg.eval.judge.kind == "transformers" and any(s in ("eval", "eval_base") for s in stages):
+        _check_model_ref(p, "eval.judge.model", cfg.eval.judge.model)
+    if cfg.opbench.judge.kind == "transformers" and "opbench" in stages:
+        _check_model_ref(p, "opbench.judge.model", cfg.opbench.judge.model)
+
+
+def _models_and_files(p: Problems, ctx: RunContext, stages: list[str], need: dict[str, bool]) -> None:
     """Only the models and files that the chosen stages will load (``need``: what opgrpo.app.runconfig.needs says
     they read)."""
+    cfg = ctx.cfg
     if need["policy"] and cfg.model.name_or_path:
         _check_model_ref(p, "model.name_or_path", cfg.model.name_or_path)
     if cfg.eval.model_path:
         _check_model_ref(p, "eval.model_path", cfg.eval.model_path)
-    if cfg.reward.estimator_path and any(s in ("grpo", "eval", "eval_base") for s in stages):
-        _check_model_ref(p, "reward.estimator_path", cfg.reward.estimator_path)
-    if "estimator" in stages or ("grpo" in stages and not cfg.reward.estimator_path):
-        _check_model_ref(p, "estimator.base_model", cfg.estimator.base_model)
+    _check_models(p, ctx, stages)
     b = cfg.benchmark
     if need["train"]:
         if not b.train_file:
@@ -271,7 +302,7 @@ def validate(ctx: RunContext, found: list[str] = ()) -> None:
             p.add("describe", describe_problem(cfg, cfg.describe))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     sections: list[tuple[str, tuple]] = [(k, ()) for k in ("model", "benchmark", "reward", "estimator", "eval",
-                                                           "logger")]
+                                                           "eval.judge", "logger")]  # EvalConfig skips its judge
     sections += [(f"trainer.{s}", (world_size,)) for s in ("sft", "grpo") if s in stages]
     sections += [(k, ()) for k, on in (("spl", cfg.spl.enabled), ("pope", "pope" in stages),
                                        ("generate", "generate" in stages), ("baseline", "generate" in stages)) if on]
@@ -286,11 +317,11 @@ def validate(ctx: RunContext, found: list[str] = ()) -> None:
             p.extend_from(f"{key}.", node.problems(*args))
     if cfg.deepspeed.enabled:
         _check_deepspeed(p, cfg)
-    _models_and_files(p, cfg, stages, needs(stages, cfg))
+    _models_and_files(p, ctx, stages, needs(stages, cfg))
     if not found:
         _check_data_size(p, ctx, stages)
     reported = {f.split(":", 1)[0] for f in found}
-    problems = [*found, *(x for x in p if x.split(":", 1)[0] not in reported)]
+    problems = list(dict.fromkeys([*found, *(x for x in p if x.split(":", 1)[0] not in reported)]))
     if problems:
         raise config_error(problems)
 

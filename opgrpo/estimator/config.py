@@ -160,6 +160,7 @@ class JudgeConfig:
         p.enum("unlabelled", self.unlabelled, Unlabelled)
         p.enum("mode", self.mode, JudgeMode)
         p.positive("max_new_tokens", self.max_new_tokens)
+        p.env_name("api_key_env", self.api_key_env)
         if self.kind == "http" and self.mode == "logprob" and not self.chat_template:
             p.add("chat_template", "mode 'logprob' over http reads chat-completion logprobs: set chat_template=true "
                   "(or mode=generate, which works on the plain /completions endpoint)")

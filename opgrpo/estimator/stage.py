@@ -27,6 +27,7 @@ from opgrpo.estimator.mining import mine_triplets
 from opgrpo.estimator.train import search_hyperparameters, train_estimator
 from opgrpo.estimator.triplets import split_triplets
 from opgrpo.models.devices import resolve_device
+from opgrpo.utils.redact import redact_obj
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
         import hashlib
 
         judge["labels_sha1"] = hashlib.sha1(Path(cfg.judge.labels_file).read_bytes()).hexdigest()
-    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": judge}
+    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": redact_obj(judge)}  # no URL password
     path = stage_dir / "triplets.meta.json"
     same = True
     if path.exists():

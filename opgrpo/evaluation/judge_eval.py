@@ -157,6 +157,7 @@ class JudgeEvalConfig:
                      "max_question_chars"):
             p.positive(name, getattr(self, name))
         p.non_negative("max_retries", self.max_retries)
+        p.env_name("api_key_env", self.api_key_env)
         return list(p)
 
 

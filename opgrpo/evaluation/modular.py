@@ -137,6 +137,7 @@ class CommunityModel:
             p.add("model", f"the endpoint {self.base_url} needs the served model name")
         if self.base_url and self.tokenizer:
             p.add("tokenizer", "only for a local model (name_or_path), not for an endpoint")
+        p.env_name("api_key_env", self.api_key_env)
         if self.dtype != "auto":
             from opgrpo.models.devices import DTYPE_NAMES
 

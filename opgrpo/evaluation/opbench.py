@@ -70,6 +70,7 @@ from opgrpo.evaluation.opbench_prompts import (
 )
 from opgrpo.evaluation.opbench_scores import opbench_scores
 from opgrpo.utils.checks import Problems
+from opgrpo.utils.redact import redact_obj
 
 __all__ = ["BENCHMARK_QUESTIONS", "TEMPLATES", "OPBenchConfig", "judge_rows", "run_opbench"]
 
@@ -268,7 +269,7 @@ def run_opbench(config: OPBenchConfig, out_dir: str | Path, judge: Any = None) -
     with open(out_dir / "ratings.jsonl", "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    detail = {**summary, "per_question": scores["per_question"], "config": asdict(config)}
+    detail = {**summary, "per_question": scores["per_question"], "config": redact_obj(asdict(config))}
     (out_dir / "scores.json").write_text(json.dumps(detail, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     logger.info("OP-Bench (%s template, tau %g): Full %s, Prism %s, ModelSlant %s; %d unparseable row(s)",
                 summary["template"], config.tau, *(_fmt(summary[k]) for k in ("full", *SOURCES)),

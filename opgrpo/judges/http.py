@@ -35,6 +35,7 @@ from typing import Any
 
 from opgrpo.judges.yesno import JUDGE_MODES, answer_is_clear, answer_verdict
 from opgrpo.text.clean import clean_texts
+from opgrpo.utils.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class ChatEndpoint:
         import openai
 
         self.base_url = base_url.rstrip("/")
+        self.where = redact(self.base_url)
+        """``base_url`` as messages and logs show it: credentials in the URL (``user:password@``) hidden."""
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
@@ -143,8 +146,9 @@ class ChatEndpoint:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def _scrub(self, text: str) -> str:
+        """``text`` without the API key and without credentials in any URL."""
         key = self._key()
-        return text.replace(key, "***") if key else text
+        return redact(text.replace(key, "***") if key else text)
 
     @staticmethod
     def _reason(exc: BaseException) -> str:
@@ -162,15 +166,15 @@ class ChatEndpoint:
             self.client.with_options(max_retries=0).models.list()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise JudgeUnavailable(
-                f"judge endpoint {self.base_url} refused authentication ({self._reason(exc)}); "
+                f"judge endpoint {self.where} refused authentication ({self._reason(exc)}); "
                 f"check the API key in ${self.api_key_env}") from None
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
                 raise JudgeUnavailable(
-                    f"judge endpoint {self.base_url} is failing: {self._scrub(self._reason(exc))}") from None
+                    f"judge endpoint {self.where} is failing: {self._scrub(self._reason(exc))}") from None
         except openai.APIConnectionError as exc:  # time-outs included
             raise JudgeUnavailable(
-                f"judge endpoint {self.base_url} is unreachable: {self._scrub(self._reason(exc))}") from None
+                f"judge endpoint {self.where} is unreachable: {self._scrub(self._reason(exc))}") from None
         except (openai.APIError, ValueError):  # answered, but not a model list: still reachable
             pass
 
@@ -201,7 +205,7 @@ class ChatEndpoint:
                     warn, self._logprobs_ok = self._logprobs_ok, False
                 if warn:
                     logger.warning("judge endpoint %s refused logprobs; parsing Yes/No from the reply text from "
-                                   "now on", self.base_url)
+                                   "now on", self.where)
             choice = reply.choices[0]
             content = choice.message.content
             lp = getattr(getattr(choice, "logprobs", None), "content", None)
@@ -214,12 +218,12 @@ class ChatEndpoint:
             with self._lock:
                 self.errors += 1
             logger.warning("judge request to %s failed after %d attempt(s): %s",
-                           self.base_url, self.max_retries + 1 if retried else 1, self._scrub(reason))
+                           self.where, self.max_retries + 1 if retried else 1, self._scrub(reason))
             return None, None
 
     def _map(self, prompts: list[str], fn) -> list:
         prompts, changed = clean_texts(["" if p is None else str(p) for p in prompts],
-                                       where=f"judge {self.base_url}", log=logger, what="prompt")
+                                       where=f"judge {self.where}", log=logger, what="prompt")
         self.cleaned += changed
         if not prompts:
             return []

@@ -26,7 +26,7 @@ from pathlib import Path
 from opgrpo.utils.checks import Problems
 from opgrpo.utils.offline import offline_setting
 
-__all__ = ["TRAINING_STAGES", "HubSettings", "push_folder"]
+__all__ = ["TRAINING_STAGES", "HubSettings", "final_model_folder", "push_command", "push_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class HubSettings:
     """Environment variable holding a write token; unset = the token of ``hf auth login``."""
     commit_message: str = ""
     """Commit message ("" = "opgrpo: <stage> model from <run directory>")."""
+    run_dir: str = ""
+    """``stage=push``: the finished run whose last trained model (``grpo/final``, else ``sft/final``; or a model folder
+    itself) is uploaded, e.g. to retry a push that failed at the end of that run."""
 
     def token(self) -> str | None:
         """The token from ``token_env``, else the saved login's (huggingface_hub.get_token), else None."""
@@ -59,10 +62,12 @@ class HubSettings:
         return os.environ.get(self.token_env or "HF_TOKEN") or get_token()
 
     def problems(self, stages: Sequence[str] = ()) -> list[str]:
-        """Every invalid setting as ``key: message`` (keys relative to ``hub``); with ``push``: a model id, a token,
-        the Hub reachable, and (when ``stages`` are given) a training stage that makes a model to push."""
+        """Every invalid setting as ``key: message`` (keys relative to ``hub``); with ``push`` (or ``stage=push``): a
+        model id, a token, the Hub reachable, and (when ``stages`` are given) a training stage that makes a model to
+        push, or for ``stage=push`` a ``run_dir`` holding one."""
         p = Problems()
-        if not self.push:
+        p.env_name("token_env", self.token_env)
+        if not self.push and "push" not in stages:
             return list(p)
         if not self.model_id:
             p.add("model_id", "required when hub.push=true (hub.model_id=ORG/NAME)")
@@ -76,14 +81,45 @@ class HubSettings:
         from huggingface_hub import constants
 
         if constants.HF_HUB_OFFLINE:
-            p.add("push", f"{offline_setting() or 'HF_HUB_OFFLINE=1'} is set: the push at the end of the run would "
-                          "fail; unset it (or push later with `hf upload ORG/NAME <run>/grpo/final`)")
+            p.add("push", f"{offline_setting() or 'HF_HUB_OFFLINE=1'} is set: the push would fail; unset it (or push "
+                          "later, where the Hub is reachable: opgrpo stage=push hub.model_id=ORG/NAME hub.run_dir=<run>)")
         elif not self.token():
             p.add("token_env", f"no Hub token: ${self.token_env or 'HF_TOKEN'} is unset and no `hf auth login` token "
                                "is saved")
-        if stages and not set(stages) & set(TRAINING_STAGES):
+        if "push" in stages:
+            if not self.run_dir:
+                p.add("run_dir", "required by stage=push: the finished run whose final model to upload "
+                                 "(hub.run_dir=outputs/DATE/TIME)")
+            elif final_model_folder(self.run_dir) is None:
+                p.add("run_dir", f"{self.run_dir!r} holds no trained model (no config.json in it, in grpo/final or in "
+                                 "sft/final)")
+        elif stages and not set(stages) & set(TRAINING_STAGES):
             p.add("push", f"the stage(s) {', '.join(stages)} train no model to push (needs sft or grpo)")
         return list(p)
+
+
+def final_model_folder(path: str | os.PathLike) -> Path | None:
+    """The model a run directory ``path`` ends with: ``grpo/final``, else ``sft/final`` (``path`` itself when it is a
+    model folder); None when none holds a ``config.json``."""
+    path = Path(path).expanduser()
+    for folder in (path, *(path / stage / "final" for stage in reversed(TRAINING_STAGES))):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def push_command(settings: HubSettings, run_dir: str | os.PathLike) -> str:
+    """The one command that pushes ``run_dir``'s final model with ``settings`` (``opgrpo stage=push ...``: what a
+    run whose push failed prints to retry it); settings left at their defaults are not repeated."""
+    import shlex
+
+    args = ["opgrpo", "stage=push", f"hub.model_id={settings.model_id}", f"hub.run_dir={Path(run_dir)}"]
+    defaults = HubSettings()
+    for name in ("revision", "private", "token_env", "commit_message"):
+        value = getattr(settings, name)
+        if value != getattr(defaults, name):
+            args.append(f"hub.{name}={str(value).lower() if isinstance(value, bool) else value}")
+    return shlex.join(args)
 
 
 # ---- push ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.models.hub_ids import is_hub_id
+from opgrpo.utils.redact import redact
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -216,8 +217,14 @@ def model_card(
 def write_model_card(folder: str | os.PathLike, **fields: Any) -> Path:
     """Write ``model_card(folder, **fields)`` to ``folder/README.md`` (replacing any card there); returns its path."""
     path = Path(folder) / "README.md"
-    model_card(folder, **fields).save(str(path))
+    _save(model_card(folder, **fields), path)
     return path
+
+
+def _save(card: Any, path: Path) -> None:
+    """``card.save(path)`` (the text ``ModelCard.save`` writes) with credentials in URLs hidden (opgrpo.utils.redact):
+    a card is published with the model."""
+    path.write_text(redact(str(card)), encoding="utf-8", newline="")
 
 
 def update_model_card_evaluation(folder: str | os.PathLike, evaluation: Mapping[str, float], *, eval_note: str = "",
@@ -242,5 +249,5 @@ def update_model_card_evaluation(folder: str | os.PathLike, evaluation: Mapping[
     section = _eval_section(evaluation, eval_note)
     text, n = re.subn(r"## Evaluation\n.*?(?=^## )", lambda _: section, card.text, count=1, flags=re.DOTALL | re.MULTILINE)
     card.text = text if n else card.text.rstrip() + "\n\n" + section
-    card.save(str(path))
+    _save(card, path)
     return path

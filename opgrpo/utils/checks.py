@@ -58,6 +58,14 @@ class Problems(list):
         """Add a nested section's problems under ``prefix`` (``lora.`` -> ``lora.r: ...``)."""
         self.extend(f"{self.prefix}{prefix}{p}" for p in problems)
 
+    def env_name(self, key: str, value: str) -> None:
+        """``value`` is the name of an environment variable (or ""): never a key typed in its place, which the message
+        does not repeat (opgrpo.utils.redact.env_name_problem)."""
+        from opgrpo.utils.redact import env_name_problem
+
+        if env_name_problem(value):
+            self.add(key, env_name_problem(value))
+
     def choice(self, key: str, value: Any, choices: Iterable[Any]) -> None:
         choices = tuple(choices)
         if value not in choices:

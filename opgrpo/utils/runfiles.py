@@ -70,6 +70,9 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_status(run_dir: str | Path, status: str, **extra: Any) -> None:
-    """Write ``run_dir/status.json``: ``{"status", "time" (local, ISO seconds), **extra}``."""
-    data = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    """Write ``run_dir/status.json``: ``{"status", "time" (local, ISO seconds), **extra}``, secrets redacted (a URL's
+    credentials in an error or an override: opgrpo.utils.redact)."""
+    from opgrpo.utils.redact import redact_obj
+
+    data = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **redact_obj(extra)}
     (Path(run_dir) / STATUS_JSON).write_text(json.dumps(data, indent=2))

@@ -204,3 +204,24 @@ def test_bare_config_fails_at_startup_asking_for_an_experiment(tmp_path):
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "experiment=cpu_demo" in status["error"]
     assert not (tmp_path / "run" / "estimator").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("case", ["parent_is_a_file", "log_file_is_a_directory"])
+def test_an_unwritable_run_directory_is_said_first_in_one_line(tmp_path, case):
+    """Issue 27.6: a run directory Hydra cannot create (a file where a folder must be) or whose log file it cannot
+    open (Hydra's own failure: ``ValueError: Unable to configure handler 'file'``, the cause further up) is named with
+    the OS error in the first line of stderr, without a traceback. (Tests run as root: chmod cannot make a folder
+    unwritable, so these two stand in for a read-only file system.)"""
+    (tmp_path / "file").write_text("x")
+    run, bad = tmp_path / "file" / "run", str(tmp_path / "file" / "run")
+    if case == "log_file_is_a_directory":
+        run = tmp_path / "run"
+        (run / "cli.log").mkdir(parents=True)
+        bad = str(run / "cli.log")
+    res = _run([sys.executable, "-m", "opgrpo", "experiment=cpu_demo", "stage=describe", f"hydra.run.dir={run}"],
+               tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    first = res.stderr.splitlines()[0]
+    assert first.startswith(f"opgrpo: cannot write the run directory {run} (hydra.run.dir): [Errno")
+    assert bad in first and ("Not a directory" in first or "Is a directory" in first)
+    assert "Traceback" not in res.stderr and "Unable to configure handler" not in res.stderr

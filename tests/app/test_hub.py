@@ -181,3 +181,108 @@ def test_grpo_card_names_base_model_data_reward_weights_and_thresholds(compose, 
     assert "| `trl.learning_rate` | 2e-06 |" in text and "| `trl.num_generations` | 4 |" in text  # trainer=cpu's GRPO
     assert "| `prompts_per_step` | 2 |" in text  # opgrpo's own settings, by their names
     assert "untuned base" in text  # no estimator stage in this run: the reward's estimator is the base MiniLM
+
+
+# ---- issue 27.1: a push that fails after training -----------------------------------------------------------------
+NO_NETWORK = """
+import sys
+
+import httpx
+from huggingface_hub import HfApi, constants
+
+constants.HF_HUB_OFFLINE = False  # a token, the Hub not switched off, but no network: only the calls fail
+
+
+def create_repo(api, repo_id, **kwargs):
+    return f"https://huggingface.co/{repo_id}"
+
+
+def upload_folder(api, **kwargs):
+    raise httpx.ConnectError("[Errno -2] Name or service not known")
+
+
+HfApi.create_repo, HfApi.upload_folder = create_repo, upload_folder
+from opgrpo.app.cli import main
+
+sys.argv[0] = "opgrpo"
+main()
+"""
+
+
+def test_a_failed_push_leaves_the_run_completed_and_prints_the_retry_that_works(compose, tiny_lm, tmp_path,
+                                                                               monkeypatch):
+    """The entrypoint (a subprocess; only HfApi's network calls replaced, the upload raising httpx's ConnectError):
+    SFT (1 step) finishes, the push fails; the run completes with the push recorded failed, and the printed retry
+    command (stage=push) run in-process uploads that run's sft/final."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from opgrpo.app.rundir import RunDir
+    from opgrpo.app.stages import run_stages
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OPGRPO_TEST_HUB_TOKEN": "hf_test_token", "WANDB_MODE": "disabled"}
+    res = subprocess.run([sys.executable, "-c", NO_NETWORK, "experiment=cpu_demo", "stage=sft",
+                          f"model.name_or_path={tiny_lm}", "trainer.sft.max_steps=1", "hub.push=true",
+                          "hub.model_id=org/op-grpo-test", "hub.token_env=OPGRPO_TEST_HUB_TOKEN",
+                          f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "completed", status
+    hub = status["hub"]
+    assert hub["push"] == "failed" and hub["model_id"] == "org/op-grpo-test"
+    assert hub["error"] == "ConnectError: [Errno -2] Name or service not known"
+    retry = (f"opgrpo stage=push hub.model_id=org/op-grpo-test hub.run_dir={run} "
+             "hub.token_env=OPGRPO_TEST_HUB_TOKEN")
+    assert hub["retry"] == retry
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["hub/push"] == "failed" and summary["hub/model_id"] == "org/op-grpo-test"
+    assert "ConnectError" in summary["hub/error"] and (run / "sft" / "final" / "config.json").is_file()
+    # one log line naming the step, the reason and the retry command, on the console and in the log file
+    line = next(x for x in out.splitlines() if "step hub push failed" in x)
+    assert "org/op-grpo-test" in line and "ConnectError: [Errno -2] Name or service not known" in line
+    assert f"  {retry}" in out.splitlines() and retry in "".join(p.read_text() for p in run.glob("*.log"))
+    assert "Traceback" not in out
+
+    fake = FakeHubApi(monkeypatch)  # the retry, as printed, through the stage it names
+    ctx = check(compose(shlex.split(retry)[1:]), RunDir(tmp_path / "retry"))
+    run_stages(ctx)
+    upload = [kw for name, _, kw in fake.calls if name == "upload_folder"]
+    assert len(upload) == 1 and upload[0]["folder_path"] == str(run / "sft" / "final")
+    assert upload[0]["repo_id"] == "org/op-grpo-test" and upload[0]["commit_message"] == f"opgrpo: sft model from {run}"
+    assert ctx.hub_push["push"] == "done" and ctx.run.summary["hub/push"] == "done"
+
+
+def test_stage_push_uploads_the_last_final_model_of_a_run(compose, tmp_path, monkeypatch):
+    """stage=push on a finished run directory (grpo/final and sft/final: the last one, grpo's, is pushed)."""
+    from opgrpo.app.rundir import RunDir
+    from opgrpo.app.stages import STAGES, run_stages
+
+    assert "push" in STAGES and STAGES["push"].__doc__
+    fake = FakeHubApi(monkeypatch)
+    src = tmp_path / "finished"
+    _model_folder(src / "sft" / "final")
+    final = _model_folder(src / "grpo" / "final")
+    cfg = compose(["experiment=cpu_demo", "stage=push", "hub.model_id=org/x", "hub.token_env=OPGRPO_TEST_HUB_TOKEN",
+                   f"hub.run_dir={src}", "hub.revision=retry"])
+    run_stages(check(cfg, RunDir(tmp_path / "run")))
+    assert [name for name, _, _ in fake.calls] == ["create_repo", "create_branch", "upload_folder"]
+    upload = fake.calls[2][2]
+    assert upload["folder_path"] == str(final) and upload["repo_id"] == "org/x" and upload["revision"] == "retry"
+
+
+@pytest.mark.parametrize("run_dir, text", [
+    (None, "hub.run_dir: required by stage=push"),
+    ("empty", "holds no trained model"),
+])
+def test_stage_push_without_a_model_to_push_fails_at_start_up(compose, tmp_path, monkeypatch, run_dir, text):
+    from opgrpo.app.validate import ConfigError
+
+    FakeHubApi(monkeypatch)
+    (tmp_path / "empty").mkdir()
+    overrides = ["experiment=cpu_demo", "stage=push", "hub.model_id=org/x", "hub.token_env=OPGRPO_TEST_HUB_TOKEN"]
+    with pytest.raises(ConfigError, match=text):
+        check(compose(overrides + ([f"hub.run_dir={tmp_path / run_dir}"] if run_dir else [])))
