@@ -302,7 +302,7 @@ def validate(ctx: RunContext, found: list[str] = ()) -> None:
             p.add("describe", describe_problem(cfg, cfg.describe))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     sections: list[tuple[str, tuple]] = [(k, ()) for k in ("model", "benchmark", "reward", "estimator", "eval",
-                                                           "eval.judge", "logger")]  # EvalConfig skips its judge
+                                                           "logger")]
     sections += [(f"trainer.{s}", (world_size,)) for s in ("sft", "grpo") if s in stages]
     sections += [(k, ()) for k, on in (("spl", cfg.spl.enabled), ("pope", "pope" in stages),
                                        ("generate", "generate" in stages), ("baseline", "generate" in stages)) if on]

@@ -151,6 +151,6 @@ class EvalConfig:
         p = Problems()
         p.unit("threshold", self.threshold)
         p.extend_from("generation.", self.generation.problems())
-        if hasattr(self.nli, "problems"):
-            p.extend_from("nli.", self.nli.problems())
+        p.extend_from("nli.", self.nli.problems())
+        p.extend_from("judge.", self.judge.problems())
         return list(p)
