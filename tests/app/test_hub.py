@@ -225,7 +225,7 @@ def test_a_failed_push_leaves_the_run_completed_and_prints_the_retry_that_works(
     run = tmp_path / "run"
     env = {**os.environ, "OPGRPO_TEST_HUB_TOKEN": "hf_test_token", "WANDB_MODE": "disabled"}
     res = subprocess.run([sys.executable, "-c", NO_NETWORK, "experiment=cpu_demo", "stage=sft",
-                          f"model.name_or_path={tiny_lm}", "trainer.sft.max_steps=1", "hub.push=true",
+                          f"model.name_or_path={tiny_lm}", "trainer.sft.trl.max_steps=1", "hub.push=true",
                           "hub.model_id=org/op-grpo-test", "hub.token_env=OPGRPO_TEST_HUB_TOKEN",
                           f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr

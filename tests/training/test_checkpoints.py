@@ -12,7 +12,7 @@ import struct
 import pytest
 from helpers import make_items, sft_settings
 
-from opgrpo.training.common import (
+from opgrpo.training.checkpoints import (
     checkpoint_problem,
     reporting_full_disk,
     resume_checkpoint,

@@ -8,9 +8,9 @@ import math
 import pickle
 from types import SimpleNamespace
 
-from helpers import TINY, completion_length, make_items
+from helpers import completion_length, make_items, tiny_grpo
 
-from opgrpo.training.grpo import GRPOSettings, run_grpo
+from opgrpo.training.grpo import run_grpo
 from opgrpo.training.reward_nan import NanCountingReward, RewardNanCallback, count_nan
 from opgrpo.utils.jsonio import read_jsonl
 
@@ -89,7 +89,7 @@ def test_callback_warns_once_per_function_and_step_naming_it(caplog):
 
 
 def test_grpo_run_logs_nan_share_and_warns_about_an_all_nan_reward(tiny_model, tmp_path, caplog):
-    settings = GRPOSettings(**TINY, max_steps=2, save_steps=100, completion_samples_every=0)
+    settings = tiny_grpo(max_steps=2, save_steps=100, completion_samples_every=0)
     with caplog.at_level(logging.WARNING):
         run_grpo(tiny_model, make_items(2), [completion_length, always_nan, every_other], [1.0, 1.0, 1.0],
                  settings, tmp_path)
