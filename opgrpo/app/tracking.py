@@ -291,8 +291,10 @@ class JobTracker:
             overrides = job_overrides if overrides is None else overrides
             multirun_dir = job_sweep if multirun_dir is None else multirun_dir
         kwargs = wandb_init_kwargs(cfg, run_dir, overrides, multirun_dir)
-        argv = list(sys.argv)
-        sys.argv[:] = redact_obj(argv)  # W&B records the command line: without a URL's credentials
+        if redact_obj(list(sys.argv)) != list(sys.argv):  # W&B would record the command line, credentials and all
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(x_disable_meta=True)
         try:
             import wandb
 
@@ -302,8 +304,6 @@ class JobTracker:
                       run_dir)
             self.run = None
             return self
-        finally:
-            sys.argv[:] = argv
         log.info("W&B run %s (%s, group %s, id %s, mode %s)", kwargs["name"], kwargs["project"], kwargs["group"],
                  kwargs["id"], kwargs["mode"])
         return self
