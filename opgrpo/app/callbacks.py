@@ -46,7 +46,6 @@ class Outcome:
     report: str = ""  # the report's index.html ("" when none was built)
 
 
-
 def sweep_outcome(sweep_dir: str | Path) -> Outcome:
     """Every job directory (one holding Hydra's ``.hydra/``) under ``sweep_dir`` and those not completed."""
     sweep_dir = Path(sweep_dir)

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from opgrpo.app.paths import PRIMARY, config_dir
-from opgrpo.app.runconfig import ConfigError
+from opgrpo.app.runconfig import ConfigError, stages_of
 from opgrpo.app.schema import register
 from opgrpo.utils.redact import RedactingFilter, redact
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
@@ -102,7 +102,7 @@ def _startup_error(exc: Exception, cfg: DictConfig) -> Exception:
     if redact(str(exc)) != str(exc):  # a URL's credentials in a message that quotes a value
         exc = ConfigError(redact(str(exc)))
     try:
-        stages = set(cfg.pipeline) if cfg.stage == "pipeline" else {cfg.stage}
+        stages = set(stages_of(cfg))
     except OmegaConfBaseException:
         stages = set()
     if HydraConfig.get().runtime.choices.get("experiment") in (None, "null") and {"estimator", "sft", "grpo"} & stages:
