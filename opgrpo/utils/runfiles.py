@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "METRICS_JSONL", "RUNNING", "STATUS_JSON", "SUMMARY_CSV",
+__all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "HEARTBEAT", "INTERRUPTED", "METRICS_JSONL", "PREEMPTED", "RUNNING", "STATUS_JSON", "SUMMARY_CSV",
            "SUMMARY_JSON", "RunFileError", "read_status", "read_summary", "write_status"]
 
 CONFIG_YAML = "config.yaml"
@@ -35,6 +35,14 @@ COMPLETED = "completed"
 """status.json after every stage finished."""
 FAILED = "failed"
 """status.json after an error (its ``error`` says which); also written for trials a sweep gave up on."""
+PREEMPTED = "preempted"
+"""status.json of a run stopped by SIGTERM/SIGUSR1 (a cluster's preemption or time limit) after it saved a checkpoint
+at a step boundary (``stage`` and ``step`` say where); the same command resumes it."""
+INTERRUPTED = "interrupted"
+"""What readers call a run whose status.json says running but whose heartbeat stopped (killed without a word:
+SIGKILL, node loss); never written to status.json."""
+HEARTBEAT = ".heartbeat"
+"""Touched in a running run's directory every few seconds by its rank 0 (``host:pid time``)."""
 
 
 class RunFileError(ValueError):
