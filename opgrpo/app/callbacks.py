@@ -162,6 +162,10 @@ class SweepOutcome(Callback):
             sys.stderr.write(f"invalid configuration in {len(failed)} arm(s) of the sweep; no job was started:\n"
                              + "\n".join(f"arm {arm}:\n  {why}" for arm, why in failed) + "\n")
             raise SystemExit(2)
+        problem = claim_sweep_dir(config)
+        if problem:
+            sys.stderr.write(problem + "\n")
+            raise SystemExit(2)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         outcome = sweep_outcome(config.hydra.sweep.dir)
@@ -220,3 +224,45 @@ def check_arms(config: Any) -> list[tuple[str, str]]:
             failed.append((f"{number} ({' '.join(swept) or 'no swept overrides'})", why))
     HydraConfig.instance().set_config(config)
     return failed
+
+
+SWEEP_JSON = "sweep.json"
+"""A multirun's identity in its sweep directory: the sweeper, its parameters and the command line's overrides."""
+
+
+def sweep_identity(config: Any) -> dict[str, Any]:
+    """What makes a multirun the same sweep: its sweeper, the sweeper's parameters (a sweep preset's) and the task
+    overrides of the command line (the swept ones as written), order aside."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    return {"sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_", default="")),
+            "params": {str(k): str(v) for k, v in params.items()},
+            "overrides": sorted(str(o) for o in config.hydra.overrides.task)}
+
+
+def claim_sweep_dir(config: Any) -> str:
+    """Why this multirun may not use its sweep directory ("" when it may): the directory holds another sweep (its
+    ``sweep.json`` differs: the differences named) or jobs of a sweep without one. The same sweep again (the same
+    command) is welcome: its completed jobs are reused and interrupted ones continue (opgrpo.app.reuse); a new sweep
+    records itself."""
+    import json
+
+    root = Path(str(config.hydra.sweep.dir))
+    path, ident = root / SWEEP_JSON, sweep_identity(config)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text()).get("identity", {})
+        except (OSError, ValueError, AttributeError):
+            old = {}
+        if old == ident:
+            log.info("sweep directory %s holds this same sweep: completed jobs are reused, interrupted ones continue",
+                     root)
+            return ""
+        diff = [f"{k}: {old.get(k)!r} -> {ident[k]!r}" for k in ident if old.get(k) != ident[k]]
+        return (f"opgrpo: the sweep directory {root} holds another sweep ({SWEEP_JSON}):\n  " + "\n  ".join(diff)
+                + "\nits jobs would be mixed with this one's; choose another hydra.sweep.dir")
+    if any(root.glob("*/.hydra")) or (root / "multirun.yaml").exists():
+        return (f"opgrpo: the sweep directory {root} holds jobs of a sweep that did not record itself (no "
+                f"{SWEEP_JSON}: an older opgrpo); choose another hydra.sweep.dir")
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"identity": ident}, indent=2))
+    return ""

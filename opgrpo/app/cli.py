@@ -15,6 +15,7 @@ start-up error, and in Hydra's own ``.hydra/`` copy, which Hydra writes before t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -60,12 +61,23 @@ def run(cfg: DictConfig) -> float | None:
             return None  # one bad run of a sweep must not stop the others; status.json says why
         raise SystemExit(2) from None
     setup_process_group(deepspeed=ctx.cfg.deepspeed.enabled, timeout_min=ctx.cfg.dist_timeout_min)
+    from opgrpo.app.reuse import live_job
+    from opgrpo.training.distributed import broadcast
+
+    other = broadcast(live_job(run_dir.path, ctx.cfg.store.stale_after_s) if run_dir.main else "")
+    if other:  # two jobs writing one run directory would mix their checkpoints and numbers
+        log.error("%s", other)
+        raise SystemExit(2)
+    ctx.store_dir = _store_dir(ctx.cfg.store.dir)
     run_dir.write_config(config_yaml)
     run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
     from opgrpo.app.stages import run_stages
+    from opgrpo.utils.locks import Heartbeat
+    from opgrpo.utils.runfiles import HEARTBEAT
 
     try:
-        run_stages(ctx)
+        with Heartbeat(run_dir.path / HEARTBEAT) if run_dir.main else contextlib.nullcontext():
+            run_stages(ctx)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised or swallowed for sweeps
         run_dir.fail(exc)
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
@@ -83,6 +95,17 @@ def run(cfg: DictConfig) -> float | None:
     if value is not None:
         log.info("objective %s = %.4f", ctx.cfg.objective, value)
     return value
+
+
+def _store_dir(setting: str) -> str:
+    """The store of stages shared between jobs (``store.dir``): "" = ``<sweep dir>/.stages`` in a multirun and none in
+    a single run, "off" = none, else that path."""
+    if setting == "off":
+        return ""
+    if setting:
+        return str(Path(setting).expanduser().resolve())
+    hc = HydraConfig.get()
+    return str(Path(hc.sweep.dir).resolve() / ".stages") if hc.mode.name == "MULTIRUN" else ""
 
 
 NO_EXPERIMENT_HINT = (

@@ -33,7 +33,11 @@ class RunContext:
     estimator_path: str = ""
     """The estimator stage's fine-tuned model (when it ran in this run)."""
     policy_path: str = ""
-    """The latest trained policy of this run (SFT, then GRPO), "" before any training stage."""
+    """The latest trained policy of this run (SFT, then GRPO; or ``init_from``'s SFT policy), "" before any."""
+    resume_stage: bool = False
+    """Whether the training stage about to run continues from its last checkpoint (opgrpo.app.reuse decides)."""
+    store_dir: str = ""
+    """The store of stages shared between jobs ("" = none; opgrpo.app.reuse); the entrypoint sets it."""
     hub_push: dict = field(default_factory=dict)
     """The Hub push's outcome (``push``: done or failed, ``model_id``, ``url`` or ``error`` and ``retry``: the command
     that retries it); {} when none was tried. The entrypoint writes it into status.json."""
@@ -238,3 +242,14 @@ class RunContext:
     def current_policy(self) -> str:
         """The policy later stages start from: this run's latest trained one, else ``model.name_or_path``."""
         return self.policy_path or self.cfg.model.name_or_path
+
+    def start_policy(self) -> str:
+        """The policy this run starts from, before its own training: ``init_from``'s SFT policy, else
+        ``model.name_or_path`` (what ``eval_base`` evaluates)."""
+        if self.cfg.init_from:
+            from opgrpo.app.identity import PRODUCTS
+
+            sft = Path(self.cfg.init_from).expanduser() / "sft" / PRODUCTS["sft"]["policy_path"]
+            if sft.is_dir():
+                return str(sft)
+        return self.cfg.model.name_or_path

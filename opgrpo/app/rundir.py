@@ -27,7 +27,6 @@ from opgrpo.utils.runfiles import (
     METRICS_JSONL,
     SUMMARY_CSV,
     SUMMARY_JSON,
-    read_summary,
     write_status,
 )
 
@@ -40,8 +39,9 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         # under `accelerate launch` every rank runs the app; only rank 0 writes the run's own files
         self.main = dist_info().is_main
-        # resumed runs keep what earlier attempts recorded (a corrupt summary.json raises RunFileError)
-        self.summary: dict[str, Any] = read_summary(self.path) or {}
+        # the run's numbers: what its stages log, and those of stages it reuses (their manifests hold them,
+        # opgrpo.app.reuse); an earlier summary.json is never taken as it is (it may be another run's)
+        self.summary: dict[str, Any] = {}
 
     def stage_dir(self, name: str) -> Path:
         d = self.path / name
@@ -74,6 +74,12 @@ class RunDir:
         append_jsonl(self.path / METRICS_JSONL, [record])
         if step is None:
             self.summary.update({f"{stage}/{k}": v for k, v in flat.items()})
+            self._write_summary()
+
+    def restore(self, entries: Mapping[str, Any]) -> None:
+        """Put a reused stage's numbers (``stage/key`` -> value) into the summary and write it (rank 0)."""
+        self.summary.update(entries)
+        if self.main:
             self._write_summary()
 
     def _write_summary(self) -> None:

@@ -13,7 +13,7 @@ default run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -179,6 +179,31 @@ class ReportConfig:
 
 
 @dataclass
+class StoreConfig:
+    """Where stages shared between runs are kept (opgrpo.app.reuse): a stage whose inputs do not depend on what a
+    sweep varies (the estimator and SFT of a reward-weight sweep) is computed once, by the first job that needs it,
+    and reused by the others from ``<dir>/<stage>-<input fingerprint>/``."""
+
+    dir: str = ""
+    """"" = ``<sweep dir>/.stages`` in a multirun (off in a single run); a path = that store (share it between sweeps
+    on one file system); "off" = no store."""
+    stages: List[str] = field(default_factory=lambda: ["estimator", "sft", "eval_base"])
+    """The stages looked up in (and published to) the store."""
+    stale_after_s: float = 120.0
+    """A job computing a shared stage keeps a heartbeat on its lock; one silent for this long is taken over."""
+
+    def problems(self) -> list[str]:
+        from opgrpo.app.identity import STAGE_KEYS
+
+        p = Problems()
+        for name in self.stages:
+            if name not in STAGE_KEYS:
+                p.add("stages", f"{name!r} is not a pipeline stage ({', '.join(STAGE_KEYS)})")
+        p.positive("stale_after_s", self.stale_after_s)
+        return list(p)
+
+
+@dataclass
 class OPGRPOConfig:
     """The whole run: which stage(s), the policy, data, reward, estimator, trainers, evaluation, infrastructure."""
 
@@ -190,12 +215,18 @@ class OPGRPOConfig:
     """Seed of python, numpy and torch at the start of the run; the presets also pass it on to
     ``trainer.sft.trl.seed``, ``trainer.grpo.trl.seed`` and ``eval.generation.seed``, so ``-m seed=1,2,3`` gives replicates."""
     init_from: str = ""
-    """A finished run directory (e.g. of ``experiment=cpu_demo``) a preset starts from: ``experiment=cpu_learning``
-    takes its estimator (``<init_from>/estimator/model``) and SFT policy (``<init_from>/sft/final``)."""
+    """A finished run directory (e.g. of ``experiment=cpu_demo``) this run starts from, with any preset: its completed
+    estimator and SFT stages (found by their manifests) stand in for this run's ``estimator`` and ``sft`` stages, and
+    later stages (``eval_base``, ``grpo``, ``eval``) use that estimator and SFT policy. Refused when no stage of the
+    run reads them."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
-    resume: bool = False
-    """Continue the run directory's last checkpoints."""
+    resume: Optional[bool] = None
+    """What to do with what the run directory already holds (opgrpo.app.reuse). null (default): a completed stage
+    whose inputs match (its manifest) is reused, a training stage interrupted with the same inputs continues from its
+    last checkpoint, anything else is moved aside to ``.superseded/`` with a WARNING naming what differs. true: the
+    same, but a stage whose inputs differ in a key that changes training is refused (naming the keys; ``max_steps``
+    may change). false: every stage runs afresh (earlier outputs moved aside)."""
     dist_timeout_min: int = 360
     """Multi-process runs: how long (minutes) the other ranks wait at a barrier while rank 0 runs a single-process
     stage (estimator, eval, report, ...) before the process group gives up."""
@@ -226,6 +257,8 @@ class OPGRPOConfig:
     """stage=generate: where the responses file of a policy or baseline goes."""
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     """stage=generate: who answers (baseline=none: the policy; baseline=modular: Modular Pluralism, Overton mode)."""
+    store: StoreConfig = field(default_factory=StoreConfig)
+    """Stages shared between the jobs of a sweep (the estimator and SFT policy of a reward-weight sweep)."""
 
 
 def _offline(name: str) -> str:

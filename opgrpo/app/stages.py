@@ -38,7 +38,7 @@ def _trainer_kwargs(ctx: RunContext, stage: str) -> dict:
         deepspeed = dict(ctx.cfg.deepspeed.config)
         if ctx.run.main:
             (ctx.run.path / "deepspeed.json").write_text(json.dumps(deepspeed, indent=2))
-    return dict(peft=lora_config(ctx.cfg.model.lora), report_to=report_to(ctx.cfg), resume=ctx.cfg.resume,
+    return dict(peft=lora_config(ctx.cfg.model.lora), report_to=report_to(ctx.cfg), resume=ctx.resume_stage,
                 deepspeed=deepspeed, chat_template=ctx.cfg.model.chat_template,
                 callbacks=ctx.tracker.trainer_callbacks(stage))
 
@@ -177,8 +177,9 @@ def _eval_tokenizer(policy: str, m) -> object:
 
 
 def stage_eval_base(ctx: RunContext) -> None:
-    """``stage_eval`` of the untrained policy (``eval.model_path`` or ``model.name_or_path``), as ``eval_base``."""
-    stage_eval(ctx, "eval_base", policy=ctx.cfg.eval.model_path or ctx.cfg.model.name_or_path)
+    """``stage_eval`` of the policy the run starts from (``eval.model_path``, else ``init_from``'s SFT policy, else
+    ``model.name_or_path``), as ``eval_base``."""
+    stage_eval(ctx, "eval_base", policy=ctx.cfg.eval.model_path or ctx.start_policy())
 
 
 def stage_pope(ctx: RunContext) -> None:
@@ -345,6 +346,39 @@ def run_on_ranks(name: str, ctx: RunContext) -> None:
     ctx.estimator_path, ctx.policy_path = outcome["estimator_path"], outcome["policy_path"]
 
 
+def run_stage(name: str, ctx: RunContext) -> None:
+    """Run stage ``name`` on its ranks (``run_on_ranks``); a pipeline stage first asks opgrpo.app.reuse (rank 0
+    decides from manifests, every rank follows) whether it is reused, resumed or run afresh, and records its
+    completed manifest after."""
+    from opgrpo.app import reuse
+    from opgrpo.training.distributed import broadcast, dist_info
+
+    if name not in PIPELINE_STAGES:
+        run_on_ranks(name, ctx)
+        return
+    info = dist_info()
+    plan = None
+    if info.is_main:
+        try:
+            plan = reuse.plan_stage(name, ctx)
+        except BaseException as exc:
+            broadcast(reuse.Plan("error", error=f"{type(exc).__name__}: {exc}"))
+            raise
+    plan = broadcast(plan)
+    if plan.action == "error":
+        raise RuntimeError(f"stage {name} could not start on rank 0: {plan.error}")
+    reuse.apply_plan(name, plan, ctx)
+    if plan.action == "reuse":
+        return
+    try:
+        run_on_ranks(name, ctx)
+    except BaseException:
+        reuse.release_held()  # a shared stage that failed here: another job may compute it
+        raise
+    if info.is_main:
+        reuse.finish_stage(name, ctx, plan)
+
+
 def run_stages(ctx: RunContext) -> RunContext:
     """Seed, then run ``stage`` (or the pipeline's stages in order) in ``ctx`` (the checked config, the run directory,
     the data the start-up check parsed); a pipeline ends with its table."""
@@ -358,11 +392,19 @@ def run_stages(ctx: RunContext) -> RunContext:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     stages = stages_of(cfg)
+    if run.main:
+        from opgrpo.app.reuse import prepare_run
+
+        prepare_run(ctx, stages)  # the numbers of matching stages not run now; init_from's products
+    if cfg.init_from:
+        from opgrpo.training.distributed import broadcast
+
+        ctx.estimator_path, ctx.policy_path = broadcast((ctx.estimator_path, ctx.policy_path))
     with tracked_job(cfg, run) as tracker:  # one W&B run per job; finished (exit 1 on error) when the block ends
         ctx.tracker = tracker
         for name in stages:
             log.info("=== stage %s ===", name)
-            run_on_ranks(name, ctx)
+            run_stage(name, ctx)
             tracker.log_summary(run.summary)  # each stage's final numbers (eval/NLI, ...) into the W&B summary
         push_final(ctx)  # hub.push=true: the last trained final/ (weights, tokenizer, card) to hub.model_id, rank 0
     if cfg.stage == "pipeline" and run.main:

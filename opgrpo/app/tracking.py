@@ -114,9 +114,23 @@ def is_main_process() -> bool:
 
 
 # ---- the W&B run's settings ----------------------------------------------------------------------------------
-def wandb_run_id(run_dir: str | Path) -> str:
-    """A W&B run id that only depends on the run directory's absolute path (16 hex digits)."""
-    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+def wandb_run_id(run_dir: str | Path, identity: str = "") -> str:
+    """A W&B run id (16 hex digits) from the run directory's absolute path and the run's identity (what it computes,
+    opgrpo.app.identity.run_identity): the same command in the same directory continues its W&B run (a resumed or
+    requeued job), another run in that directory never shares it."""
+    return hashlib.sha1(f"{Path(run_dir).resolve()}|{identity}".encode()).hexdigest()[:16]
+
+
+def _identity(cfg: Any) -> str:
+    """The run's identity (opgrpo.app.identity.run_identity) of a typed config; "" for anything else."""
+    from dataclasses import is_dataclass
+
+    if not is_dataclass(cfg):
+        return ""
+    from opgrpo.app.identity import run_identity
+    from opgrpo.app.runconfig import stages_of
+
+    return run_identity(cfg, stages_of(cfg))
 
 
 def sweep_group(multirun_dir: str | Path) -> str:
@@ -193,7 +207,7 @@ def wandb_init_kwargs(cfg: Any, run_dir: str | Path, overrides: Sequence[str],
         "project": w.project or None, "entity": w.entity or None, "group": group or None,
         "name": run_name(cfg, overrides, multirun_dir), "job_type": str(cfg.stage),
         "tags": [str(t) for t in [*cfg.tags, *w.tags]] or None, "config": config,
-        "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir), "resume": "allow",
+        "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir, _identity(cfg)), "resume": "allow",
         "dir": str(run_dir), "mode": w.mode, "reinit": "finish_previous",
     })
 

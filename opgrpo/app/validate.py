@@ -292,8 +292,11 @@ def validate(ctx: RunContext, found: list[str] = ()) -> None:
     key listed there is not reported again); the data the batch check counts stays parsed in ``ctx`` for the run."""
     cfg, p = ctx.cfg, Problems()
     stages = _stages(p, cfg)
-    if cfg.init_from and not Path(cfg.init_from).expanduser().is_dir():
-        p.add("init_from", f"no such run directory {cfg.init_from!r}")
+    if cfg.init_from:
+        from opgrpo.app.reuse import init_from_problem
+
+        if init_from_problem(cfg, stages):
+            p.add("init_from", init_from_problem(cfg, stages))
     _check_device(p, cfg)
     if "describe" in stages:
         from opgrpo.app.describe import describe_problem
@@ -302,7 +305,7 @@ def validate(ctx: RunContext, found: list[str] = ()) -> None:
             p.add("describe", describe_problem(cfg, cfg.describe))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     sections: list[tuple[str, tuple]] = [(k, ()) for k in ("model", "benchmark", "reward", "estimator", "eval",
-                                                           "logger")]
+                                                           "logger", "store")]
     sections += [(f"trainer.{s}", (world_size,)) for s in ("sft", "grpo") if s in stages]
     sections += [(k, ()) for k, on in (("spl", cfg.spl.enabled), ("pope", "pope" in stages),
                                        ("generate", "generate" in stages), ("baseline", "generate" in stages)) if on]

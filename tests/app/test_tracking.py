@@ -166,8 +166,9 @@ def test_a_restarted_job_continues_the_same_run_and_a_failure_is_recorded(compos
     assert killed["id"] == resumed["id"] == wandb_run_id(tmp_path / "run")
     assert killed["exit_code"] == 1 and resumed["exit_code"] == 0
     assert killed["summary"]["eval_base/overall/accuracy"] == 0.5
-    # the resumed run's summary holds the earlier attempt's numbers (read back from summary.json) and its own
-    assert resumed["summary"]["eval_base/overall/accuracy"] == 0.5
+    # an earlier attempt's summary.json is not read back as it is (it may be another run's): its numbers return only
+    # with a stage reused by its manifest (opgrpo.app.reuse)
+    assert "eval_base/overall/accuracy" not in resumed["summary"]
     assert resumed["summary"]["eval/overall/accuracy"] == 0.75
     assert killed["name"] == resumed["name"] == "default" and killed["group"] == ""
 
