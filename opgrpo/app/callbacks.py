@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from opgrpo.utils.runfiles import COMPLETED, RunFileError, read_status
+from opgrpo.utils.runfiles import COMPLETED, RunFileError, live_status, read_status
 
 log = logging.getLogger("opgrpo")
 
@@ -57,7 +57,7 @@ def sweep_outcome(sweep_dir: str | Path) -> Outcome:
         except RunFileError as exc:
             status = {"status": "unreadable", "error": str(exc)}
         if status.get("status") != COMPLETED:
-            why = status.get("error") or f"status {status.get('status', 'missing')}"
+            why = status.get("error") or f"status {live_status(job, status) or 'missing'}"
             failed.append(f"{job.relative_to(sweep_dir)}: " + str(why).strip().replace("\n", "\n    "))
     return Outcome(str(sweep_dir), len(jobs), failed)
 

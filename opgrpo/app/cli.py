@@ -78,6 +78,12 @@ def run(cfg: DictConfig) -> float | None:
     try:
         with Heartbeat(run_dir.path / HEARTBEAT) if run_dir.main else contextlib.nullcontext():
             run_stages(ctx)
+    except ConfigError as exc:  # a stage refused what the run directory holds (resume=true with other settings)
+        run_dir.fail(exc)
+        log.error("%s", exc)
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            return None
+        raise SystemExit(2) from None
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised or swallowed for sweeps
         run_dir.fail(exc)
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):

@@ -29,6 +29,7 @@ from opgrpo.utils.runfiles import (
     STATUS_JSON,
     SUMMARY_JSON,
     RunFileError,
+    live_status,
     read_status,
     read_summary,
 )
@@ -217,7 +218,9 @@ def load_run(path: str | Path, sweep_dir: str | Path | None = None, name: str = 
     elif state is None:
         rec.error = f"no {STATUS_JSON} (never started or killed before the run began)"
     else:
-        rec.error = f"status {state!r}" + (f" since {status['time']}" if status.get("time") else "")
+        state = live_status(path, status)  # running with a stopped heartbeat: interrupted (SIGKILL, node loss)
+        where = f" in stage {status['stage']} at step {status['step']}" if "step" in status else ""
+        rec.error = f"{state}{where}" + (f" (status since {status['time']})" if status.get("time") else "")
     return rec
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "HEARTBEAT", "INTERRUPTED", "METRICS_JSONL", "PREEMPTED", "RUNNING", "STATUS_JSON", "SUMMARY_CSV",
-           "SUMMARY_JSON", "RunFileError", "read_status", "read_summary", "write_status"]
+           "SUMMARY_JSON", "RunFileError", "live_status", "read_status", "read_summary", "write_status"]
 
 CONFIG_YAML = "config.yaml"
 STATUS_JSON = "status.json"
@@ -75,6 +75,17 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """``run_dir/summary.json``, the flat ``"stage/key" -> value`` numbers; ``None`` when there is none;
     :class:`RunFileError` when it is corrupt or not an object."""
     return _read_object(Path(run_dir) / SUMMARY_JSON)
+
+
+def live_status(run_dir: str | Path, status: dict[str, Any] | None, stale_after: float = 120.0) -> str:
+    """The state a reader shows for ``status`` (run_dir's status.json): its ``status``, except RUNNING from a run whose
+    heartbeat stopped (its process gone from this host, or no beat for ``stale_after`` s): INTERRUPTED."""
+    from opgrpo.utils.locks import owner_alive
+
+    state = str((status or {}).get("status", ""))
+    if state == RUNNING and not owner_alive(Path(run_dir) / HEARTBEAT, stale_after):
+        return INTERRUPTED
+    return state
 
 
 def write_status(run_dir: str | Path, status: str, **extra: Any) -> None:

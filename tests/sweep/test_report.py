@@ -226,7 +226,7 @@ def test_build_report(sweep, tmp_path):
     assert "| 1 | completed | causal_lm | 0.1 | 0.5 |" in completed_part
     assert "coverage=0.3 uniqueness=0.3 format=0.1 tag=1 (paper)" in md
     assert "NLI columns (nli/*) come from the NLI backend causal_lm" in md
-    for name, text in [("4", "CUDA out of memory"), ("5", "status 'running'"), ("6", "no status.json"),
+    for name, text in [("4", "CUDA out of memory"), ("5", "interrupted"), ("6", "no status.json"),
                        ("7", "corrupt summary.json"), ("8", "no summary.json"), ("9", "corrupt status.json")]:
         line = next(ln for ln in failed_part.splitlines() if ln.startswith(f"| {name} |"))
         assert text in line, (name, line)
