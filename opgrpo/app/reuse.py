@@ -187,9 +187,13 @@ def finish_stage(name: str, ctx: RunContext, plan: Plan) -> None:
     m = plan.manifest
     m.state = DONE
     m.products = dict(PRODUCTS.get(name, {}))
-    m.summary = {k: v for k, v in ctx.run.summary.items() if k.startswith(f"{name}/")}
     outputs = [model_identity(str(folder / rel)) for rel in m.products.values()]
-    m.output = text_hash(outputs or m.summary)
+    m.output = text_hash(outputs or {k: v for k, v in ctx.run.summary.items() if k.startswith(f"{name}/")})
+    # lineage in the summary (and so in W&B and the report): what this stage was computed from and what it made
+    ctx.run.restore({f"{name}/lineage/inputs": m.fingerprint, f"{name}/lineage/output": m.output,
+                     **{f"{name}/lineage/{k}": v for k, v in m.upstream.items()},
+                     **{f"{name}/lineage/{k}": m.keys[k] for k in m.data if k in m.keys}})
+    m.summary = {k: v for k, v in ctx.run.summary.items() if k.startswith(f"{name}/")}
     m.write(folder)
     held = _HELD.pop(name, None)
     if held is not None:

@@ -76,7 +76,9 @@ def test_completed_stage_is_reused_with_its_numbers_and_superseded_when_inputs_c
     again = _ctx(typed, run)
     plan = plan_stage("sft", again)
     assert plan.action == "reuse" and plan.products == {"policy_path": str(run / "sft" / "final")}
-    assert plan.summary == {"sft/train_loss": 1.0}
+    assert plan.summary["sft/train_loss"] == 1.0
+    assert plan.summary["sft/lineage/inputs"] == read_manifest(run / "sft").fingerprint  # lineage travels along
+    assert plan.summary["sft/lineage/benchmark.train_file"].startswith("sha256:")
     # another learning rate: the old folder is moved aside, never reused
     other = _ctx(typed, run, "trainer.sft.trl.learning_rate=0.1")
     assert plan_stage("sft", other).action == "run"
@@ -105,8 +107,8 @@ def test_summary_holds_only_matching_stages(typed, tmp_path):
     _complete_sft(_ctx(typed, run), loss=2.0)
     ctx = _ctx(typed, run)  # a grpo-only run in the same directory
     prepare_run(ctx, ["grpo"])
-    assert ctx.run.summary == {"sft/train_loss": 2.0}
-    assert json.loads((run / "summary.json").read_text()) == {"sft/train_loss": 2.0}
+    assert {k: v for k, v in ctx.run.summary.items() if "lineage" not in k} == {"sft/train_loss": 2.0}
+    assert json.loads((run / "summary.json").read_text()) == ctx.run.summary
     other = _ctx(typed, run, "trainer.sft.trl.learning_rate=0.1")
     prepare_run(other, ["grpo"])
     assert other.run.summary == {}
@@ -121,7 +123,7 @@ def test_store_computes_a_shared_stage_once(typed, tmp_path):
     assert len(entries) == 1 and entries[0].name.startswith("sft-")
     b = _ctx(typed, tmp_path / "b", "reward.weights.coverage=2.0", store=store)
     plan = plan_stage("sft", b)
-    assert plan.action == "reuse" and plan.summary == {"sft/train_loss": 1.0}
+    assert plan.action == "reuse" and plan.summary["sft/train_loss"] == 1.0
     assert (tmp_path / "b" / "sft").resolve() == entries[0].resolve()
     assert not list(store.glob("*.lock"))
 
