@@ -10,17 +10,20 @@ Plain Python (no torch, no Hydra), for any layer. The protocol:
   A reader asks :func:`beat_owner` (who) and :func:`beat_age` (how long ago, from the file's mtime, so ``touch``
   refreshes it too), and :func:`owner_alive`: the owner is gone when it ran on this host and its process has exited
   (a zombie counts as exited), or when its beat is older than ``stale_after`` seconds (another host, node loss, a
-  hung or stopped process).
-- **Stage locks.** :class:`StageLock` is a lock file created with ``O_CREAT | O_EXCL`` holding
-  ``host:pid unix_time token``; while it is held, its heartbeat touches it. :meth:`StageLock.acquire` checks
-  ``ready()`` (is the output already there?), tries to create the file, and while another live owner holds it waits,
-  polling and checking ``ready()``, returning False as soon as another job produced the thing. A lock whose owner is
-  dead is taken over: the waiter renames it to a name of its own, and only the waiter whose rename moved that very
-  lock (same token) goes on, logs the takeover at WARNING and removes it; a waiter that moved a fresh lock instead
-  (another waiter's takeover finished in between) links it back. Then the ordinary ``O_EXCL`` create decides who
-  holds the lock, so two waiters never both hold it. An owner that was only paused (and got replaced) finds out at
-  its next beat (:attr:`StageLock.lost`) and does not remove its successor's lock on release. A producer should
-  :func:`publish_dir` its output, which stays correct even if two producers ever ran.
+  hung or stopped process). "This host" is the host name: containers that share one but not their process ids
+  must not share lock directories.
+- **Stage locks.** :class:`StageLock` is a lock file created exclusively (``O_CREAT | O_EXCL`` on a temporary
+  name, then ``link``-ed to the lock's name) holding ``host:pid unix_time token``; while it is held, its heartbeat
+  touches it. :meth:`StageLock.acquire` checks ``ready()`` (is the output already there?), tries to create the
+  file, and while another live owner holds it waits, polling and checking ``ready()``, returning False as soon as
+  another job produced the thing. A lock whose owner is dead is taken over: the waiter renames it to a name of its
+  own, and only the waiter whose rename moved that very lock (same inode, mtime and content as the one it judged
+  dead) goes on, logs the takeover at WARNING and removes it; a waiter that moved a fresh lock instead (another
+  waiter's takeover finished in between) links it back. Then the ordinary exclusive create decides who holds the
+  lock, so two waiters do not both hold it (in the one race left, a live lock moved aside and replaced before it
+  could be linked back, its owner learns it at its next beat, as below). An owner that was only paused (and got
+  replaced) finds out at its next beat (:attr:`StageLock.lost`) and does not remove its successor's lock on
+  release. A producer should :func:`publish_dir` its output, which stays correct even if two producers ever ran.
 
 Typical use (a stage shared by the jobs of a sweep)::
 
@@ -103,11 +106,18 @@ def beat_owner(path: str | Path) -> tuple[str, int] | None:
 
 
 def beat_age(path: str | Path) -> float:
-    """Seconds since ``path`` was last beaten (its mtime); ``math.inf`` when there is no such file."""
+    """Seconds since ``path`` was last beaten (its mtime); ``math.inf`` when there is no such file.
+
+    The file is opened before its mtime is read: on NFS an open revalidates the cached attributes (close-to-open
+    consistency), where a bare ``stat`` may return ones up to a minute old."""
     try:
-        return max(0.0, time.time() - os.stat(path).st_mtime)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return math.inf
+    try:
+        return max(0.0, time.time() - os.fstat(fd).st_mtime)
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
@@ -133,7 +143,7 @@ def owner_alive(path: str | Path, stale_after: float) -> bool:
     """Whether the owner of a heartbeat or lock file is alive: False when the file is missing, when its owner ran on
     this host and that process is gone, or when its last beat is older than ``stale_after`` seconds.
 
-    A file whose owner cannot be read (a lock created an instant ago and not written yet) is judged by its age."""
+    A file whose owner cannot be read (empty, or not written by this module) is judged by its age alone."""
     owner = beat_owner(path)
     if owner is not None and owner[0] == HOST and not pid_alive(owner[1]):
         return False
@@ -229,7 +239,7 @@ class _LockBeat(Heartbeat):
 
 def _identity(path: Path) -> tuple | None:
     """What tells one lock file from another at the same path: inode, mtime and content (a rename keeps all three;
-    an empty file, left by an owner killed between create and write, has only the first two)."""
+    the inode and mtime also tell apart empty files, which :class:`StageLock` never writes but may find)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -268,18 +278,26 @@ class StageLock:
         return f"{owner[0]}:{owner[1]}" if owner else "unknown"
 
     def _try_create(self) -> bool:
+        """Create the lock file holding our owner line, if there is none. The line is written to a temporary file
+        (``O_CREAT | O_EXCL``) that is then hard-linked to the lock's name, which fails when that name exists: the
+        lock appears with its content (readers never see an empty lock), and ``link`` is atomic on NFS too, as
+        open(2) advises for lock files there."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
+        tmp = _temp_sibling(self.path, "new")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            return False
-        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(f"{HOST}:{os.getpid()} {time.time():.3f} {token}\n")
-        except BaseException:
-            self.path.unlink(missing_ok=True)
-            raise
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError:  # NFS: the link may have been made although its reply was lost
+                if os.stat(tmp).st_nlink != 2:
+                    raise
+        finally:
+            tmp.unlink(missing_ok=True)
         self.token, self.held, self.lost = token, True, False
         self._beat = _LockBeat(self)
         self._beat.start()
@@ -327,7 +345,12 @@ class StageLock:
             if ready is not None and ready():
                 return False
             if self._try_create():
-                if ready is not None and ready():
+                try:
+                    done = ready is not None and ready()
+                except BaseException:  # never leave a lock held (and beating) behind an error
+                    self.release()
+                    raise
+                if done:
                     self.release()
                     return False
                 return True

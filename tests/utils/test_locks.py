@@ -37,6 +37,7 @@ WORKER = textwrap.dedent("""
     from opgrpo.utils.locks import StageLock, publish_dir
 
     mode, work, stale_after, beat_every, produce_s = sys.argv[1], Path(sys.argv[2]), *map(float, sys.argv[3:6])
+    n_waiters = int(sys.argv[6])
     warnings = []
 
     class Keep(logging.Handler):
@@ -57,12 +58,20 @@ WORKER = textwrap.dedent("""
     while not (work / "go").exists():
         time.sleep(0.005)
     out, waited = work / "out", []
-    held = lock.acquire(ready=out.is_dir, poll=0.05, on_wait=waited.append)
+
+    def on_wait(owner):
+        waited.append(owner)
+        (work / f"waiting-{os.getpid()}").touch()
+
+    held = lock.acquire(ready=out.is_dir, poll=0.05, on_wait=on_wait)
     t0 = t1 = None
     if held:
         t0 = time.time()
         tmp = work / f"tmp-{os.getpid()}"
         tmp.mkdir()
+        deadline = time.time() + 10
+        while len(list(work.glob("waiting-*"))) < n_waiters and time.time() < deadline:
+            time.sleep(0.01)  # produce while the others wait
         time.sleep(produce_s)
         (tmp / "who").write_text(str(os.getpid()))
         publish_dir(tmp, out)
@@ -73,15 +82,16 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _spawn(mode: str, work: Path, stale_after=5.0, beat_every=0.1, produce_s=0.5) -> subprocess.Popen:
+def _spawn(mode: str, work: Path, stale_after=5.0, beat_every=0.1, produce_s=0.2, n_waiters=0) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-c", WORKER, mode, str(work), str(stale_after), str(beat_every),
-                             str(produce_s)], stdout=subprocess.PIPE, text=True, env=env)
+                             str(produce_s), str(n_waiters)], stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _contend(work: Path, n: int, **kw) -> list[dict]:
-    """Start ``n`` producers, release them at once, and return what each did."""
-    procs = [_spawn("produce", work, **kw) for _ in range(n)]
+    """Start ``n`` producers, release them at once, and return what each did (the one that gets the lock produces
+    once the ``n - 1`` others are waiting)."""
+    procs = [_spawn("produce", work, n_waiters=n - 1, **kw) for _ in range(n)]
     deadline = time.time() + 10
     while len(list(work.glob("started-*"))) < n:
         assert time.time() < deadline, "workers did not start"
@@ -107,6 +117,13 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _until(check, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def _leftovers(work: Path) -> list[str]:
     return sorted(p.name for p in work.iterdir() if p.name.startswith("."))
 
@@ -120,8 +137,7 @@ def test_heartbeat_owner_age_and_liveness(tmp_path):
         assert host_pid == f"{HOST}:{os.getpid()}" and abs(float(stamp) - time.time()) < 5
         old = time.time() - 100
         os.utime(path, (old, old))
-        time.sleep(0.3)
-        assert beat_age(path) < 0.25  # rewritten by the thread
+        _until(lambda: beat_age(path) < 5)  # rewritten by the thread
         assert owner_alive(path, 60)
     assert not path.exists()  # removed on exit by default
     with Heartbeat(path, every=10, remove=False):
@@ -173,7 +189,7 @@ def test_atomic_write_text(tmp_path):
 
 
 def test_one_process_produces_the_others_wait_and_reuse(tmp_path):
-    results = _contend(tmp_path, 3, produce_s=0.6)
+    results = _contend(tmp_path, 3)
     producers = [r for r in results if r["held"]]
     assert len(producers) == 1, results
     producer = producers[0]
@@ -194,7 +210,7 @@ def test_sigkilled_owner_is_replaced(tmp_path, caplog):
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="opgrpo.utils.locks"):
         assert lock.acquire(poll=0.05, timeout=5)
-    assert time.monotonic() - start < 2  # its process is gone from this host: no need to wait for stale_after
+    assert time.monotonic() - start < 5  # its process is gone from this host: no need to wait for stale_after (30)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert f"{HOST}:{owner.pid} is dead" in caplog.text
     assert beat_owner(lock.path) == (HOST, os.getpid())
@@ -234,12 +250,13 @@ def test_waiters_facing_one_dead_lock_only_one_takes_over(tmp_path, dead):
         path.write_text("" if dead == "empty and old" else "node-42:123 1.0 tok\n")
         old = time.time() - 60
         os.utime(path, (old, old))
-    results = _contend(tmp_path, 4, stale_after=5.0, produce_s=0.4)
+    results = _contend(tmp_path, 4, stale_after=5.0)
     producers = [r for r in results if r["held"]]
     assert len(producers) == 1, results
     warnings = [w for r in results for w in r["warnings"]]
     assert len(warnings) == 1 and "taking over" in warnings[0], warnings
     assert (tmp_path / "out" / "who").read_text() == str(producers[0]["pid"])
+    assert all(r["waited"] == [f"{HOST}:{producers[0]['pid']}"] for r in results if not r["held"]), results
     assert not path.exists() and _leftovers(tmp_path) == []
 
 
@@ -268,11 +285,22 @@ def test_acquire_ready_timeout_and_context_manager(tmp_path):
     path = tmp_path / "stage.lock"
     lock = StageLock(path, stale_after=5, beat_every=0.1)
     assert not lock.acquire(ready=lambda: True) and not path.exists()  # output already there: no lock taken
+    answers = iter([False, True])  # published by the last holder between our check and our create
+    assert not lock.acquire(ready=lambda: next(answers)) and not path.exists() and not lock.held
+
+    def broken():
+        if path.exists():
+            raise OSError("store unreachable")
+        return False
+
+    with pytest.raises(OSError, match="unreachable"):
+        lock.acquire(ready=broken)
+    assert not path.exists() and not lock.held  # an error after the create leaves no lock behind
     with lock:
         assert beat_owner(path) == (HOST, os.getpid()) and lock.held
-        mtime = path.stat().st_mtime_ns
-        time.sleep(0.3)
-        assert path.stat().st_mtime_ns > mtime  # the heartbeat keeps it fresh
+        old = time.time() - 100
+        os.utime(path, (old, old))
+        _until(lambda: beat_age(path) < 5)  # the heartbeat keeps it fresh
         other = StageLock(path, stale_after=5, beat_every=0.1)
         with pytest.raises(TimeoutError, match=f"held by {HOST}:{os.getpid()}"):
             other.acquire(poll=0.05, timeout=0.3)
