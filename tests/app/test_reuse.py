@@ -10,8 +10,8 @@ import pytest
 from opgrpo.app.context import RunContext
 from opgrpo.app.identity import extend_keys, stage_manifest
 from opgrpo.app.reuse import SUPERSEDED, finish_stage, plan_stage, prepare_run
-from opgrpo.app.rundir import RunDir
 from opgrpo.app.runconfig import ConfigError, to_config
+from opgrpo.app.rundir import RunDir
 from opgrpo.utils.manifest import DONE, differences, read_manifest
 
 DEMO = ["experiment=cpu_demo"]
