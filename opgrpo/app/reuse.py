@@ -301,7 +301,8 @@ def live_job(run_path: Path, stale_after: float) -> str:
     if status.get("status") != RUNNING:
         return ""
     if owner_alive(beat, stale_after):
-        return (f"run directory {run_path} is in use by {':'.join(map(str, beat_owner(beat) or ('?',)))} (status running, "
+        owner = ":".join(map(str, beat_owner(beat) or ("?",)))
+        return (f"run directory {run_path} is in use by {owner} (status running, "
                 f"heartbeat {beat_age(beat):.0f} s ago); wait for it, or choose another hydra.run.dir")
     log.warning("the previous attempt in %s was interrupted (status running since %s, no heartbeat for %.0f s)",
                 run_path, status.get("time", "?"), beat_age(beat))

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "HEARTBEAT", "INTERRUPTED", "METRICS_JSONL", "PREEMPTED", "RUNNING", "STATUS_JSON", "SUMMARY_CSV",
+__all__ = ["COMPLETED", "CONFIG_YAML", "FAILED", "HEARTBEAT", "INTERRUPTED", "METRICS_JSONL", "PREEMPTED", "RUNNING",
+           "STATUS_JSON", "SUMMARY_CSV",
            "SUMMARY_JSON", "RunFileError", "live_status", "read_status", "read_summary", "write_status"]
 
 CONFIG_YAML = "config.yaml"
