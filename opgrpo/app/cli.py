@@ -65,8 +65,10 @@ def run(cfg: DictConfig) -> float | None:
     from opgrpo.training.distributed import broadcast
 
     other = broadcast(live_job(run_dir.path, ctx.cfg.store.stale_after_s) if run_dir.main else "")
-    if other:  # two jobs writing one run directory would mix their checkpoints and numbers
+    if other:  # two jobs writing one run directory would mix their checkpoints and numbers; its status is theirs
         log.error("%s", other)
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            return None
         raise SystemExit(2)
     ctx.store_dir = _store_dir(ctx.cfg.store.dir)
     run_dir.write_config(config_yaml)
