@@ -19,7 +19,13 @@ from typing import ClassVar
 import pytest
 
 from opgrpo.benchmark import load_items, sample_data_path
-from opgrpo.estimator import EstimatorConfig, JudgeConfig, MiningConfig, MiningFailed, mine_triplets
+from opgrpo.estimator import (
+    EstimatorConfig,
+    JudgeConfig,
+    MiningConfig,
+    MiningFailed,
+    mine_triplets,
+)
 from opgrpo.estimator.identity import (
     TRAINED_MARKER,
     estimator_identity,
