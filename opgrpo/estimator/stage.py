@@ -113,9 +113,9 @@ def _resumable(stage_dir: Path, cfg: EstimatorConfig, items: list[Any]) -> bool:
         same = old == meta
         mined = stage_dir / "triplets.jsonl"
         if not same and isinstance(old, dict) and {**old, "items_sha256": None} == {**meta, "items_sha256": None}:
-            why = "from other items" if "items_sha256" in old else "from items it did not record"
-            logger.warning("%s was mined %s (data changed: the items' ids, situations or reference lines differ): "
-                           "mining again from scratch", mined, why)
+            why = ("from other items (data changed: the items' ids, situations or reference lines differ)"
+                   if "items_sha256" in old else "before its items were recorded (data unknown)")
+            logger.warning("%s was mined %s: mining again from scratch", mined, why)
         elif not same:
             logger.warning("%s was mined with other settings: mining again from scratch", mined)
     path.write_text(json.dumps(meta, indent=2))
@@ -129,10 +129,14 @@ def _judge_error(failures: Counter) -> str:
     return text + (f"; and {len(ranked) - 3} other errors" if len(ranked) > 3 else "")
 
 
+NO_CANDIDATE = ("malformed", "duplicate_id", "too_few_perspectives", "no_pair_above_threshold")
+"""Skip reasons of items the judge was never asked about (opgrpo.estimator.mining.SKIP_REASONS)."""
+
+
 def check_mining(stats: dict[str, int], failures: Counter, judge: Any, max_failure_share: float) -> None:
     """Raise ``MiningFailed`` when the judge failed on more than ``max_failure_share`` of the prompts mining asked, or
-    when a judge was asked and no triplet came of items that had candidate pairs (``stats`` of ``mine_triplets``;
-    ``failures``: failed prompts by reason)."""
+    when a judge was asked and no triplet came of the items that had candidate pairs, resumed ones included (``stats``
+    of ``mine_triplets``; ``failures``: failed prompts by reason)."""
     if judge is None:
         return
     failed, prompts = sum(failures.values()), stats.get("judge_prompts", 0)
@@ -142,11 +146,12 @@ def check_mining(stats: dict[str, int], failures: Counter, judge: Any, max_failu
         raise MiningFailed(f"estimator mining: the judge{where} failed on {failed} of {prompts} prompts "
                            f"({failed / prompts:.0%}, more than estimator.judge.max_failure_share="
                            f"{max_failure_share:g}){error}")
-    if stats.get("triplets", 0) == 0 and stats.get("candidate_pairs", 0) > 0:
+    with_pairs = stats.get("items", 0) - sum(stats.get(f"skip_{r}", 0) for r in NO_CANDIDATE)
+    if stats.get("triplets", 0) == 0 and with_pairs > 0:
         hint = "" if failures else (": the judge confirmed no pair (or called no remaining sentence different); check "
                                     "estimator.judge (model, mode, prompt) and estimator.mining.judge_threshold")
-        raise MiningFailed(f"estimator mining: 0 triplets from {stats.get('items', 0)} items with "
-                           f"{stats['candidate_pairs']} candidate pairs ({prompts} judge prompts, "
+        raise MiningFailed(f"estimator mining: 0 triplets from {stats.get('items', 0)} items, {with_pairs} of them "
+                           f"with candidate pairs ({stats.get('resumed', 0)} resumed; {prompts} judge prompts, "
                            f"{stats.get('judge_unanswered', 0)} unanswered, {failed} failed, "
                            f"{stats.get('judge_unparseable', 0)} unparseable replies){hint}{error}")
 
@@ -184,6 +189,7 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
     if label_problems is not None:
         stats["label_problems"] = len(label_problems)
         stats["label_bad_rows"] = len(judge.labels.errors)
+    stats["judge_failed"] = sum(failures.values())
     check_mining(stats, failures, judge, cfg.judge.max_failure_share)
     del judge
     gc.collect()

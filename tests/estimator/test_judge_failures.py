@@ -200,6 +200,17 @@ def test_a_judge_failing_every_call_fails_the_stage_with_its_error(minilm_path, 
     assert not (tmp_path / "estimator" / "metrics.json").exists()
 
 
+def test_a_judge_that_never_says_same_fails_the_stage_also_when_run_again(minilm_path, endpoint, tmp_path):
+    _Endpoint.answer = "No"  # answers every prompt; confirms no pair
+    items, _ = load_items(sample_data_path("train"))
+    cfg = _http_cfg(minilm_path, endpoint, mode="generate", chat_template=False)
+    for resumed in (0, 4):  # the second run resumes the first one's records and asks nothing
+        with pytest.raises(MiningFailed, match=rf"0 triplets from 4 items, 4 of them with candidate pairs "
+                                               rf"\({resumed} resumed.*the judge confirmed no pair"):
+            run_estimator_stage(items[:4], cfg, tmp_path, device="cpu")
+    assert not (tmp_path / "estimator" / "model").exists()
+
+
 def test_the_share_and_zero_triplet_rules():
     judge = object()
     stats = {"items": 10, "triplets": 4, "candidate_pairs": 30, "judge_prompts": 10, "judge_unanswered": 2}
@@ -208,12 +219,17 @@ def test_the_share_and_zero_triplet_rules():
                                            r"share=0.25\); judge error: HTTP 500: boom \(2x\); HTTP 404: gone \(1x\)"):
         check_mining(stats, Counter({"HTTP 500: boom": 2, "HTTP 404: gone": 1}), judge, 0.25)
     check_mining(stats, Counter({"HTTP 500: boom": 10}), judge, 1.0)  # 1 = never for the share alone
-    zero = {**stats, "triplets": 0}
-    with pytest.raises(MiningFailed, match=r"0 triplets from 10 items with 30 candidate pairs .*judge error: HTTP 500"):
+    zero = {**stats, "triplets": 0, "skip_too_few_perspectives": 1, "skip_no_pair_above_threshold": 2}
+    with pytest.raises(MiningFailed, match=r"0 triplets from 10 items, 7 of them with candidate pairs .*judge error: "
+                                           r"HTTP 500"):
         check_mining(zero, Counter({"HTTP 500: boom": 10}), judge, 1.0)
     with pytest.raises(MiningFailed, match="the judge confirmed no pair"):  # answered, but never "same"
         check_mining(zero, Counter(), judge, 0.25)
-    check_mining({**zero, "candidate_pairs": 0}, Counter(), judge, 0.25)  # nothing to ask about: no judge failure
+    # resumed items count: a second run of the same command, which asks the judge nothing, fails again
+    resumed = {**zero, "resumed": 10, "judge_prompts": 0, "candidate_pairs": 0, "skip_no_confirmed_pair": 7}
+    with pytest.raises(MiningFailed, match="7 of them with candidate pairs .10 resumed; 0 judge prompts"):
+        check_mining(resumed, Counter(), judge, 0.25)
+    check_mining({**zero, "skip_no_pair_above_threshold": 9}, Counter(), judge, 0.25)  # nothing to ask the judge
     check_mining(zero, Counter({"x": 10}), None, 0.25)  # kind none: the thresholds alone decided
     keys = [p.split(":")[0] for p in JudgeConfig(max_failure_share=1.5).problems()]
     assert keys == ["max_failure_share"] and JudgeConfig(max_failure_share=1.0).problems() == []
