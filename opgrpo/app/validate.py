@@ -179,10 +179,29 @@ def _check_models(p: Problems, ctx: RunContext, stages: list[str]) -> None:
         _check_model_ref(p, "estimator.base_model", cfg.estimator.base_model)
         if cfg.estimator.judge.kind == "transformers":
             _check_model_ref(p, "estimator.judge.model", cfg.estimator.judge.model)
+        elif cfg.estimator.judge.kind == "http":
+            _check_http_judge(p, "estimator.judge", cfg.estimator.judge, probe=ctx.run is not None)
     if cfg.eval.judge.kind == "transformers" and any(s in ("eval", "eval_base") for s in stages):
         _check_model_ref(p, "eval.judge.model", cfg.eval.judge.model)
     if cfg.opbench.judge.kind == "transformers" and "opbench" in stages:
         _check_model_ref(p, "opbench.judge.model", cfg.opbench.judge.model)
+
+
+def _check_http_judge(p: Problems, key: str, judge: Any, probe: bool) -> None:
+    """An HTTP judge needs a model and an http(s) base_url; the run itself (not a multirun's pre-check, which may run
+    where the endpoint is out of reach) asks it one short question (opgrpo.judges.http.probe_endpoint)."""
+    for name in ("base_url", "model"):
+        if not getattr(judge, name):
+            p.add(f"{key}.{name}", "required for judge kind 'http'")
+    if judge.base_url and _url_problem(judge.base_url):
+        p.add(f"{key}.base_url", _url_problem(judge.base_url))
+    if probe and judge.probe and not any(x.startswith(f"{key}.") for x in p):
+        from opgrpo.judges.http import probe_endpoint
+
+        found = probe_endpoint(judge.base_url, judge.model, api_key_env=judge.api_key_env,
+                               chat_template=judge.chat_template, timeout=min(float(judge.timeout), 10.0))
+        if found:
+            p.add(f"{key}.{found[0]}", found[1])
 
 
 def _models_and_files(p: Problems, ctx: RunContext, stages: list[str], need: dict[str, bool]) -> None:

@@ -27,7 +27,12 @@ from opgrpo.estimator.evaluate import (
 )
 from opgrpo.estimator.mining import SKIP_REASONS, mine_triplets
 from opgrpo.estimator.pair_labels import PairLabels, labelled_triplets
-from opgrpo.estimator.stage import EstimatorModels, mining_judge, run_estimator_stage
+from opgrpo.estimator.stage import (
+           EstimatorModels,
+           MiningFailed,
+           mining_judge,
+           run_estimator_stage,
+)
 from opgrpo.estimator.train import search_hyperparameters, train_estimator
 from opgrpo.estimator.triplets import (
            Triplet,
@@ -36,7 +41,8 @@ from opgrpo.estimator.triplets import (
            split_triplets,
 )
 
-__all__ = ["SKIP_REASONS", "EstimatorConfig", "EstimatorModels", "JudgeConfig", "MiningConfig", "PairLabels",
+__all__ = ["SKIP_REASONS", "EstimatorConfig", "EstimatorModels", "JudgeConfig", "MiningConfig", "MiningFailed",
+           "PairLabels",
            "SearchConfig", "TrainConfig", "Triplet", "evaluate_estimator", "evaluate_heldout",
            "labelled_triplets", "load_triplets", "masked_explanations", "mine_triplets", "mining_judge",
            "paired_comparison", "run_estimator_stage", "search_hyperparameters", "split_triplets",

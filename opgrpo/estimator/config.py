@@ -138,6 +138,14 @@ class JudgeConfig:
     """Concurrent HTTP requests ("http")."""
     max_retries: int = 2
     """Retries per HTTP request before the answer counts as missing."""
+    probe: bool = True
+    """"http": before the run starts, ask the endpoint one short question (timeout at most 10 s), so that an unknown
+    ``model`` (404), refused credentials or an unreachable ``base_url`` fail at start-up naming the setting; false:
+    no probe (the endpoint is checked when the stage starts)."""
+    max_failure_share: float = 0.25
+    """Mining fails (the stage fails, with the judge's own error) when more than this share of its judge prompts got
+    no answer because the judge failed (HTTP errors after retries, a judge that raised); 1 = never for the share
+    alone. Mining that yields no triplet although items had candidate pairs fails whatever the share."""
     dtype: str = "auto"
     """auto | float32 | bfloat16 | float16 ("transformers")."""
     max_length: int = 1024
@@ -160,6 +168,7 @@ class JudgeConfig:
         p.enum("unlabelled", self.unlabelled, Unlabelled)
         p.enum("mode", self.mode, JudgeMode)
         p.positive("max_new_tokens", self.max_new_tokens)
+        p.unit("max_failure_share", self.max_failure_share)
         p.env_name("api_key_env", self.api_key_env)
         if self.kind == "http" and self.mode == "logprob" and not self.chat_template:
             p.add("chat_template", "mode 'logprob' over http reads chat-completion logprobs: set chat_template=true "

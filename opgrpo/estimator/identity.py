@@ -3,7 +3,10 @@
 Coverage and uniqueness rates depend on the estimator as much as on the responses (the same responses score 0.118
 with the base MiniLM and 0.153 with the fine-tuned one), so every reward number a run writes carries
 ``estimator_identity``: where the model was loaded from, a short hash of its weights and config files (equal
-fingerprints = the same model, wherever it lies), and whether it is the untuned base model. ``run_estimator`` finds
+fingerprints = the same model, wherever it lies), and whether it is the untuned base model: the estimator stage
+records in the model folder whether training ran (``TRAINED_MARKER``, so a base model saved unchanged for want of
+triplets is not "tuned"); a folder without that record is tuned when it differs from the base model by path and
+content. ``run_estimator`` finds
 the estimator a run trained or used, from any path inside that run (its policy, its responses file), so that a
 stand-alone evaluation of a run's outputs scores them with that run's estimator.
 """
@@ -20,13 +23,35 @@ UNTUNED = "untuned estimator"
 CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 ESTIMATOR_DIR = "estimator/model"
 """Where the estimator stage saves its fine-tuned model inside a run directory."""
+TRAINED_MARKER = "opgrpo_estimator.json"
+"""The estimator stage's record inside the model folder it saved: ``{"trained", "base_model", "triplets"}``. Left out
+of the fingerprint (the record describes the model, it is not part of it)."""
+
+
+def write_training_record(model_dir: str | Path, *, trained: bool, base_model: str | Path, triplets: int) -> Path:
+    """Record in ``model_dir`` whether training ran on the model saved there, from which base and how many triplets."""
+    path = Path(model_dir) / TRAINED_MARKER
+    path.write_text(json.dumps({"trained": bool(trained), "base_model": str(base_model), "triplets": int(triplets)},
+                               indent=2))
+    return path
+
+
+def training_record(model_dir: str | Path) -> dict[str, Any] | None:
+    """The stage's record in ``model_dir`` (``write_training_record``); None when there is none or it is unreadable."""
+    path = Path(model_dir) / TRAINED_MARKER
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("trained"), bool) else None
 
 
 @lru_cache(maxsize=32)
 def _fingerprint(path: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CONTENT_SUFFIXES):
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CONTENT_SUFFIXES
+                    and p.relative_to(root).as_posix() != TRAINED_MARKER):
         digest.update(str(f.relative_to(root)).encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -46,11 +71,15 @@ def fingerprint(path: str | Path) -> str:
 
 def estimator_identity(path: str | Path, base_model: str | Path) -> dict[str, Any]:
     """``{"path", "fingerprint", "tuned"}`` of the estimator at ``path``; ``tuned`` is False when it is
-    ``base_model`` itself (by path or by content)."""
+    ``base_model`` itself (by path or by content) or when the estimator stage recorded that no training ran on it
+    (``TRAINED_MARKER``)."""
     fp = fingerprint(path)
     same_path = str(path) == str(base_model) or (Path(path).exists() and Path(base_model).exists()
                                                  and Path(path).resolve() == Path(base_model).resolve())
     tuned = not (same_path or (fp and fp == fingerprint(base_model)))
+    record = training_record(path) if Path(path).is_dir() else None
+    if record is not None:
+        tuned = tuned and record["trained"]
     return {"path": str(path), "fingerprint": fp, "tuned": tuned}
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,8 +115,8 @@ def _capped(candidates: list, cap: int) -> tuple[list, int]:
 
 
 class _Miner:
-    def __init__(self, encoder, judge, config: MiningConfig, stats: dict[str, int]):
-        self.encoder, self.judge, self.cfg, self.stats = encoder, judge, config, stats
+    def __init__(self, encoder, judge, config: MiningConfig, stats: dict[str, int], failures: Counter):
+        self.encoder, self.judge, self.cfg, self.stats, self.failures = encoder, judge, config, stats, failures
         self.template = config.prompt_template or JUDGE_PROMPTS[config.prompt]
         self.window = max(1, int(config.judge_window))
 
@@ -130,8 +131,9 @@ class _Miner:
                 answers = list(self.judge.prob_same([self._query(w, i, j) for w, i, j in pairs]))
             else:
                 answers = list(self.judge.prob_yes([self._prompt(w, i, j) for w, i, j in pairs]))
-        except Exception as exc:  # a judge failure costs this batch's decisions, not the run
+        except Exception as exc:  # a judge failure costs this batch's decisions; the stage weighs the share
             logger.warning("judge call failed for %d prompts: %s", len(pairs), exc)
+            self.failures[f"{type(exc).__name__}: {exc}"] += len(pairs)
             answers = [None] * len(pairs)
         if len(answers) != len(pairs):
             logger.warning("judge returned %d answers for %d prompts", len(answers), len(pairs))
@@ -298,8 +300,8 @@ def _is_item(item: Any) -> bool:
 
 
 def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | None = None, *,
-                  out_path: Path | None = None, resume: bool = True,
-                  progress: bool = False) -> tuple[list[Triplet], dict[str, int]]:
+                  out_path: Path | None = None, resume: bool = True, progress: bool = False,
+                  failures: Counter | None = None) -> tuple[list[Triplet], dict[str, int]]:
     """Mine at most ``config.max_triplets_per_item`` triplets per item.
 
     ``encoder`` has a sentence-transformers ``encode(texts, **kwargs)``; ``judge`` has
@@ -308,6 +310,8 @@ def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | N
     order (resumed ones included) and counters: items, resumed, triplets, skip_<reason> for each of
     SKIP_REASONS, candidate_pairs, judge_prompts, judge_unanswered, cleaned_texts (explanations that held lone
     surrogates or control characters, cleaned by ``opgrpo.text.clean`` before the encoder, the judge and the file).
+    A judge call that raises costs its prompts their answers (unanswered), not the run: ``failures`` (when given)
+    counts those prompts by the exception's text, for the caller to decide (opgrpo.estimator.stage).
     """
     cfg = config or MiningConfig()
     stats = {"items": 0, "resumed": 0, "triplets": 0, **{f"skip_{r}": 0 for r in SKIP_REASONS},
@@ -330,7 +334,7 @@ def mine_triplets(items: Iterable[Any], encoder, judge, config: MiningConfig | N
             with open(path, "ab") as tail:  # a crash left half a line: close it off
                 tail.write(b"\n")
         fh = open(path, "a", encoding="utf-8")
-    miner = _Miner(encoder, judge, cfg, stats)
+    miner = _Miner(encoder, judge, cfg, stats, Counter() if failures is None else failures)
     batch: list[Any] = []
 
     def flush() -> None:

@@ -4,6 +4,12 @@
 
     triplets.jsonl   mining records (resumable)      model/        the fine-tuned estimator
     search/          best_params.json, trials.csv    metrics.json  mining, train, base vs fine-tuned
+    triplets.meta.json  what triplets.jsonl was mined with (settings and a hash of the items): resumed only if equal
+
+``model/opgrpo_estimator.json`` records whether training ran (opgrpo.estimator.identity.TRAINED_MARKER): with too
+few triplets the base model is saved unchanged, and is then no "tuned" estimator. Mining whose judge failed on more
+than ``estimator.judge.max_failure_share`` of its prompts, or that mined no triplet although items had candidate
+pairs, raises ``MiningFailed`` with the judge's own error, and no model is saved.
 
 and returns the metrics with the loaded base and fine-tuned models, so that a held-out evaluation
 (``opgrpo.estimator.evaluate.evaluate_heldout``) needs no second load. The base-vs-fine-tuned numbers
@@ -14,15 +20,18 @@ here use the validation part of the mined triplets (``split_triplets`` with ``tr
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from opgrpo.estimator.config import EstimatorConfig, JudgeConfig
 from opgrpo.estimator.evaluate import evaluate_estimator
+from opgrpo.estimator.identity import write_training_record
 from opgrpo.estimator.mining import mine_triplets
 from opgrpo.estimator.train import search_hyperparameters, train_estimator
 from opgrpo.estimator.triplets import split_triplets
@@ -66,27 +75,85 @@ def mining_judge(config: JudgeConfig, device: str = "auto"):
                        section="estimator.judge")
 
 
-def _resumable(stage_dir: Path, cfg: EstimatorConfig) -> bool:
-    """Resume mining only if triplets.jsonl was mined with the same base model, mining and judge settings."""
+class MiningFailed(RuntimeError):
+    """Triplet mining could not use its judge (failed calls above ``estimator.judge.max_failure_share``, or no
+    triplet from items with candidate pairs); the message carries the judge's own error."""
+
+
+def items_digest(items: list[Any]) -> str:
+    """SHA-256 over what mining reads of the items, in order: each one's id, situation and reference lines."""
+    digest = hashlib.sha256()
+    for item in items:
+        try:
+            refs = [str(x) for x in item.references]
+        except (AttributeError, TypeError):
+            refs = []
+        row = [str(getattr(item, "id", "")), str(getattr(item, "situation", "")), refs]
+        digest.update(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def _resumable(stage_dir: Path, cfg: EstimatorConfig, items: list[Any]) -> bool:
+    """Resume mining only if triplets.jsonl was mined from the same items (``items_digest``) with the same base model,
+    mining and judge settings."""
     judge = {k: v for k, v in asdict(cfg.judge).items()
              if k in ("kind", "model", "base_url", "system_prompt", "labels_file", "unlabelled", "mode", "chat_template",
                       "max_new_tokens")}
     if cfg.judge.kind == "labels" and Path(cfg.judge.labels_file).is_file():  # edited labels: mine again
-        import hashlib
-
         judge["labels_sha1"] = hashlib.sha1(Path(cfg.judge.labels_file).read_bytes()).hexdigest()
-    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": redact_obj(judge)}  # no URL password
+    meta = {"base_model": cfg.base_model, "mining": asdict(cfg.mining), "judge": redact_obj(judge),  # no URL password
+            "items_sha256": items_digest(items)}
     path = stage_dir / "triplets.meta.json"
     same = True
     if path.exists():
         try:
-            same = json.loads(path.read_text()) == meta
+            old = json.loads(path.read_text())
         except ValueError:
-            same = False
-        if not same:
-            logger.warning("%s was mined with other settings: mining again from scratch", stage_dir / "triplets.jsonl")
+            old = None
+        same = old == meta
+        mined = stage_dir / "triplets.jsonl"
+        if not same and isinstance(old, dict) and {**old, "items_sha256": None} == {**meta, "items_sha256": None}:
+            why = ("from other items (data changed: the items' ids, situations or reference lines differ)"
+                   if "items_sha256" in old else "before its items were recorded (data unknown)")
+            logger.warning("%s was mined %s: mining again from scratch", mined, why)
+        elif not same:
+            logger.warning("%s was mined with other settings: mining again from scratch", mined)
     path.write_text(json.dumps(meta, indent=2))
     return same
+
+
+def _judge_error(failures: Counter) -> str:
+    """The most common judge failure with its count, and the next ones."""
+    ranked = failures.most_common()
+    text = "; ".join(f"{reason} ({n}x)" for reason, n in ranked[:3])
+    return text + (f"; and {len(ranked) - 3} other errors" if len(ranked) > 3 else "")
+
+
+NO_CANDIDATE = ("malformed", "duplicate_id", "too_few_perspectives", "no_pair_above_threshold")
+"""Skip reasons of items the judge was never asked about (opgrpo.estimator.mining.SKIP_REASONS)."""
+
+
+def check_mining(stats: dict[str, int], failures: Counter, judge: Any, max_failure_share: float) -> None:
+    """Raise ``MiningFailed`` when the judge failed on more than ``max_failure_share`` of the prompts mining asked, or
+    when a judge was asked and no triplet came of the items that had candidate pairs, resumed ones included (``stats``
+    of ``mine_triplets``; ``failures``: failed prompts by reason)."""
+    if judge is None:
+        return
+    failed, prompts = sum(failures.values()), stats.get("judge_prompts", 0)
+    where = f" at {judge.where}" if hasattr(judge, "where") else ""
+    error = f"; judge error: {_judge_error(failures)}" if failures else ""
+    if prompts and failed / prompts > max_failure_share:
+        raise MiningFailed(f"estimator mining: the judge{where} failed on {failed} of {prompts} prompts "
+                           f"({failed / prompts:.0%}, more than estimator.judge.max_failure_share="
+                           f"{max_failure_share:g}){error}")
+    with_pairs = stats.get("items", 0) - sum(stats.get(f"skip_{r}", 0) for r in NO_CANDIDATE)
+    if stats.get("triplets", 0) == 0 and with_pairs > 0:
+        hint = "" if failures else (": the judge confirmed no pair (or called no remaining sentence different); check "
+                                    "estimator.judge (model, mode, prompt) and estimator.mining.judge_threshold")
+        raise MiningFailed(f"estimator mining: 0 triplets from {stats.get('items', 0)} items, {with_pairs} of them "
+                           f"with candidate pairs ({stats.get('resumed', 0)} resumed; {prompts} judge prompts, "
+                           f"{stats.get('judge_unanswered', 0)} unanswered, {failed} failed, "
+                           f"{stats.get('judge_unparseable', 0)} unparseable replies){hint}{error}")
 
 
 def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None = None,
@@ -111,15 +178,19 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
     for problem in label_problems or []:
         logger.warning("%s", problem)
     encoder = SentenceTransformer(str(cfg.base_model), device=dev)
-    triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining,
-                                    out_path=stage_dir / "triplets.jsonl", resume=_resumable(stage_dir, cfg))
+    failures: Counter = Counter()
+    triplets, stats = mine_triplets(items_train, encoder, judge, cfg.mining, out_path=stage_dir / "triplets.jsonl",
+                                    resume=_resumable(stage_dir, cfg, items_train), failures=failures)
     if hasattr(judge, "errors"):
         stats["judge_errors"] = int(judge.errors)
+        failures.update(getattr(judge, "failures", {}))
     if hasattr(judge, "unparseable"):
         stats["judge_unparseable"] = int(judge.unparseable)
     if label_problems is not None:
         stats["label_problems"] = len(label_problems)
         stats["label_bad_rows"] = len(judge.labels.errors)
+    stats["judge_failed"] = sum(failures.values())
+    check_mining(stats, failures, judge, cfg.judge.max_failure_share)
     del judge
     gc.collect()
     mining_s = time.perf_counter() - t0
@@ -146,6 +217,7 @@ def run_estimator_stage(items_train: list[Any], config: EstimatorConfig | None =
         tuned = SentenceTransformer(str(model_path), device=dev)
         result["finetuned"] = evaluate_estimator(tuned, val, batch_size=train_cfg.eval_batch_size,
                                                  scale=train_cfg.mnrl_scale)
+    write_training_record(model_path, trained=result["trained"], base_model=cfg.base_model, triplets=len(triplets))
     result["total_s"] = round(time.perf_counter() - t0, 2)
     (stage_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
     logger.info("estimator stage: base acc %s -> fine-tuned acc %s (%d held-out triplets)",

@@ -39,6 +39,7 @@ from opgrpo.judges.http import (
     JudgeUnavailable,
     parse_yes_no,
     prob_yes_from_logprobs,
+    probe_endpoint,
 )
 from opgrpo.judges.labels import UNLABELLED_MODES, LabelJudge, PairQuery
 from opgrpo.judges.yesno import (
@@ -80,7 +81,7 @@ PURPOSES = ("yes_no", "chat")
 __all__ = ["CHAT_KINDS", "JUDGE_MODES", "PURPOSES", "UNLABELLED_MODES", "YES_NO_KINDS", "ChatEndpoint", "ChatKind",
            "Judge", "JudgeMode", "JudgeUnavailable", "LabelJudge", "LocalChatJudge", "PairQuery", "Unlabelled",
            "YesNoKind", "YesNoLM", "answer_is_clear", "answer_line", "answer_verdict", "build_judge", "parse_yes_no",
-           "prob_yes_from_logprobs"]
+           "probe_endpoint", "prob_yes_from_logprobs"]
 
 
 def build_judge(kind: str, *, purpose: str = "yes_no", model: str = "", base_url: str = "",

@@ -15,7 +15,12 @@ local ``opgrpo.judges.YesNoLM``: at the first answer token that is a Yes or No, 
 Yes variants over that of its Yes and No variants among the top log-probabilities. Where the server gives no
 log-probabilities (or refuses the parameter, then it is not asked again), the reply text is parsed by
 ``parse_yes_no`` (1.0, 0.0 or None). ``check`` raises ``JudgeUnavailable`` when the server cannot be used at
-all, so a run fails before any model loads.
+all, so a run fails before any model loads. A request that fails for good is counted in ``errors`` and its reason,
+in the server's own words (``HTTP 404: model 'x' not found``), in ``failures``, so that a caller can fail with it.
+
+``probe_endpoint`` (plain arguments) sends one short completion request, as the judge will, and says which setting
+is wrong when the endpoint cannot serve the judge: an unknown model (404), refused credentials, an unreachable or
+failing server; the start-up check of a run calls it (opgrpo.app.validate).
 
 Hand-written here, because the SDK has no such thing: the Yes/No reading of log-probabilities and of text,
 the thread pool (the SDK sends one request per call), the counters, and the scrubbing of the API key from
@@ -30,6 +35,7 @@ import math
 import os
 import re
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,6 +57,18 @@ _YES_NO_START = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
 _YES_WORD = re.compile(r"\byes\b", re.IGNORECASE)
 _NO_WORD = re.compile(r"\bno\b", re.IGNORECASE)
 _YES_NO_TOKEN = re.compile(r"^[\W_]*(yes|no)[\W_]*$", re.IGNORECASE)
+
+
+def server_words(exc: BaseException, limit: int = 200) -> str:
+    """What the server said about an HTTP error (the ``message``/``detail``/``error`` of its JSON body, or the body's
+    text), on one line and at most ``limit`` characters; "" when it said nothing (or ``exc`` is no HTTP error)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("detail") or body.get("error") or ""
+        if isinstance(body, dict):  # {"error": {"message": ...}} one level down
+            body = body.get("message") or ""
+    words = " ".join(str(body or "").split())
+    return words if len(words) <= limit else words[:limit - 3] + "..."
 
 
 def parse_yes_no(reply: str | None) -> float | None:
@@ -134,6 +152,8 @@ class ChatEndpoint:
         self.max_new_tokens = max(1, int(max_new_tokens))
         self.top_logprobs = max(0, min(20, int(top_logprobs)))  # the OpenAI API allows 0..20
         self.errors = 0
+        self.failures: Counter[str] = Counter()
+        """Why requests failed for good: reason (``HTTP 500: boom``, ``APIConnectionError: ...``; no key) -> count."""
         self.unparseable = 0
         self.from_logprobs = 0
         self.cleaned = 0
@@ -157,6 +177,12 @@ class ChatEndpoint:
         if isinstance(exc, openai.APIStatusError):
             return f"HTTP {exc.status_code}"
         return f"{type(exc).__name__}: {exc}"
+
+    @classmethod
+    def _failure(cls, exc: BaseException) -> str:
+        """``_reason`` with the server's own words for an HTTP error (``HTTP 404: model 'x' not found``)."""
+        words = server_words(exc)
+        return f"{cls._reason(exc)}: {words}" if words else cls._reason(exc)
 
     def check(self) -> None:
         """Raise JudgeUnavailable unless the server answers (a 404 on /models still counts as up). No retries."""
@@ -211,14 +237,15 @@ class ChatEndpoint:
             lp = getattr(getattr(choice, "logprobs", None), "content", None)
             return ("" if content is None else str(content)), lp
         except (openai.OpenAIError, AttributeError, IndexError, TypeError, ValueError) as exc:
-            reason = self._reason(exc) if isinstance(exc, openai.OpenAIError) else \
+            reason = self._scrub(self._failure(exc)) if isinstance(exc, openai.OpenAIError) else \
                 f"malformed response ({type(exc).__name__})"
             retried = isinstance(exc, openai.APIConnectionError) or (  # what the SDK retries
                 isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429) or exc.status_code >= 500))
             with self._lock:
                 self.errors += 1
+                self.failures[reason] += 1
             logger.warning("judge request to %s failed after %d attempt(s): %s",
-                           self.where, self.max_retries + 1 if retried else 1, self._scrub(reason))
+                           self.where, self.max_retries + 1 if retried else 1, reason)
             return None, None
 
     def _map(self, prompts: list[str], fn) -> list:
@@ -258,3 +285,70 @@ class ChatEndpoint:
 
     def prob_yes(self, prompts: list[str]) -> list[float | None]:
         return self._map(prompts, self._prob_yes_one)
+
+
+PROBE_PROMPT = "Answer Yes or No: is this a test?"
+"""What ``probe_endpoint`` asks (one token of answer is all it reads: whether there is one)."""
+
+
+def probe_endpoint(base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", chat_template: bool = True,
+                   timeout: float = 10.0) -> tuple[str, str] | None:
+    """Ask ``model`` at ``base_url`` one short question (one token, no retries, ``timeout`` seconds), on the endpoint
+    the judge will use (``/chat/completions``, or ``/completions`` when ``chat_template`` is False).
+
+    None when it answers (or is only busy: 408, 409, 429; or refuses the request for a reason that is not the
+    model's: the judge's own requests differ); else ``(setting, message)``, where setting is the judge setting to
+    fix and the message quotes the endpoint: "model" for a 404 (the models the endpoint lists, when it lists any) or
+    a 400/422 about the model, "api_key_env" for 401/403, "base_url" when the server is unreachable, does not answer
+    in time or fails (5xx). Credentials in the URL and the API key never appear in the message.
+    """
+    import openai
+
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    where = redact(base_url.rstrip("/"))
+
+    def scrub(text: str) -> str:
+        return redact(text.replace(key, "***") if key else text)
+
+    client = openai.OpenAI(base_url=base_url.rstrip("/"), api_key=key or NO_KEY, timeout=timeout, max_retries=0)
+    try:
+        if chat_template:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROBE_PROMPT}],
+                                           max_tokens=1, temperature=0.0)
+        else:
+            client.completions.create(model=model, prompt=PROBE_PROMPT + "\nAnswer:", max_tokens=1, temperature=0.0)
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        return "api_key_env", scrub(f"judge endpoint {where} refused authentication ({ChatEndpoint._failure(exc)}); "
+                                    f"check the API key in ${api_key_env}")
+    except openai.APIStatusError as exc:
+        failure, words = ChatEndpoint._failure(exc), server_words(exc).lower()
+        if exc.status_code == 404 or (exc.status_code in (400, 422) and "model" in words):
+            return "model", scrub(f"judge endpoint {where} does not serve model {model!r}: {failure}"
+                                  + _served_models(client))
+        if exc.status_code >= 500:
+            return "base_url", scrub(f"judge endpoint {where} is failing: {failure}")
+    except openai.APITimeoutError:
+        return "base_url", f"judge endpoint {where} did not answer within {timeout:g} s"
+    except openai.APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        return "base_url", scrub(f"judge endpoint {where} is unreachable: {type(cause).__name__}: {cause}")
+    except (openai.OpenAIError, ValueError):  # answered, if oddly: the judge's own requests will tell
+        pass
+    return None
+
+
+def _served_models(client: Any, limit: int = 10) -> str:
+    """`` (it serves: a, b)`` from the endpoint's ``/models`` list; a hint about ``base_url`` when that is missing
+    too (a wrong API root answers 404 to everything); "" when the list cannot be read."""
+    import openai
+
+    try:
+        ids = [m.id for m in client.models.list()]
+    except openai.NotFoundError:
+        return "; its /models is not found either: is base_url the API root (e.g. http://host:8000/v1)?"
+    except (openai.OpenAIError, AttributeError, TypeError, ValueError):
+        return ""
+    if not ids:
+        return ""
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return f" (it serves: {', '.join(map(str, ids[:limit]))}{more})"

@@ -31,6 +31,7 @@ def test_a_password_in_a_url_is_written_nowhere(tmp_path):
     run = tmp_path / "run"
     res = _opgrpo(["experiment=cpu_demo", "stage=estimator", "logger=wandb", "estimator.judge.kind=http",
                    "estimator.judge.model=m", f"estimator.judge.base_url={URL}", f"eval.judge.base_url={URL}",
+                   "estimator.judge.probe=false",  # the stage's own check, not the start-up probe, meets the URL
                    f"hydra.run.dir={run}"], tmp_path, WANDB_MODE="offline")
     out = res.stdout + res.stderr
     assert res.returncode == 1, out[-3000:]

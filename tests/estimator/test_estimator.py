@@ -455,6 +455,11 @@ def test_run_estimator_stage_tiny(minilm_path, tmp_path):
     assert res["base"]["n"] == res["finetuned"]["n"] == 3
     assert res["base"]["mnrl_loss"] != res["finetuned"]["mnrl_loss"]
     assert (tmp_path / "estimator" / "model" / "config_sentence_transformers.json").exists()
+    from opgrpo.estimator.identity import estimator_identity, training_record
+
+    assert training_record(tmp_path / "estimator" / "model") == {"trained": True, "base_model": str(minilm_path),
+                                                                 "triplets": 12}
+    assert estimator_identity(tmp_path / "estimator" / "model", minilm_path)["tuned"] is True
     # the stage hands back the models it evaluated (for the held-out evaluation): the same numbers again
     _, val = split_triplets(mined, 0.25, 42)
     for name in ("base", "finetuned"):
