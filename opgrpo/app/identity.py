@@ -45,6 +45,7 @@ OBSERVE = frozenset({
     "save_strategy", "save_only_model", "clean_checkpoints", "completion_samples_every", "dataloader_num_workers",
     "output_dir", "encode_batch_size", "max_workers", "timeout", "max_retries", "api_key_env", "run_name",
     "log_completions", "num_completions_to_print", "disable_tqdm", "push_to_hub", "hub_model_id", "max_failure_share",
+    "probe",
 })
 """Last components of keys that do not change what a stage produces (not inputs)."""
 EXTEND = frozenset({"max_steps", "num_train_epochs"})
