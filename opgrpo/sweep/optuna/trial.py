@@ -42,7 +42,11 @@ def launch(cmd: Sequence[str], run_dir: Path, timeout: float | None = None) -> i
 def trial_command(command: Sequence[str], overrides: Sequence[str], run_dir: Path,
                   hydra_launcher: str = "") -> list[str]:
     """The command of one trial: a single run in ``run_dir``, or with ``hydra_launcher`` (e.g. ``slurm``) a
-    one-job multirun through that Hydra launcher whose job directory is ``run_dir``."""
+    one-job multirun through that Hydra launcher whose job directory is ``run_dir``. The study's trials share one store
+    of stages (``<study dir>/.stages``: the estimator and SFT a reward-weight study computes once), unless the
+    overrides name a ``store.dir``."""
+    if not any(str(o).startswith(("store.dir=", "+store.dir=")) for o in overrides):
+        overrides = [*overrides, f"store.dir={Path(run_dir).parent / '.stages'}"]
     if hydra_launcher:
         return [*command, "-m", f"launcher={hydra_launcher}", *overrides, f"hydra.sweep.dir={run_dir}",
                 "hydra.sweep.subdir=."]
