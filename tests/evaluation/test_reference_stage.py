@@ -50,3 +50,21 @@ def test_threshold_sweep_on_the_same_responses_has_one_set_of_headline_numbers(t
     assert len({r["own/coverage_rate"] for r in rows}) > 1 and all(r["pareto"] == "True" for r in rows)
     assert {r["reference_rule"] for r in rows} == {f"{first['eval/reference/rule']} (tau 0.55/0.6)"}
     assert "the objective eval/reference/coverage_rate is" in res.stdout + res.stderr  # it cannot move here
+
+
+def test_eval_base_gets_the_reference_numbers_whatever_reward_tau_is_pinned_to(tmp_path, responses_file):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    summaries = []
+    for name, pinned in (("a", []), ("b", ["reward.tau_cov=0.3", "reward.tau_uniq=0.9"])):
+        res = subprocess.run([str(BIN), "experiment=cpu_demo", "stage=eval_base", "eval.nli.backend=none",
+                              f"eval.responses_file={responses_file}", *pinned, f"hydra.run.dir={tmp_path / name}"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "by the reference rule" in res.stdout
+        summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    a, b = summaries
+    assert (b["eval_base/reward/tau_cov"], b["eval_base/reward/tau_uniq"]) == (0.3, 0.9)
+    assert (b["eval_base/reference/tau_cov"], b["eval_base/reference/tau_uniq"]) == (0.55, 0.6)
+    ref = {k: v for k, v in a.items() if k.startswith("eval_base/reference/")}
+    assert ref and ref == {k: v for k, v in b.items() if k.startswith("eval_base/reference/")}
+    assert a["eval_base/reward/tau_cov"] == 0.55  # no pin: the run's own thresholds are the calibration's

@@ -98,3 +98,25 @@ def test_rule_names_every_number_changing_knob_and_nothing_else():
 def test_reference_config_rejects_an_unknown_component():
     with pytest.raises(ValueError, match="unknown component.*'style'"):
         reference_config(RewardConfig(), 0.5, 0.5, {"style": 1.0})
+
+
+def test_memo_keeps_tensor_rows_as_tensors():
+    """On a GPU the scorer asks for tensors (convert_to_tensor=True); the memo answers with one stacked tensor."""
+    import torch
+
+    class TensorEncoder:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.calls = []
+
+        def encode(self, sentences, convert_to_tensor=True, **kw):
+            self.calls.append(list(sentences))
+            return torch.stack([torch.full((4,), float(len(s))) for s in sentences])
+
+    enc = TensorEncoder()
+    memo = EmbeddingMemo(enc)
+    first = memo.encode(["a", "bbb"], convert_to_tensor=True)
+    again = memo.encode(["bbb", "a", "cc"], convert_to_tensor=True)
+    assert isinstance(again, torch.Tensor) and again.shape == (3, 4) and memo.device == enc.device
+    assert torch.equal(again[0], first[1]) and again[2, 0].item() == 2.0 and enc.calls == [["a", "bbb"], ["cc"]]
