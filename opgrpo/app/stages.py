@@ -149,8 +149,9 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
 
     from opgrpo.evaluation.responses import load_responses
     from opgrpo.evaluation.run import evaluate, generate_for_items
+    from opgrpo.reward.evaluation import reference_config
 
-    e, m = ctx.cfg.eval, ctx.cfg.model
+    e, m, cal = ctx.cfg.eval, ctx.cfg.model, ctx.cfg.estimator.calibration
     policy = policy or e.model_path or ctx.current_policy()
     if e.responses_file:
         responses, source = partial(load_responses, e.responses_file), e.responses_file
@@ -163,7 +164,9 @@ def stage_eval(ctx: RunContext, name: str = "eval", policy: str | None = None) -
                        nli=ctx.cfg.eval.nli, nli_scorer=ctx.nli_scorer, encoder=ctx.encoder,
                        reward=ctx.cfg.reward, threshold=e.threshold, judge=ctx.cfg.eval.judge,
                        estimator=ctx.estimator_identity(), prompt=e.generation.prompt,
-                       tokenizer=partial(_eval_tokenizer, policy, m))
+                       tokenizer=partial(_eval_tokenizer, policy, m),  # and by the one rule runs are compared by
+                       reference=reference_config(ctx.cfg.reward, cal.tau_cov, cal.tau_uniq,
+                                                  ctx.cfg.report.reference_weights))
     ctx.run.log(name, metrics)
     card_evaluation(ctx, policy, metrics)  # this run's trained policy: its model card gets these numbers
 

@@ -8,10 +8,14 @@ one model across runs and the generating policy is freed before the NLI model lo
 
 Outputs in ``out_dir``: responses.jsonl (each response whole, its core and summary apart, whether they parse and
 the samples drawn), the NLI metrics (nli_metrics.json/.csv), per-item scores
-(nli_items.jsonl, each row with its item's split), reward.json (means and the estimator's identity),
-reward_items.jsonl (each response's reward with the estimator's fingerprint), judge.json (with a judge); the
+(nli_items.jsonl, each row with its item's split), reward.json (means, the rule they were measured by and the
+estimator's identity; with a reference rule its numbers and the rule under ``reference``), reward_items.jsonl (each
+response's reward with the estimator's fingerprint, and its reference numbers), judge.json (with a judge); the
 printed table.
-Returns the metrics dict logged to the run summary.
+Returns the metrics dict logged to the run summary: ``reward`` holds the numbers at the run's own reward config
+(its ``reward.tau_*`` and weights, named in ``reward/tau_cov``, ``reward/tau_uniq``); ``reference`` (with a
+reference rule, opgrpo.reward.evaluation) the numbers every run is ranked and compared by, with the rule's
+thresholds, weights and fingerprint (``reference/rule``).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import numpy as np
 
 from opgrpo.estimator.identity import label
 from opgrpo.evaluation.responses import Collected, collect_responses, extract_blocks
+from opgrpo.reward.evaluation import REFERENCE_KEYS, rule_fingerprint, rule_of
 
 if TYPE_CHECKING:
     from opgrpo.benchmark import Item
@@ -93,18 +98,31 @@ def generate_for_items(items: Sequence[Item], policy: str, *, prompt: str, backe
 
 
 def reward_means(items: Sequence[Item], responses: Sequence[str], encoder: Any, reward: RewardConfig, *,
-                 prompt: str = "implicit", tokenizer: Any = None, per_item: list | None = None) -> dict[str, float]:
+                 prompt: str = "implicit", tokenizer: Any = None, per_item: list | None = None,
+                 reference: RewardConfig | None = None, per_item_reference: list | None = None) -> dict[str, float]:
     """Mean over the responses of the OP reward total, components and rates (NaN without responses).
     Under ``reward.masking == "prompt"`` the keywords come from each item's ``prompt``-kind chat prompt, rendered
     with ``tokenizer``'s chat template when given (opgrpo.reward.score_responses). ``per_item``: a list that
-    receives each response's {key: value} in item order."""
+    receives each response's {key: value} in item order. With ``reference`` (opgrpo.reward.evaluation.
+    reference_config) the same responses are also scored by that rule from the same sentence embeddings, each
+    response's reference numbers going to ``per_item_reference``."""
     from opgrpo.reward import SUMMARY_KEYS, score_responses
+    from opgrpo.reward.evaluation import score_with_reference
 
-    scores = score_responses([it.situation for it in items], list(responses), [it.references for it in items],
-                             encoder, reward, prompt=prompt, tokenizer=tokenizer)
+    args = ([it.situation for it in items], list(responses), [it.references for it in items], encoder)
+    if reference is None:
+        scores = score_responses(*args, reward, prompt=prompt, tokenizer=tokenizer)
+    else:
+        scores, ref = score_with_reference(*args, reward, reference, prompt=prompt, tokenizer=tokenizer)
+        if per_item_reference is not None:
+            per_item_reference.extend(ref)
     if per_item is not None:
         per_item.extend({k: float(s[k]) for k in SUMMARY_KEYS} for s in scores)
-    return {k: float(np.mean([s[k] for s in scores])) if scores else float("nan") for k in SUMMARY_KEYS}
+    return {k: _mean([s[k] for s in scores]) for k in SUMMARY_KEYS}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
@@ -112,7 +130,7 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
              nli_scorer: Callable[[], EntailmentScorer], encoder: Callable[[], Any], reward: RewardConfig,
              threshold: float, judge: JudgeEvalConfig | None = None,
              estimator: Mapping[str, Any] | None = None, prompt: str = "implicit",
-             tokenizer: Callable[[], Any] | None = None) -> dict[str, Any]:
+             tokenizer: Callable[[], Any] | None = None, reference: RewardConfig | None = None) -> dict[str, Any]:
     """Score the responses to the items of ``splits`` ({split name: items}) and write the outputs to ``out_dir``.
 
     ``responses(items)`` gives one response per item, in order (e.g. ``generate_for_items`` or
@@ -123,6 +141,8 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     ``estimator``: the identity of the reward's estimator (opgrpo.estimator.identity), written with every reward
     number. Items ``responses`` gives ``None`` for (a responses file without them) are left out and counted per split.
     ``prompt``/``tokenizer()``: the prompt kind and the policy's tokenizer, for ``reward.masking == "prompt"``.
+    ``reference``: the reference rule (opgrpo.reward.evaluation.reference_config); the responses are also scored by
+    it, from the same sentence embeddings, under ``reference`` in the output (None: not scored).
     """
     from opgrpo.evaluation.metrics import (
         format_table,
@@ -160,13 +180,25 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
         metrics = split_metrics(item_scores, split_of, threshold=threshold)
         write_eval_outputs(out_dir, metrics, item_scores, split_of)
     per_item: list[dict[str, float]] = []
+    per_item_ref: list[dict[str, float]] = []
     reward_mean = reward_means(items, texts, encoder(), reward, prompt=prompt, per_item=per_item,
-                               tokenizer=tokenizer() if tokenizer is not None and reward.masking == "prompt" else None)
+                               tokenizer=tokenizer() if tokenizer is not None and reward.masking == "prompt" else None,
+                               reference=reference, per_item_reference=per_item_ref)
     identity = dict(estimator or {})
-    (out_dir / "reward.json").write_text(json.dumps({**reward_mean, "estimator": identity}, indent=2))
+    own_rule = rule_of(reward, prompt)
+    ref_out: dict[str, Any] = {}
+    if reference is not None:
+        rule = rule_of(reference, prompt)
+        ref_out = {**{k: _mean([r[k] for r in per_item_ref]) for k in REFERENCE_KEYS},
+                   "rule": rule_fingerprint(rule), "tau_cov": rule["tau_cov"], "tau_uniq": rule["tau_uniq"],
+                   "weights": dict(rule["weights"])}
+    (out_dir / "reward.json").write_text(json.dumps(
+        {**reward_mean, "rule": own_rule, "estimator": identity,
+         **({"reference": {**ref_out, "rule": rule, "fingerprint": ref_out["rule"]}} if ref_out else {})}, indent=2))
     with open(out_dir / "reward_items.jsonl", "w") as fh:  # each response's reward, with the estimator behind it
-        for it, scores in zip(items, per_item):
-            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], **scores,
+        for i, (it, scores) in enumerate(zip(items, per_item)):
+            ref_row = {"reference": per_item_ref[i], "reference_rule": ref_out["rule"]} if ref_out else {}
+            fh.write(json.dumps({"id": it.id, "split": split_of[it.id], **scores, **ref_row,
                                  "estimator": identity.get("fingerprint", ""),
                                  "estimator_tuned": identity.get("tuned")}) + "\n")
     if metrics:
@@ -175,10 +207,20 @@ def evaluate(splits: Mapping[str, Sequence[Item]], out_dir: str | Path, *,
     else:
         print(f"\nNLI skipped (eval.nli.backend=none); responses of {source}")
     scored_with = f" (estimator {label(identity)})" if identity else ""
-    print(f"OP reward of these responses{scored_with}: " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
-    out: dict[str, Any] = {**metrics, "reward": reward_mean, "nli_backend": nli.backend,
+    print(f"OP reward of these responses{scored_with}, at this run's own reward config (tau_cov={reward.tau_cov:g} "
+          f"tau_uniq={reward.tau_uniq:g}): " + ", ".join(f"{k}={v:.3f}" for k, v in reward_mean.items()))
+    if ref_out:
+        print(f"... by the reference rule {ref_out['rule']} (tau_cov={ref_out['tau_cov']:g} "
+              f"tau_uniq={ref_out['tau_uniq']:g}, weights {'/'.join(f'{w:g}' for w in ref_out['weights'].values())}"
+              "), the numbers runs are compared by: "
+              + ", ".join(f"{k}={ref_out[k]:.3f}" for k in REFERENCE_KEYS))
+    out: dict[str, Any] = {**metrics, "reward": {**reward_mean, "tau_cov": own_rule["tau_cov"],
+                                                 "tau_uniq": own_rule["tau_uniq"]},
+                           "nli_backend": nli.backend,
                            "responses": {"items": len(items), **{f"missing/{k}": v for k, v in missing.items()},
                                          **counts}}
+    if ref_out:
+        out["reference"] = ref_out
     if identity:
         out["reward_estimator"] = identity
     if judge is not None and judge.kind != "none":

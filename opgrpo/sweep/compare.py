@@ -1,5 +1,8 @@
 """Several runs side by side: coverage, uniqueness, every reward component, the totals and NLI per split.
 
+The headline numbers are those of one reference rule (the table's ``coverage_rate``, ``uniqueness_rate``,
+``reward/total_at_reference``: opgrpo.sweep.table), each run's own-threshold rates beside them (``own/*``).
+
 ``compare_run_dirs(run_dirs, out_dir)`` (the ``compare`` stage) takes exactly the given run directories and
 writes ``comparison.csv`` (one row per run, the columns of the sweep report's table), ``comparison.md`` (one
 column per run, headed by the NLI backend that scored it; the runs without evaluation numbers listed
@@ -156,7 +159,9 @@ def compare_run_dirs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, lab
                      allow_mixed_estimators: bool = False) -> dict[str, Any]:
     """Exactly ``run_dirs``, side by side (see the module docstring); ``labels`` name them (one per entry,
     default: their paths), ``reference_weights`` weigh ``reward/total_at_reference`` (None = the paper's).
-    Runs scored by different estimators raise ``MixedEstimatorsError`` unless ``allow_mixed_estimators``.
+    Runs scored by different estimators raise ``MixedEstimatorsError``, runs whose headline numbers were measured
+    by different reference rules ``MixedRulesError`` (opgrpo.sweep.records.check_rules), unless
+    ``allow_mixed_estimators`` (then they are marked in the estimator / reference_rule column and a warning).
 
     A run without evaluation numbers (or failed, unfinished, missing) is left out of the table and listed
     with the reason. Returns ``{"runs", "compared", "left_out" (their names), "csv", "markdown",
@@ -187,7 +192,8 @@ def compare_run_dirs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, lab
     overridden = {k for r in records for k in r.overrides}
     left_out = [r for r in records if r.status != COMPLETED]
     # overrides and text facts that every compared run shares: said once above the table, not in each column
-    texts = [c for c in df.columns if c != "nli_backend" and (c in df.attrs.get("facts", []) or c in overridden)]
+    facts = [c for c in df.attrs.get("facts", []) if c != "nli_backend"]
+    texts = [c for c in df.columns if c in overridden and c not in facts] + facts  # the overrides first
     shared = {c: cell_text(df.loc[done[0], c]) for c in texts
               if len(done) > 1 and len({cell_text(df.loc[i, c]) for i in done}) == 1}
     skip = {"run", "status", "nli_backend", "pareto", "error", "path", *shared}

@@ -8,7 +8,8 @@ each arm scored higher, and the Wilcoxon signed-rank p-value (ties dropped). Pai
 (items of one seed share a policy), which the report says next to the table.
 
 An *arm* is a seed group evaluated at one stage: ``eval`` (after training) and ``eval_base`` (the untrained
-policy), each read from ``<run>/<stage>/reward_items.jsonl``. So a run with ``pipeline=[eval_base, grpo, eval]``
+policy), each read from ``<run>/<stage>/reward_items.jsonl`` (the reference rule's numbers, the same rule for every
+arm of a report: opgrpo.sweep.records.check_rules). So a run with ``pipeline=[eval_base, grpo, eval]``
 also yields the paired before/after comparison of its own group. Plain functions over run records (numpy, scipy,
 pandas); no Hydra.
 """
@@ -29,7 +30,7 @@ __all__ = ["METRICS", "STAGES", "arm_scores", "item_scores", "paired_table"]
 log = logging.getLogger(__name__)
 
 METRICS = ("coverage_rate", "uniqueness_rate")
-"""Per-item numbers compared (fields of ``reward_items.jsonl``)."""
+"""Per-item numbers compared (fields of each ``reward_items.jsonl`` row's ``reference``, see :func:`item_scores`)."""
 STAGES = ("eval_base", "eval")
 """Evaluation stages whose item files make arms, in this order."""
 COLUMNS = ["metric", "arm_a", "arm_b", "pairs", "mean_a", "mean_b", "diff", "diff_ci95_low", "diff_ci95_high",
@@ -43,8 +44,11 @@ class _Run(Protocol):
     config: Mapping[str, Any]
 
 
-def item_scores(run_path: str | Path, stage: str = "eval") -> dict[tuple[str, str], dict[str, float]]:
+def item_scores(run_path: str | Path, stage: str = "eval",
+                metrics: Sequence[str] = METRICS) -> dict[tuple[str, str], dict[str, float]]:
     """``(split, item id) -> {metric: value}`` from ``<run_path>/<stage>/reward_items.jsonl`` ({} when absent).
+    The values are the item's reference numbers (its ``reference`` field, measured by the rule every run is
+    compared by, opgrpo.reward.evaluation), else, in a file from before them, its own-threshold numbers.
 
     A line that is not a JSON object with an ``id`` is skipped and counted in one warning naming the file and the
     line numbers; a non-numeric metric is left out of that item (so it joins no pair for that metric).
@@ -66,9 +70,10 @@ def item_scores(run_path: str | Path, stage: str = "eval") -> dict[tuple[str, st
             if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
                 bad.append(n)
                 continue
-            values = {m: float(row[m]) for m in METRICS
-                      if isinstance(row.get(m), (int, float)) and not isinstance(row.get(m), bool)
-                      and math.isfinite(float(row[m]))}
+            src = row["reference"] if isinstance(row.get("reference"), dict) else row  # the headline rule's numbers
+            values = {m: float(src[m]) for m in metrics
+                      if isinstance(src.get(m), (int, float)) and not isinstance(src.get(m), bool)
+                      and math.isfinite(float(src[m]))}
             out[(str(row.get("split", "")), str(row["id"]))] = values
     if bad:
         log.warning("paired comparison: %s: %d unreadable line(s) skipped (lines %s)", path, len(bad),

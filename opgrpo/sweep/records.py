@@ -34,8 +34,9 @@ from opgrpo.utils.runfiles import (
     read_summary,
 )
 
-__all__ = ["EVAL_STAGE", "SKIPPED", "UNFINISHED", "RunRecord", "collect_runs", "find_run_dirs", "has_eval_numbers",
-           "load_run", "parse_overrides", "runs_from_dirs", "wandb_runs"]
+__all__ = ["EVAL_STAGE", "NO_RULE", "SKIPPED", "UNFINISHED", "MixedEstimatorsError", "MixedRulesError", "RunRecord",
+           "check_estimators", "check_rules", "collect_runs", "find_run_dirs", "has_eval_numbers", "load_run",
+           "parse_overrides", "runs_from_dirs", "wandb_runs"]
 
 EVAL_STAGE = "eval"  # the stage whose summary numbers the report compares (the trained policy's evaluation)
 UNFINISHED = "unfinished"  # a record's status besides COMPLETED and FAILED: running, killed or never started
@@ -74,6 +75,13 @@ class RunRecord:
             return ""
         tuned = self.summary.get(f"{EVAL_STAGE}/reward_estimator/tuned")
         return fp if tuned is not False else f"{fp} (untuned estimator)"
+
+    @property
+    def reference_rule(self) -> str:
+        """The fingerprint of the rule the run's headline reward numbers were measured by (``eval/reference/rule``,
+        opgrpo.reward.evaluation); "" for a run that recorded none (its numbers are at its own thresholds)."""
+        value = self.summary.get(f"{EVAL_STAGE}/reference/rule")
+        return value if isinstance(value, str) else ""
 
     @property
     def objective(self) -> str:
@@ -317,13 +325,14 @@ class MixedEstimatorsError(ValueError):
 
 def check_estimators(records: Sequence[RunRecord], allow_mixed: bool = False) -> list[str]:
     """Refuse (``MixedEstimatorsError``) completed runs scored by different estimators, whose coverage and
-    uniqueness rates are not comparable, unless ``allow_mixed``; then return a warning naming each group."""
+    uniqueness rates are not comparable, unless ``allow_mixed``; then return a warning naming each group. The
+    reference rules are checked the same way (:func:`check_rules`)."""
     groups: dict[str, list[str]] = {}
     for r in records:
         if r.status == COMPLETED:
             groups.setdefault(r.estimator or "unknown", []).append(r.name)
     if len(groups) <= 1:
-        return []
+        return check_rules(records, allow_mixed)
     text = "; ".join(f"{est}: {', '.join(names)}" for est, names in groups.items())
     if not allow_mixed:
         raise MixedEstimatorsError(f"the runs' reward numbers come from {len(groups)} different estimators ({text}): "
@@ -331,4 +340,47 @@ def check_estimators(records: Sequence[RunRecord], allow_mixed: bool = False) ->
                                    "estimator (stage=eval eval.responses_file=<run>/eval/responses.jsonl "
                                    "reward.estimator_path=...), or set report.allow_mixed_estimators=true to show "
                                    "them anyway, marked by the estimator column")
-    return [f"runs scored by different estimators are shown together (report.allow_mixed_estimators): {text}"]
+    return [f"runs scored by different estimators are shown together (report.allow_mixed_estimators): {text}",
+            *check_rules(records, allow_mixed)]
+
+
+class MixedRulesError(MixedEstimatorsError):
+    """Runs whose headline reward numbers were measured by different reference rules were put side by side."""
+
+
+NO_RULE = "none recorded (own thresholds)"
+"""The rule column of a run without reference numbers (from before them): its numbers are at its own thresholds."""
+
+
+def _own_thresholds(rec: RunRecord) -> tuple[Any, Any]:
+    reward = rec.config.get("reward") if isinstance(rec.config.get("reward"), dict) else {}
+    return reward.get("tau_cov"), reward.get("tau_uniq")
+
+
+def check_rules(records: Sequence[RunRecord], allow_mixed: bool = False) -> list[str]:
+    """Refuse (``MixedRulesError``) completed runs whose headline numbers (coverage and uniqueness rates, the total
+    at reference) were measured by different reference rules (``RunRecord.reference_rule``; runs without one count
+    as one more rule), unless ``allow_mixed``; then return a warning naming each group. Runs none of which recorded
+    a rule are compared at their own thresholds: a warning when their configs' ``reward.tau_*`` differ."""
+    groups: dict[str, list[str]] = {}
+    done = [r for r in records if r.status == COMPLETED]
+    for r in done:
+        groups.setdefault(r.reference_rule or NO_RULE, []).append(r.name)
+    if list(groups) == [NO_RULE]:
+        own = {_own_thresholds(r) for r in done if _own_thresholds(r) != (None, None)}
+        if len(own) <= 1:
+            return []
+        return ["no run recorded reference numbers (eval/reference/*, runs from before them), so their rates are "
+                f"at each run's own thresholds, which differ ({len(own)} pairs of reward.tau_cov/tau_uniq): not "
+                "comparable. Re-score them by one rule: stage=eval eval.responses_file=<run>/eval/responses.jsonl"]
+    if len(groups) <= 1:
+        return []
+    text = "; ".join(f"{rule}: {', '.join(names)}" for rule, names in groups.items())
+    if not allow_mixed:
+        raise MixedRulesError(f"the runs' headline reward numbers were measured by {len(groups)} different reference "
+                              f"rules ({text}): not comparable (eval/reward.json names each rule: thresholds, "
+                              "weights, masking). Re-score them by one rule (stage=eval "
+                              "eval.responses_file=<run>/eval/responses.jsonl with the same estimator.calibration and "
+                              "report.reference_weights), or set report.allow_mixed_estimators=true to show them "
+                              "anyway, marked by the reference_rule column")
+    return [f"runs measured by different reference rules are shown together (report.allow_mixed_estimators): {text}"]

@@ -1,11 +1,20 @@
 """The runs of a sweep side by side: one table row per run, and the coverage-vs-uniqueness Pareto front.
 
 ``runs_table(records, reference)`` reduces each :class:`~opgrpo.sweep.records.RunRecord` to its status,
-the NLI backend behind its NLI numbers, its overrides (one column per overridden key), the final evaluation's
-rates and reward components, its own total (``reward/total``, at the run's own weights) and the total at
-common weights (``reward/total_at_reference``, :func:`reference_total`), NLI accuracy per split, training cost
-and the last GRPO step's reward components, and marks the runs on the Pareto front (:func:`pareto_front`,
-coverage rate and uniqueness rate both maximised). ``group_table(records, df)`` is the same table with the
+the NLI backend behind its NLI numbers, the reference rule behind its headline numbers (``reference_rule``), its
+overrides (one column per overridden key), the final evaluation's rates and reward components, its own total
+(``reward/total``, at the run's own weights and thresholds) and the total at common weights
+(``reward/total_at_reference``, :func:`reference_total`), NLI accuracy per split, training cost and the last GRPO
+step's reward components, and marks the runs on the Pareto front (:func:`pareto_front`, coverage rate and
+uniqueness rate both maximised).
+
+Headline numbers by one rule (issue 30.1): ``coverage_rate``, ``uniqueness_rate`` and the components behind
+``reward/total_at_reference`` are the evaluation's reference numbers (``eval/reference/*``: the estimator's
+calibrated thresholds and the paper's scoring rules, opgrpo.reward.evaluation), the same for runs whose responses
+are the same whatever their own ``reward.tau_*``; the numbers at each run's own thresholds stay beside them as
+``own/coverage_rate`` and ``own/uniqueness_rate``. A run from before the reference numbers shows its own numbers
+in the headline columns (its ``own/*`` left empty), marked ``reference_rule`` = "none recorded (own thresholds)"
+(opgrpo.sweep.records.check_rules refuses to mix rules). ``group_table(records, df)`` is the same table with the
 completed runs that differ only by their seed (:mod:`opgrpo.sweep.seeds`) as one row each: every number as
 the mean over the seeds with its 95% interval, the front taken over the means. The helpers that label runs by
 the overrides that vary and read reward curves are shared with the plots.
@@ -23,13 +32,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opgrpo.reward.config import COMPONENTS, RewardWeights
-from opgrpo.sweep.records import EVAL_STAGE, RunRecord
+from opgrpo.sweep.records import EVAL_STAGE, NO_RULE, RunRecord
 from opgrpo.utils.runfiles import COMPLETED
 
 __all__ = ["COVERAGE_RATE", "NLI_OVERALL", "PAPER_WEIGHTS", "REFERENCE_TOTAL", "UNIQUENESS_RATE",
-           "curve_components", "curve_key", "group_table", "non_finite_values", "number", "objective_warning",
-           "pareto_front", "reference_curve", "reference_total", "reference_weights", "run_label", "runs_table",
-           "varying_keys", "weights_text"]
+           "curve_components", "curve_key", "group_table", "headline_prefix", "non_finite_values", "number",
+           "objective_warning", "pareto_front", "reference_curve", "reference_total", "reference_weights", "rule_text",
+           "run_label", "runs_table", "varying_keys", "weights_text"]
 
 COVERAGE_RATE = "coverage_rate"
 UNIQUENESS_RATE = "uniqueness_rate"
@@ -93,17 +102,33 @@ def _split_key(split: str) -> tuple:
     return (2, int(m.group(1)), "") if m else (3, 0, split)
 
 
+def headline_prefix(rec: RunRecord) -> str:
+    """Where a run's headline reward numbers are in its summary: ``eval/reference`` (the reference rule), else
+    ``eval/reward`` (a run from before it: its own thresholds)."""
+    return f"{EVAL_STAGE}/reference" if rec.reference_rule else f"{EVAL_STAGE}/reward"
+
+
+def rule_text(rec: RunRecord) -> str:
+    """The ``reference_rule`` column: the rule's fingerprint with its thresholds, or :data:`NO_RULE`."""
+    if not rec.reference_rule:
+        return NO_RULE
+    tau = [number(rec.summary.get(f"{EVAL_STAGE}/reference/{k}")) for k in ("tau_cov", "tau_uniq")]
+    return rec.reference_rule + ("" if any(math.isnan(t) for t in tau) else f" (tau {tau[0]:g}/{tau[1]:g})")
+
+
 def _metrics(rec: RunRecord, weights: Mapping[str, float]) -> dict[str, float]:
     """The flat summary of a run reduced to the report's columns."""
-    s, st = rec.summary, EVAL_STAGE
+    s, st, head = rec.summary, EVAL_STAGE, headline_prefix(rec)
     out: dict[str, float] = {
-        COVERAGE_RATE: number(s.get(f"{st}/reward/coverage_rate")),
-        UNIQUENESS_RATE: number(s.get(f"{st}/reward/uniqueness_rate")),
+        COVERAGE_RATE: number(s.get(f"{head}/coverage_rate")),
+        UNIQUENESS_RATE: number(s.get(f"{head}/uniqueness_rate")),
         "reward/total": number(s.get(f"{st}/reward/total")),
-        f"reward/{REFERENCE_TOTAL}": reference_total({c: s.get(f"{st}/reward/{c}") for c in COMPONENTS}, weights),
+        f"reward/{REFERENCE_TOTAL}": reference_total({c: s.get(f"{head}/{c}") for c in COMPONENTS}, weights),
     }
+    for rate in (COVERAGE_RATE, UNIQUENESS_RATE):  # beside the headline; a run from before it has them there
+        out[f"own/{rate}"] = number(s.get(f"{st}/reward/{rate}")) if rec.reference_rule else math.nan
     for comp in COMPONENTS:
-        out[f"reward/{comp}"] = number(s.get(f"{st}/reward/{comp}"))
+        out[f"reward/{comp}"] = number(s.get(f"{head}/{comp}"))
     splits = sorted({k.split("/")[1] for k in s if k.startswith(f"{st}/") and k.endswith("/accuracy")
                      and k.count("/") == 2 and k.split("/")[1] != "reward"} | {"overall"}, key=_split_key)
     for split in splits:
@@ -130,14 +155,18 @@ def non_finite_values(records: Sequence[RunRecord]) -> list[tuple[str, str, str]
     return out
 
 
-def _columns_of(key: str, weights: Mapping[str, float]) -> list[str]:
-    """The runs-table columns computed from summary key ``key`` (see ``_metrics``)."""
+def _columns_of(key: str, weights: Mapping[str, float], head: str = f"{EVAL_STAGE}/reward") -> list[str]:
+    """The runs-table columns computed from summary key ``key`` (see ``_metrics``; ``head``: the run's
+    :func:`headline_prefix`)."""
     st = EVAL_STAGE
+    rate = key.rsplit("/", 1)[1]
+    if key in (f"{head}/{COVERAGE_RATE}", f"{head}/{UNIQUENESS_RATE}"):
+        return [rate]
     if key in (f"{st}/reward/{COVERAGE_RATE}", f"{st}/reward/{UNIQUENESS_RATE}"):
-        return [key.rsplit("/", 1)[1]]
+        return [f"own/{rate}"]
     if key == f"{st}/reward/total":
         return ["reward/total"]
-    comp = key.removeprefix(f"{st}/reward/")
+    comp = key.removeprefix(f"{head}/")
     if comp in COMPONENTS:
         return [f"reward/{comp}"] + ([f"reward/{REFERENCE_TOTAL}"] if weights.get(comp) else [])
     if key == f"{st}/overall/accuracy_stderr":
@@ -153,8 +182,10 @@ def _columns_of(key: str, weights: Mapping[str, float]) -> list[str]:
 
 def _facts(rec: RunRecord) -> dict[str, str]:
     """The text columns: the NLI backend, and any other text the evaluation recorded (e.g. the estimator)."""
-    out = {"nli_backend": rec.nli_backend, "estimator": rec.estimator}
+    out = {"nli_backend": rec.nli_backend, "estimator": rec.estimator, "reference_rule": rule_text(rec)}
     for k, v in rec.summary.items():
+        if k.startswith(f"{EVAL_STAGE}/reference/"):
+            continue  # the rule is the reference_rule column
         if k.startswith(f"{EVAL_STAGE}/") and isinstance(v, str) and k != f"{EVAL_STAGE}/nli_backend":
             out[k.removeprefix(f"{EVAL_STAGE}/")] = v
     return out
@@ -270,14 +301,15 @@ def runs_table(records: Sequence[RunRecord], reference: Mapping[str, float] | No
         row.update(_metrics(rec, weights))
         rows.append(row)
     flagged: dict[str, dict[str, str]] = {}  # run -> column -> "NaN"/"inf"/"-inf" of the summary value behind it
+    heads = {rec.name: headline_prefix(rec) for rec in records}
     for name, key, text in non_finite_values(records):
-        for col in _columns_of(key, weights):
+        for col in _columns_of(key, weights, heads[name]):
             flagged.setdefault(name, {})[col] = text
     fixed = {"run", "status", *facts, *keys}
     metric_cols: list[str] = []
     for row in rows:
         metric_cols += [c for c in row if c not in metric_cols and c not in fixed]
-    group = {"reward": 1, "nli": 2, "cost": 3, "grpo_last": 4}
+    group = {"own": 1, "reward": 1.5, "nli": 2, "cost": 3, "grpo_last": 4}
     metric_cols.sort(key=lambda c: (group.get(c.split("/")[0], 0),
                                     _split_key(c.split("/")[1]) if c.startswith("nli/") else (0, 0, "")))
     base = [COVERAGE_RATE, UNIQUENESS_RATE, f"reward/{REFERENCE_TOTAL}", NLI_OVERALL]
@@ -376,5 +408,5 @@ def objective_warning(records: Sequence[RunRecord]) -> str:
     backends = {r.nli_backend for r in done}
     if key.startswith(f"{EVAL_STAGE}/") and "accuracy" in key and "causal_lm" in backends:
         text += ("; the causal-LM NLI stand-in (eval.nli.backend=causal_lm) scores below the accuracy threshold on "
-                 "CPU, use a reward-based objective such as objective=eval/reward/coverage_rate")
+                 "CPU, use a reward-based objective such as objective=eval/reference/coverage_rate")
     return text

@@ -433,7 +433,7 @@ def test_objective_identical_in_every_run_warns(tmp_path):
         make_run(root, name, [f"a={name}"], summary=summary_for(cov, 0.8, 0.0), config=cfg)
     out = build_report(root, tmp_path / "out")
     assert "the objective eval/overall/accuracy is 0 in all 2 completed runs" in out["warning"]
-    assert "objective=eval/reward/coverage_rate" in out["warning"]
+    assert "objective=eval/reference/coverage_rate" in out["warning"]
     assert "the objective eval/overall/accuracy is 0" in Path(out["markdown"]).read_text()
     cfg = cfg.replace("eval/overall/accuracy", "eval/reward/coverage_rate")
     for name in ("0", "1"):
@@ -587,7 +587,7 @@ def test_multirun_ends_with_its_report(tmp_path, responses_file, tiny_lm):
     assert rows["0"]["reward/total"] != rows["1"]["reward/total"]
     assert rows["0"]["reward/total_at_reference"] == rows["1"]["reward/total_at_reference"] != ""
     assert rows["0"]["nli_backend"] == "causal_lm"
-    assert "the objective eval/reward/coverage_rate is" in log  # same responses: the objective cannot move
+    assert "the objective eval/reference/coverage_rate is" in log  # same responses: the objective cannot move
     assert (sweep_dir / "report" / "pareto.png").is_file()
 
 

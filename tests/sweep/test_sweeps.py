@@ -58,7 +58,7 @@ def test_every_preset_composes(hydra_compose):
             assert cfg.hydra.sweeper.params, name
             # the experiment's objective stands: a sweep preset does not reset it (issue 20.2: on CPU the
             # causal-LM NLI stand-in leaves accuracy at 0 in every run, so cpu_demo ranks by the coverage rate)
-            assert cfg.objective == ("eval/reward/coverage_rate" if base == ["experiment=cpu_demo"]
+            assert cfg.objective == ("eval/reference/coverage_rate" if base == ["experiment=cpu_demo"]
                                      else "eval/overall/accuracy"), (name, base)
             if name != "optuna":
                 assert cfg.hydra.mode.name == "MULTIRUN", name

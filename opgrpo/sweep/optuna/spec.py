@@ -8,9 +8,12 @@ parser of that syntax: ``opgrpo.app.optuna_cli.distribution``), the rest become 
 ``hydra.sweeper.objectives`` (a list of ``summary.json`` keys) with ``direction`` as one entry per objective makes it
 a multi-objective study (e.g. coverage rate and uniqueness rate, both maximised). ``opgrpo.sweep.optuna.run`` runs
 the study. No Hydra here: the app parses the sweep syntax and finds the preset files (``opgrpo.app.optuna_cli``).
+An objective measured at each trial's own reward config (``eval/reward/*``) while the space moves that config is
+warned about (:func:`objective_warnings`): rank by the reference numbers, ``eval/reference/*``.
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +22,9 @@ from typing import Any
 
 from opgrpo.utils.jsonio import flatten
 
-__all__ = ["DEFAULT_OBJECTIVE", "DIRECTIONS", "StudySpec", "format_value", "load_spec"]
+__all__ = ["DEFAULT_OBJECTIVE", "DIRECTIONS", "StudySpec", "format_value", "load_spec", "objective_warnings"]
+
+log = logging.getLogger("opgrpo.optuna")
 
 DEFAULT_OBJECTIVE = ""
 """No objective in the spec: each trial's own ``objective`` setting (read from its resolved config.yaml)."""
@@ -66,6 +71,35 @@ class StudySpec:
             if objectives:
                 self.objective = objectives[0]
             self.direction = directions[0]
+        for text in objective_warnings(self.objectives or [self.objective], self.space):
+            log.warning("%s", text)
+
+
+OWN_PREFIXES = ("eval/reward/", "eval_base/reward/")
+"""Summary keys of the numbers at each run's own reward config (``reward.tau_*``, weights, buckets)."""
+REFERENCE_PREFIXES = ("eval/reference/", "eval_base/reference/")
+"""Summary keys of the numbers by the reference rule (opgrpo.reward.evaluation): comparable between trials."""
+_NOT_SCORED = ("aggregation", "gdpo_weights", "extra_funcs", "extra_weights", "encode_batch_size", "estimator_path")
+_RULE_KEYS = ("estimator.calibration.", "report.reference_weights", "reward.masking", "reward.max_completion_chars")
+
+
+def objective_warnings(objectives: list[str], space: dict[str, Any]) -> list[str]:
+    """Objectives that rank trials by how they are measured rather than by what training did: an own-config key
+    (``eval/reward/*``) while the search space moves the reward settings it is measured with (thresholds, weights,
+    buckets), or a reference key (``eval/reference/*``) while it moves the reference rule itself."""
+    own = [k for k in space if k.startswith("reward.") and k.split(".")[1] not in _NOT_SCORED]
+    rule = [k for k in space if k.startswith(_RULE_KEYS)]
+    out = []
+    for o in objectives:
+        if o.startswith(OWN_PREFIXES) and own:
+            out.append(f"objective {o} is measured at each trial's own reward config, which the search space moves "
+                       f"({', '.join(own)}): a trial with looser thresholds or other weights scores higher without "
+                       f"training better. Rank by {o.replace('/reward/', '/reference/', 1)} (the same responses "
+                       "scored by one reference rule)")
+        elif o.startswith(REFERENCE_PREFIXES) and rule:
+            out.append(f"objective {o}: the search space moves the reference rule itself ({', '.join(rule)}), so the "
+                       "trials' reference numbers are measured by different rules")
+    return out
 
 
 def format_value(value: Any) -> str:
