@@ -103,7 +103,7 @@ def test_sigterm_mid_run_exits_143_with_status_preempted_and_the_same_command_re
     assert status["status"] == "preempted" and status["signal"] == "SIGTERM", status
     k = status["step"]
     assert 3 <= k < 6 and status["checkpoint"] == str(run / "grpo" / f"checkpoint-{k}")
-    assert f"grpo preempted by SIGTERM at step {k}" in err
+    assert f"grpo preempted by SIGTERM at step {k}" in out + err
     res = subprocess.run(args, env=_env(tmp_path), cwd=tmp_path, text=True, capture_output=True, timeout=600,
                          check=False)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -187,7 +187,7 @@ def test_submitit_local_job_preempted_by_its_signal_is_requeued_and_resumes(tmp_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["grpo/global_step"] == 8 and summary["grpo/world_size"] == 2
     _each_step_once(run / "grpo" / "metrics.jsonl", 8)
-    assert not (sweep / ".submitit" / "%j").exists()  # no stray literal folder beside the job's own
+    assert not (sweep / ".submitit" / "%j").exists()  # no literal folder beside the job's own
     print(f"\nsubmitit: preempted at step {k} ({sent - started:.1f} s after the start), requeued, finished "
           f"{time.time() - sent:.1f} s after the signal")
 
@@ -199,7 +199,49 @@ def test_slurm_preset_requeues_preempted_and_timed_out_jobs(compose):
     assert launcher.array_parallelism > 0
 
 
-def test_submitit_presets_take_array_parallelism(compose):
-    for preset in ("submitit_local", "slurm"):
-        cfg = compose([f"launcher={preset}", "hydra.launcher.array_parallelism=2"], return_hydra_config=True)
-        assert cfg.hydra.launcher.array_parallelism == 2
+def test_submitit_presets_cap_parallel_jobs(compose):
+    cfg = compose(["launcher=slurm", "hydra.launcher.array_parallelism=2"], return_hydra_config=True)
+    assert cfg.hydra.launcher.array_parallelism == 2
+    # submitit's local executor has no array_parallelism: Hydra's sweeper hands it the jobs in batches instead
+    cfg = compose(["launcher=submitit_local", "hydra.sweeper.max_batch_size=2"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.max_batch_size == 2
+
+
+def test_the_literal_submitit_folder_is_removed_only_when_empty(tmp_path):
+    from omegaconf import OmegaConf
+
+    from opgrpo.app.callbacks import remove_literal_submitit_folder
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)},
+                                         "launcher": {"submitit_folder": "${hydra.sweep.dir}/.submitit/%j"}}})
+    stray, job = tmp_path / ".submitit" / "%j", tmp_path / ".submitit" / "123"
+    stray.mkdir(parents=True)
+    job.mkdir()
+    assert remove_literal_submitit_folder(config) and not stray.exists() and job.is_dir()
+    stray.mkdir()
+    (stray / "kept.txt").write_text("x")
+    assert not remove_literal_submitit_folder(config) and stray.is_dir()
+    assert not remove_literal_submitit_folder(OmegaConf.create({"hydra": {"launcher": {}}}))  # basic launcher
+
+
+def _submitit_times(log: str, what: str) -> float:
+    from datetime import datetime
+
+    line = next(line for line in log.splitlines() if what in line)  # submitit INFO (2026-12-05 06:56:09,123) - ...
+    return datetime.strptime(line.split("(", 1)[1].split(")", 1)[0], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_at_most_max_batch_size_jobs_at_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = subprocess.run([sys.executable, "-m", "opgrpo", "-m", "launcher=submitit_local",
+                          "hydra.sweeper.max_batch_size=2", "stage=describe", "seed=1,2,3",
+                          f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=900, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    logs = {p.parent.name: p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.out")}
+    assert len(logs) == 3, sorted(logs)
+    spans = sorted((_submitit_times(t, "Starting with"), _submitit_times(t, "Job completed successfully"))
+                   for t in logs.values())
+    assert spans[2][0] >= max(spans[0][1], spans[1][1])  # the third job started after both of the first wave ended
+    assert sorted(p.name for p in (sweep / ".submitit").iterdir()) == sorted(logs)  # no literal %j folder
