@@ -118,9 +118,10 @@ def test_two_process_deepspeed_grpo_preempted_by_sigterm_resumes_from_that_step(
     args = [*TINY, f"model.name_or_path={tiny_model}", f"hydra.run.dir={run}"]
 
     def torchrun():  # the agent waits up to --shutdown-timeout for its workers after forwarding SIGTERM (default 30 s)
-        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-                                 "--master_addr", "127.0.0.1", "--master_port", _free_port(), "--shutdown-timeout",
-                                 "600", "-m", "opgrpo", *args], env=_env(tmp_path), cwd=tmp_path, text=True,
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port", _free_port(),
+                                 "--shutdown-timeout", "600", "-m", "opgrpo", *args], env=_env(tmp_path), cwd=tmp_path,
+                                text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     proc = torchrun()
