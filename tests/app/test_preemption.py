@@ -121,8 +121,7 @@ def test_two_process_deepspeed_grpo_preempted_by_sigterm_resumes_from_that_step(
         return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                  "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port", _free_port(),
                                  "--shutdown-timeout", "600", "-m", "opgrpo", *args], env=_env(tmp_path), cwd=tmp_path,
-                                text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     proc = torchrun()
     started = time.time()
