@@ -168,6 +168,7 @@ class SweepOutcome(Callback):
             raise SystemExit(2)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        remove_literal_submitit_folder(config)
         outcome = sweep_outcome(config.hydra.sweep.dir)
         try:
             weights = _reference_weights(config)
@@ -183,6 +184,19 @@ class SweepOutcome(Callback):
             log.info("sweep report: %s", outcome.report)
         if outcome.failed:
             raise SystemExit(1)
+
+
+def remove_literal_submitit_folder(config: Any) -> bool:
+    """Remove the empty ``<sweep>/.submitit/%j`` that submitit's local controller creates (it makes the folder
+    ``submitit_folder`` names before formatting ``%j``; the jobs write to ``.submitit/<job id>/``)."""
+    folder = Path(str(OmegaConf.select(config, "hydra.launcher.submitit_folder", default="") or ""))
+    if "%" not in folder.name or not folder.is_dir():
+        return False
+    try:
+        folder.rmdir()  # only when empty
+    except OSError:
+        return False
+    return True
 
 
 def sweep_arms(config: Any) -> list[list[str]]:

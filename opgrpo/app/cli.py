@@ -32,7 +32,7 @@ from opgrpo.app.paths import PRIMARY, config_dir
 from opgrpo.app.runconfig import ConfigError, stages_of
 from opgrpo.app.schema import register
 from opgrpo.utils.redact import RedactingFilter, redact
-from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
+from opgrpo.utils.runfiles import COMPLETED, PREEMPTED, RUNNING, STATUS_JSON
 
 log = logging.getLogger("opgrpo")
 
@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> float | None:
     run_dir.write_config(config_yaml)
     run_dir.set_status(RUNNING, overrides=list(HydraConfig.get().overrides.task))
     from opgrpo.app.stages import run_stages
+    from opgrpo.training.preempt import Preempted, leave
     from opgrpo.utils.locks import Heartbeat
     from opgrpo.utils.runfiles import HEARTBEAT
 
@@ -86,6 +87,10 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN":
             return None
         raise SystemExit(2) from None
+    except Preempted as exc:  # a checkpoint of the step is saved: record it, end as the launcher expects (143, ...)
+        run_dir.set_status(PREEMPTED, overrides=list(HydraConfig.get().overrides.task), **exc.record())
+        log.warning("%s", exc)
+        leave(exc, is_main=run_dir.main)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised or swallowed for sweeps
         run_dir.fail(exc)
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):

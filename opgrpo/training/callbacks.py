@@ -3,8 +3,11 @@
 - ``MetricsJsonlCallback``: every trainer log (``on_log``) becomes one line of ``metrics.jsonl`` with the step,
   epoch and everything TRL logged at that step (GRPO: ``reward``, ``reward_std``,
   ``rewards/<component>/mean|std``, ``kl``, ``entropy``, ``completions/mean_length``, ``clip_ratio/*``, ``loss``,
-  ``learning_rate``, ...). On resume the lines of steps after the checkpoint are dropped, so the file stays one
-  history without duplicates.
+  ``learning_rate``, ...). On resume the lines of steps after the checkpoint and the end-of-run summaries of earlier
+  attempts (``train_runtime``: a preempted attempt logs one at the step it stopped) are dropped, so the file stays
+  one history with each step once.
+- ``PreemptionCallback``: at each optimizer step end, when a preemption signal reached any rank
+  (opgrpo.training.preempt), every rank saves a full checkpoint of that step and stops.
 - ``CompletionSamplesCallback``: every ``every_n_steps`` optimizer steps, a few (prompt, completion, per-component
   reward, advantage) rows of the latest generation batch go to ``completions.jsonl``.
 
@@ -14,6 +17,7 @@ passes its own callback in ``callbacks``).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,8 @@ class MetricsJsonlCallback(TrainerCallback):
             return
         # A fresh run starts a new file; a resumed run forgets what was logged after its checkpoint.
         rows = read_jsonl(self.path)
-        kept = [r for r in rows if 0 < state.global_step and int(r.get("step", 0)) <= state.global_step]
+        kept = [r for r in rows if 0 < state.global_step and int(r.get("step", 0)) <= state.global_step
+                and "train_runtime" not in r]
         if len(kept) != len(rows):
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
@@ -45,6 +50,31 @@ class MetricsJsonlCallback(TrainerCallback):
         record = {"step": int(state.global_step), "epoch": state.epoch, "time": time.time()}
         record.update({k: _jsonable(v) for k, v in logs.items()})
         append_jsonl(self.path, [record])
+
+
+class PreemptionCallback(TrainerCallback):
+    """At each optimizer step end, ask every rank whether a preemption signal arrived (``watch``:
+    opgrpo.training.preempt.catching); if one did, save a full checkpoint of this step (optimizer state included,
+    whatever ``save_only_model`` says: resuming needs it) and stop training. ``stopped_at``: the step it stopped at."""
+
+    def __init__(self, watch):
+        self.watch = watch
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from opgrpo.training.preempt import agreed, signal_name
+
+        signum = agreed(self.watch.signum, getattr(args, "device", None))
+        if not signum:
+            return
+        self.watch.agreed = signum
+        self.stopped_at = int(state.global_step)
+        args.save_only_model = False
+        control.should_save = True
+        control.should_training_stop = True
+        if state.is_world_process_zero:
+            logging.getLogger("opgrpo.training.preempt").warning(
+                "%s received: saving checkpoint-%d and stopping", signal_name(signum), state.global_step)
 
 
 class CompletionSamplesCallback(TrainerCallback):

@@ -31,6 +31,7 @@ from typing import Any
 from opgrpo.training.checkpoints import (
     checkpoint_problem,
     checkpoints,
+    last_checkpoint,
     reporting_full_disk,
     resume_checkpoint,
 )
@@ -210,15 +211,37 @@ def _being_saved(trainer, output_dir: Path) -> Path:
     return ckpt if ckpt.is_dir() and checkpoint_problem(ckpt) is not None else output_dir
 
 
-def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool, clean: bool = False):
+def train_and_save(trainer, output_dir: str | os.PathLike, resume: bool, clean: bool = False, stage: str = ""):
     """``trainer.train()`` (resuming from the newest complete checkpoint when ``resume``), then ``save_final``;
     returns (train output, final dir). ``clean``: delete the checkpoints once final/ is saved. A full disk raises
-    ``DiskFullError`` naming the checkpoint or folder."""
+    ``DiskFullError`` naming the checkpoint or folder.
+
+    Preemption (opgrpo.training.preempt): during ``train()`` SIGTERM/SIGUSR1 (and submitit's signal) only note
+    themselves; at the next step end every rank saves a checkpoint and stops, and ``Preempted`` (``stage``, step,
+    signal) is raised instead of saving final/ (checkpoints kept). A signal after the last step: final/ is saved, then
+    ``Preempted`` is raised all the same, so the job still ends as its launcher asked."""
+    from opgrpo.training.callbacks import PreemptionCallback
+    from opgrpo.training.preempt import Preempted, agreed, catching
+
     output_dir = Path(output_dir)
     checkpoint = resume_checkpoint(output_dir, resume)
-    with reporting_full_disk(lambda: _being_saved(trainer, output_dir)):
-        output = trainer.train(resume_from_checkpoint=checkpoint)
+    with catching() as watch:
+        callback = PreemptionCallback(watch)
+        trainer.add_callback(callback)
+        try:
+            with reporting_full_disk(lambda: _being_saved(trainer, output_dir)):
+                output = trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            trainer.remove_callback(callback)
+        signum = watch.agreed or agreed(watch.signum, trainer.args.device)  # a signal after the last step end
+    step = int(trainer.state.global_step)
+    if signum and callback.stopped_at is not None:
+        saved = output_dir / f"checkpoint-{step}"
+        raise Preempted(step, signum, stage, str(saved), previous=watch.previous.get(signum))
     final = save_final(trainer, output_dir)
+    if signum:
+        raise Preempted(step, signum, stage, last_checkpoint(output_dir), previous=watch.previous.get(signum),
+                        final=str(final))
     if clean and trainer.accelerator.is_main_process:
         for ckpt in checkpoints(output_dir):
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -16,7 +16,8 @@ One GRPO run, top to bottom (``run_grpo``):
    advantages, and take ``prompts_per_step / mini_batch_size`` optimizer steps over that batch with the clipped
    token-mean loss plus ``beta`` x KL to the reference model.
 5. Checkpoints every ``trl.save_steps`` optimizer steps in ``output_dir``; ``resume=True`` restarts from the last one
-   with the same step counter; the final policy + tokenizer go to ``output_dir/final``.
+   with the same step counter; the final policy + tokenizer go to ``output_dir/final``. SIGTERM/SIGUSR1 save a
+   checkpoint at the next step and raise ``Preempted`` (opgrpo.training.preempt) instead.
 
 Paper (SPEC "GRPO") -> ``GRPOConfig`` (``trl.*``: conf/trainer/paper.yaml, ``trainer.grpo.trl``):
 
@@ -330,7 +331,7 @@ def run_grpo(
         if hasattr(func, "bind"):
             func.bind(trainer)
 
-    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
+    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints, stage="grpo")
     if trainer.accelerator.is_main_process:  # the stage rewrites it with the run's data, reward and eval numbers
         names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
         write_final_card(final, "grpo", model_path, settings, peft, train_examples=len(train_dataset),

@@ -220,7 +220,7 @@ def run_sft(
         peft_config=as_peft_config(peft),
         callbacks=[MetricsJsonlCallback(output_dir / "metrics.jsonl"), *callbacks],
     )
-    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints)
+    output, final = train_and_save(trainer, output_dir, resume, clean=settings.clean_checkpoints, stage="sft")
     if trainer.accelerator.is_main_process:  # the stage rewrites it with the run's data, reward and eval numbers
         write_final_card(final, "sft", model_path, settings, peft, train_examples=len(dataset))
     metrics = train_metrics(output, trainer)
