@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# no resume=true: the same command continues the interrupted stage by its manifest (opgrpo.app.reuse)
 TINY = ["experiment=cpu_demo", "model.gguf_file=", "trainer.grpo.trl.max_completion_length=12",
-        "reward.extra_funcs=[dist_rewards:own_item]", "stage=grpo", "deepspeed=zero2", "resume=true",
+        "reward.extra_funcs=[dist_rewards:own_item]", "stage=grpo", "deepspeed=zero2",
         "trainer.grpo.trl.max_steps=8", "trainer.grpo.trl.save_steps=100"]  # no checkpoint but the preemption's
 
 
