@@ -139,8 +139,9 @@ class ReportConfig:
     labels: List[str] = field(default_factory=list)
     """One label per report.run_dirs entry ([] = names from the paths)."""
     allow_mixed_estimators: bool = False
-    """Put runs whose reward numbers come from different estimators side by side (refused by default: their rates
-    are not comparable); they are then marked in the estimator column and a warning."""
+    """Put runs whose reward numbers come from different estimators, or were measured by different reference rules
+    (``eval/reference/rule``), side by side (refused by default: their rates are not comparable); they are then marked
+    in the estimator / reference_rule column and a warning."""
     out_dir: str = ""
     """Where stage=report/compare write ("" = <report.sweep_dir>/report or /compare, else this run's report/ or
     compare/); the path is printed."""

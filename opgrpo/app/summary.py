@@ -32,6 +32,9 @@ def before_after_table(summary: Mapping[str, Any], *, threshold: float, nli_back
     rows += [(f"NLI accuracy > {threshold} ({nli_backend})", "eval_base/overall/accuracy", "eval/overall/accuracy"),
              ("NLI mean score", "eval_base/overall/mean", "eval/overall/mean")]
     rows += [(f"OP reward {k}", f"eval_base/reward/{k}", f"eval/reward/{k}") for k in SUMMARY_KEYS]
+    # the numbers runs are ranked and compared by: one rule for every run (opgrpo.reward.evaluation)
+    rows += [(f"OP reward {k} (reference rule)", f"eval_base/reference/{k}", f"eval/reference/{k}")
+             for k in ("coverage_rate", "uniqueness_rate", "total")]
     width = max(len(r[0]) for r in rows)
     lines = ["", f"{'':<{width}}  {'before':>8}  {'after':>8}"]
     lines += [f"{label:<{width}}  {_num(summary, b):>8}  {_num(summary, a):>8}"
