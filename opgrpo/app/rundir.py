@@ -42,6 +42,8 @@ class RunDir:
         # the run's numbers: what its stages log, and those of stages it reuses (their manifests hold them,
         # opgrpo.app.reuse); an earlier summary.json is never taken as it is (it may be another run's)
         self.summary: dict[str, Any] = {}
+        self.identity = ""
+        """What the run computes (opgrpo.app.identity.run_identity; set when its stages start): its W&B id."""
 
     def stage_dir(self, name: str) -> Path:
         d = self.path / name

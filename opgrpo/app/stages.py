@@ -395,6 +395,9 @@ def run_stages(ctx: RunContext) -> RunContext:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     stages = stages_of(cfg)
+    from opgrpo.app.identity import run_identity
+
+    run.identity = run_identity(cfg, stages)
     if run.main:
         from opgrpo.app.reuse import prepare_run
 

@@ -121,18 +121,6 @@ def wandb_run_id(run_dir: str | Path, identity: str = "") -> str:
     return hashlib.sha1(f"{Path(run_dir).resolve()}|{identity}".encode()).hexdigest()[:16]
 
 
-def _identity(cfg: Any) -> str:
-    """The run's identity (opgrpo.app.identity.run_identity) of a typed config; "" for anything else."""
-    from dataclasses import is_dataclass
-
-    if not is_dataclass(cfg):
-        return ""
-    from opgrpo.app.identity import run_identity
-    from opgrpo.app.runconfig import stages_of
-
-    return run_identity(cfg, stages_of(cfg))
-
-
 def sweep_group(multirun_dir: str | Path) -> str:
     """A multirun's group: its sweep directory as given (relative to the working directory when it lies inside
     it), else the directory's name; at most 128 characters (W&B's limit), keeping the end."""
@@ -195,8 +183,9 @@ def hydra_job() -> tuple[list[str], str]:
 
 
 def wandb_init_kwargs(cfg: Any, run_dir: str | Path, overrides: Sequence[str],
-                      multirun_dir: str | Path | None = None) -> dict[str, Any]:
-    """The ``wandb.init`` arguments of one job (see the module docstring)."""
+                      multirun_dir: str | Path | None = None, identity: str = "") -> dict[str, Any]:
+    """The ``wandb.init`` arguments of one job (see the module docstring); ``identity``: what the run computes
+    (opgrpo.app.identity.run_identity), part of its W&B id."""
     w = cfg.logger.wandb
     run_dir = Path(run_dir).resolve()
     group = w.group or (sweep_group(multirun_dir) if multirun_dir else None)
@@ -207,7 +196,7 @@ def wandb_init_kwargs(cfg: Any, run_dir: str | Path, overrides: Sequence[str],
         "project": w.project or None, "entity": w.entity or None, "group": group or None,
         "name": run_name(cfg, overrides, multirun_dir), "job_type": str(cfg.stage),
         "tags": [str(t) for t in [*cfg.tags, *w.tags]] or None, "config": config,
-        "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir, _identity(cfg)), "resume": "allow",
+        "id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir, identity), "resume": "allow",
         "dir": str(run_dir), "mode": w.mode, "reinit": "finish_previous",
     })
 
@@ -290,7 +279,7 @@ class JobTracker:
         return self.run is not None
 
     def start(self, cfg: Any, run_dir: str | Path, overrides: Sequence[str] | None = None,
-              multirun_dir: str | Path | None = None) -> JobTracker:
+              multirun_dir: str | Path | None = None, identity: str = "") -> JobTracker:
         """Start the job's run. ``overrides`` / ``multirun_dir`` default to Hydra's job config (``hydra_job``);
         pass ``multirun_dir=""`` for a single run."""
         if cfg.logger.backend != "wandb":
@@ -304,7 +293,7 @@ class JobTracker:
             job_overrides, job_sweep = hydra_job()
             overrides = job_overrides if overrides is None else overrides
             multirun_dir = job_sweep if multirun_dir is None else multirun_dir
-        kwargs = wandb_init_kwargs(cfg, run_dir, overrides, multirun_dir)
+        kwargs = wandb_init_kwargs(cfg, run_dir, overrides, multirun_dir, identity)
         if redact_obj(list(sys.argv)) != list(sys.argv):  # W&B would record the command line, credentials and all
             import wandb
 
@@ -375,7 +364,7 @@ def tracked_job(cfg: Any, run: RunDir, overrides: Sequence[str] | None = None,
                 multirun_dir: str | Path | None = None) -> Iterator[JobTracker]:
     """A started ``JobTracker`` for the block; at its end the run directory's summary goes to the run's summary
     and the run finishes (exit code 1 when the block raised)."""
-    tracker = JobTracker().start(cfg, run.path, overrides, multirun_dir)
+    tracker = JobTracker().start(cfg, run.path, overrides, multirun_dir, identity=getattr(run, "identity", ""))
     exit_code = 1
     try:
         yield tracker

@@ -133,7 +133,10 @@ def test_wandb_run_id_follows_what_the_run_computes(typed, tmp_path):
     from opgrpo.app.tracking import wandb_init_kwargs
 
     def run_id(cfg, run="run"):
-        return wandb_init_kwargs(cfg, tmp_path / run, [], "")["id"]
+        from opgrpo.app.identity import run_identity
+        from opgrpo.app.runconfig import stages_of
+
+        return wandb_init_kwargs(cfg, tmp_path / run, [], "", run_identity(cfg, stages_of(cfg)))["id"]
 
     same = run_id(typed())
     assert same == run_id(typed()) == run_id(typed("trainer.grpo.trl.logging_steps=5"))  # a requeued job continues
