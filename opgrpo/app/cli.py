@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from opgrpo.app.paths import PRIMARY, config_dir
 from opgrpo.app.runconfig import ConfigError, stages_of
 from opgrpo.app.schema import register
+from opgrpo.utils.errors import RefusedError
 from opgrpo.utils.redact import RedactingFilter, redact
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
 
@@ -91,6 +92,9 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
             log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
             return None
+        if isinstance(exc, RefusedError):  # a refusal whose message says it all (mixed estimators): no traceback
+            log.error("%s", redact(str(exc)))
+            raise SystemExit(1) from None
         if isinstance(exc, Exception) and _holds_secret(exc):  # Hydra would print it and the overrides as they are
             sys.stderr.write(redact(traceback.format_exc()))
             raise SystemExit(1) from None

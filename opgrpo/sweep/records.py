@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opgrpo.utils.errors import RefusedError
 from opgrpo.utils.jsonio import flatten, read_jsonl
 from opgrpo.utils.runfiles import (
     COMPLETED,
@@ -319,8 +320,9 @@ def wandb_runs(project: str) -> tuple[list[RunRecord], str]:
     return records, f"W&B project {project!r}: {len(records)} runs"
 
 
-class MixedEstimatorsError(ValueError):
-    """Runs whose reward numbers come from different estimators were put side by side."""
+class MixedEstimatorsError(RefusedError, ValueError):
+    """Runs whose reward numbers come from different estimators were put side by side (the CLI prints the message
+    alone: ``RefusedError``)."""
 
 
 def check_estimators(records: Sequence[RunRecord], allow_mixed: bool = False) -> list[str]:

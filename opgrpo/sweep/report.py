@@ -61,6 +61,7 @@ from opgrpo.sweep.records import (
 from opgrpo.sweep.report_html import write_html
 from opgrpo.sweep.report_text import report_notes, write_markdown
 from opgrpo.sweep.table import group_table, reference_weights, runs_table
+from opgrpo.utils.errors import RefusedError
 from opgrpo.utils.runfiles import COMPLETED, FAILED
 
 __all__ = ["build_report", "main", "report_dir"]
@@ -193,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             weights = {k.strip(): float(v) for k, v in (kv.split("=", 1) for kv in args.reference_weights.split(","))}
         except ValueError:
             ap.error(f"--reference-weights: expected name=number,..., got {args.reference_weights!r}")
-    out = build_report(args.sweep_dir or None, report_dir(args.out_dir or "", args.sweep_dir),
-                       run_dirs=args.run_dir, reference_weights=weights, wandb_project=args.wandb_project)
+    try:
+        out = build_report(args.sweep_dir or None, report_dir(args.out_dir or "", args.sweep_dir),
+                           run_dirs=args.run_dir, reference_weights=weights, wandb_project=args.wandb_project)
+    except RefusedError as exc:  # e.g. runs scored by different estimators: the message says it all
+        ap.exit(1, f"{ap.prog}: {exc}\n")
     print(json.dumps(out, indent=2))
     print(f"report: {out['html']}")
 
