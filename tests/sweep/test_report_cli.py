@@ -46,3 +46,19 @@ def test_mixed_estimators_refused_by_the_report_module(tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "2 different estimators" in err and "Traceback" not in err
+
+
+def test_each_stage_records_its_wall_time(tmp_path):
+    """The report's job cost reads time/<stage>_s and time/job_s from summary.json (opgrpo.app.stages.run_stages)."""
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    res = subprocess.run([sys.executable, "-m", "opgrpo", "experiment=cpu_demo", "stage=describe",
+                          f"hydra.run.dir={run}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["time/describe_s"] >= 0 and summary["time/job_s"] >= summary["time/describe_s"]
+    from opgrpo.sweep.records import load_run, stage_times
+
+    times = stage_times(load_run(run))
+    assert set(times) == {"describe", "job"}
