@@ -48,8 +48,10 @@ def _html_table(frame, table_id: str, colours: Mapping[str, str] | None = None, 
             return text
         return fmt
 
-    return frame.to_html(index=False, escape=False, na_rep="", border=0, table_id=table_id, classes="sortable",
-                         formatters={c: cell(c) for c in frame.columns})
+    formatters = [cell(c) for c in frame.columns]  # by position: the headers are escaped below
+    shown = frame.set_axis([html.escape(str(c)) for c in frame.columns], axis=1)
+    return shown.to_html(index=False, escape=False, na_rep="", border=0, table_id=table_id, classes="sortable",
+                         formatters=formatters)
 
 
 def _scatter_html(g, fallback: Path | None, arms: Arms | None = None) -> str:
