@@ -18,6 +18,8 @@ def test_stepped_value_prints_rounded():
     assert repr(RAW) == "0.09999999999999999"
     assert format_value(RAW) == "0.1" and tidy(RAW) == 0.1
     assert format_value(1e-6) == "1e-06" and format_value(0.123456789) == "0.123456789"  # real digits kept
+    assert format_value(0.06521620986668497) == "0.06521620986668497"  # a continuous sample: exactly as sampled
+    assert format_value(-0.08 + 6 * 0.02) == "0.04" and format_value(0.0) == "0.0"
     assert format_value(3) == "3" and format_value(True) == "true" and format_value(float("nan")) == "nan"
     dist = optuna.distributions.FloatDistribution(-0.08, 0.12, step=0.02)
     spec = StudySpec(space={"reward.tau_uniq_delta": dist}, fixed=["reward.mode=bucketed"])

@@ -104,10 +104,15 @@ def objective_warnings(objectives: list[str], space: dict[str, Any]) -> list[str
 
 
 def tidy(value: Any) -> Any:
-    """A sampled value as people write it: a float rounded to 12 significant digits (Optuna steps a range by
-    ``low + k * step``, which gives ``0.09999999999999999`` for 0.1), anything else as it is."""
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.12g}")
+    """A sampled value as people write it: Optuna steps a range by ``low + k * step``, which gives
+    ``0.09999999999999999`` for 0.1; a float within 4 ULPs of a decimal of at most 10 significant digits becomes
+    that decimal (0.1), any other float (a continuous sample such as 0.06521620986668497) stays exactly as it is,
+    and so does anything else."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0.0:
+        for digits in range(1, 11):
+            short = float(f"{value:.{digits}g}")
+            if abs(short - value) <= 4 * math.ulp(value):
+                return short
     return value
 
 
