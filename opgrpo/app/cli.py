@@ -31,7 +31,6 @@ from omegaconf.errors import OmegaConfBaseException
 from opgrpo.app.paths import PRIMARY, config_dir
 from opgrpo.app.runconfig import ConfigError, stages_of
 from opgrpo.app.schema import register
-from opgrpo.utils.errors import RefusedError
 from opgrpo.utils.redact import RedactingFilter, redact
 from opgrpo.utils.runfiles import COMPLETED, RUNNING, STATUS_JSON
 
@@ -92,6 +91,8 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
             log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
             return None
+        from opgrpo.utils.errors import RefusedError
+
         if isinstance(exc, RefusedError):  # a refusal whose message says it all (mixed estimators): no traceback
             log.error("%s", redact(str(exc)))
             raise SystemExit(1) from None
