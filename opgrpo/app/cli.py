@@ -96,6 +96,11 @@ def run(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode.name == "MULTIRUN" and not isinstance(exc, KeyboardInterrupt):
             log.exception("run failed; continuing the sweep (see %s)", run_dir.path / STATUS_JSON)
             return None
+        from opgrpo.utils.errors import RefusedError
+
+        if isinstance(exc, RefusedError):  # a refusal whose message says it all (mixed estimators): no traceback
+            log.error("%s", redact(str(exc)))
+            raise SystemExit(1) from None
         if isinstance(exc, Exception) and _holds_secret(exc):  # Hydra would print it and the overrides as they are
             sys.stderr.write(redact(traceback.format_exc()))
             raise SystemExit(1) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -408,9 +409,14 @@ def run_stages(ctx: RunContext) -> RunContext:
         ctx.estimator_path, ctx.policy_path = broadcast((ctx.estimator_path, ctx.policy_path))
     with tracked_job(cfg, run) as tracker:  # one W&B run per job; finished (exit 1 on error) when the block ends
         ctx.tracker = tracker
+        job_start = time.monotonic()
         for name in stages:
             log.info("=== stage %s ===", name)
+            start = time.monotonic()
             run_stage(name, ctx)
+            # wall times, for the sweep report's job cost: time/<stage>_s and time/job_s (every stage so far)
+            now = time.monotonic()
+            run.log("time", {f"{name}_s": round(now - start, 2), "job_s": round(now - job_start, 2)})
             tracker.log_summary(run.summary)  # each stage's final numbers (eval/NLI, ...) into the W&B summary
         push_final(ctx)  # hub.push=true: the last trained final/ (weights, tokenizer, card) to hub.model_id, rank 0
     if cfg.stage == "pipeline" and run.main:

@@ -6,7 +6,8 @@ W&B run per Hydra job and finishes it itself (transformers' ``WandbCallback`` wo
 for every later job of a multirun and never finish it):
 
 - project, entity, mode and tags from ``logger.wandb``; ``WANDB_MODE=disabled`` in the environment wins;
-- group: ``logger.wandb.group``, else the sweep directory in a multirun (``multirun/2026-05-01/12-00-00``);
+- group: ``logger.wandb.group``, else the sweep directory in a multirun (``multirun/2026-05-01/12-00-00``; outside
+  the working directory its name and a hash of its path, ``w6-3f2a9c1e``: ``sweep_group``);
 - name: ``logger.wandb.name``, else the job's overrides (in a multirun the swept ones only, e.g.
   ``reward.weights.coverage=0.1,seed=1``), ``default`` when there are none;
 - config: the resolved config, plus what the stages add (``set_config``: e.g. the reward weights actually used);
@@ -122,14 +123,18 @@ def wandb_run_id(run_dir: str | Path, identity: str = "") -> str:
 
 
 def sweep_group(multirun_dir: str | Path) -> str:
-    """A multirun's group: its sweep directory as given (relative to the working directory when it lies inside
-    it), else the directory's name; at most 128 characters (W&B's limit), keeping the end."""
+    """A multirun's group, the same for every job of one sweep and different between sweeps: its sweep directory as
+    given when it lies inside the working directory (``multirun/2026-05-01/12-00-00``: readable, and unique there),
+    else the directory's name and a short hash of its absolute path (``w6-3f2a9c1e``): two experiments that both
+    name their sweep ``w6`` in different places no longer share a group, and every job of a sweep (on any node)
+    derives the same one from the same path. At most 128 characters (W&B's limit), keeping the end."""
     p = Path(multirun_dir)
     if p.is_absolute():
         try:
             p = p.resolve().relative_to(Path.cwd().resolve())
         except ValueError:
-            p = Path(p.name)
+            digest = hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+            return f"{p.name}-{digest}"[-128:]
     return str(p)[-128:]
 
 

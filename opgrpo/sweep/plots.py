@@ -1,12 +1,12 @@
-"""The sweep report's figures: the coverage-vs-uniqueness scatter (an interactive plotly figure for the HTML
-page, :func:`scatter_figure`; a PNG, :func:`plot_pareto`) and the reward-component curves over GRPO steps
-(:func:`plot_curves`, PNG), one line per run (the components and the total at the reference weights; never a
-run's own total, whose weights differ between the runs of a weight sweep).
+"""The sweep report's coverage-vs-uniqueness scatter: an interactive plotly figure for the HTML page
+(:func:`scatter_figure`) and a PNG (:func:`plot_pareto`); the curves over GRPO steps are in opgrpo.sweep.curves.
 
-Both scatters show one point per group of seed replicates (``table.group_table``): the mean over the seeds
-with its 95% interval as error bars, coloured by NLI overall accuracy on a fixed 0..1 scale, the Pareto front
-of the means as a step line. matplotlib runs on the Agg backend; plotly is imported only by
-:func:`scatter_figure`.
+Both show one point per arm, a group of seed replicates (``table.group_table``): the mean over the seeds with its
+95% interval as error bars, in the arm's colour (``opgrpo.sweep.arms``: the same colour as its lines in the curves
+and its swatch in the page's tables), the Pareto front of the means as a step line, and, when the runs evaluated
+the policy before training (``eval_base``), each arm's start point as an open square with a dotted arrow to where
+training took it. NLI overall accuracy is in the legend and the hover text. matplotlib runs on the Agg backend;
+plotly is imported only by :func:`scatter_figure`.
 """
 from __future__ import annotations
 
@@ -15,27 +15,20 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from opgrpo.sweep.records import EVAL_STAGE, RunRecord
+from opgrpo.sweep.arms import Arms, arms_of
+from opgrpo.sweep.records import EVAL_STAGE, START_STAGE, RunRecord
 from opgrpo.sweep.seeds import CI_SUFFIX, N_SUFFIX
 from opgrpo.sweep.table import (
     COVERAGE_RATE,
     NLI_OVERALL,
     REFERENCE_TOTAL,
     UNIQUENESS_RATE,
-    curve_components,
-    curve_key,
     group_table,
     number,
     pareto_front,
-    reference_curve,
-    reference_weights,
-    run_label,
-    varying_keys,
-    weights_text,
 )
-from opgrpo.utils.runfiles import COMPLETED
 
-__all__ = ["SCATTER_DIV", "plot_curves", "plot_pareto", "scatter_figure"]
+__all__ = ["SCATTER_DIV", "plot_pareto", "scatter_figure"]
 
 
 def _plt():
@@ -48,8 +41,9 @@ def _plt():
 
 
 FRONT_COLOUR = "#d62728"
-NO_NLI_COLOUR = "#b0b0b0"
 SCATTER_DIV = "pareto-scatter"
+START_COVERAGE, START_UNIQUENESS = "start/coverage_rate", "start/uniqueness_rate"  # report.run_extras' columns
+START_LABEL = f"start: before training ({START_STAGE})"
 
 
 def _finite(value) -> bool:
@@ -69,11 +63,6 @@ def _points(g) -> list[int]:
 
 def _accuracy(g) -> list[float]:
     return [number(v) for v in g[NLI_OVERALL]] if NLI_OVERALL in g.columns else [math.nan] * len(g)
-
-
-def _nli_title(g) -> str:
-    backends = sorted({b for v in g.get("nli_backend", []) for b in str(v).split(" / ") if b})
-    return "NLI overall accuracy" + (f" ({', '.join(backends)})" if backends else "")
 
 
 def _coincident(g, pts: Sequence[int]) -> dict[tuple[float, float], list[int]]:
@@ -97,32 +86,46 @@ def _title(g, pts: Sequence[int]) -> str:
     return title
 
 
-def plot_pareto(records: Sequence[RunRecord], df, path: Path) -> Path:
-    """Coverage rate vs uniqueness rate of the completed runs (``df`` = ``runs_table(records)``), one point per
-    group of seed replicates (the mean, with 95% error bars where a group has several seeds), the Pareto front
-    as a step line, each point labelled by the overrides that vary, coloured by NLI overall accuracy on 0..1
-    (grey where a group has none)."""
+def starts(g, pts: Sequence[int]) -> list[int]:
+    """The arms among ``pts`` whose start point (``start/*`` means: eval_base) is known."""
+    if START_COVERAGE not in g.columns or START_UNIQUENESS not in g.columns:
+        return []
+    return [i for i in pts if _finite(g.loc[i, START_COVERAGE]) and _finite(g.loc[i, START_UNIQUENESS])]
+
+
+def _legend_name(g, i: int, acc: Sequence[float]) -> str:
+    return _label(g, i) + ("" if math.isnan(acc[i]) else f" · NLI {acc[i]:.2f}")
+
+
+def plot_pareto(records: Sequence[RunRecord], df, path: Path, arms: Arms | None = None) -> Path:
+    """Coverage rate vs uniqueness rate of the completed runs (``df`` = ``runs_table(records)``, with the report's
+    ``start/*`` columns when it has them), one point per arm in its colour (the mean, with 95% error bars where an
+    arm has several seeds), the Pareto front as a step line, each point labelled by the overrides that vary; the
+    start points (eval_base) as open squares with an arrow to the trained point."""
     plt = _plt()
     g = group_table(records, df)
+    arms = arms or arms_of(g, records)
     pts = _points(g)
     acc = _accuracy(g)
     fig, ax = plt.subplots(figsize=(8, 5.8))
     x = lambda idx: [float(g.loc[i, COVERAGE_RATE]) for i in idx]
     y = lambda idx: [float(g.loc[i, UNIQUENESS_RATE]) for i in idx]
+    colour = {i: arms.colour.get(str(g.loc[i, "group"]), "#7f7f7f") for i in range(len(g))}
+    start = starts(g, pts)
+    for n, i in enumerate(start):
+        sx, sy = float(g.loc[i, START_COVERAGE]), float(g.loc[i, START_UNIQUENESS])
+        ax.annotate("", xy=(x([i])[0], y([i])[0]), xytext=(sx, sy), zorder=1,
+                    arrowprops={"arrowstyle": "->", "color": colour[i], "lw": 1, "linestyle": ":", "alpha": 0.8})
+        ax.scatter([sx], [sy], marker="s", s=70, facecolors="none", edgecolors=colour[i], linewidths=1.6, zorder=2,
+                   label=START_LABEL if n == 0 else None)
     replicated = [i for i in pts if int(g.loc[i, "n_seeds"]) > 1]
-    if replicated:
-        ax.errorbar(x(replicated), y(replicated), xerr=[_half(g, COVERAGE_RATE, i) for i in replicated],
-                    yerr=[_half(g, UNIQUENESS_RATE, i) for i in replicated], fmt="none", ecolor="0.35",
-                    elinewidth=1, capsize=3, zorder=2, label="95% interval over seeds")
-    with_acc = [i for i in pts if not math.isnan(acc[i])]
-    without = [i for i in pts if math.isnan(acc[i])]
-    if with_acc:
-        sc = ax.scatter(x(with_acc), y(with_acc), c=[acc[i] for i in with_acc], cmap="viridis", vmin=0.0, vmax=1.0,
-                        s=60, edgecolors="black", linewidths=0.5, zorder=3)
-        fig.colorbar(sc, ax=ax, label=_nli_title(g))
-    if without:
-        ax.scatter(x(without), y(without), c=NO_NLI_COLOUR, s=60, edgecolors="black", linewidths=0.5, zorder=3,
-                   label="no NLI accuracy")
+    for n, i in enumerate(replicated):
+        ax.errorbar(x([i]), y([i]), xerr=[_half(g, COVERAGE_RATE, i)], yerr=[_half(g, UNIQUENESS_RATE, i)],
+                    fmt="none", ecolor=colour[i], elinewidth=1, capsize=3, zorder=2,
+                    label="95% interval over seeds" if n == 0 else None)
+    for i in pts:
+        ax.scatter(x([i]), y([i]), c=colour[i], s=60, edgecolors="black", linewidths=0.5, zorder=3,
+                   label=_legend_name(g, i, acc))
     front = pareto_front([(float(g.loc[i, COVERAGE_RATE]), float(g.loc[i, UNIQUENESS_RATE])) for i in range(len(g))])
     if front:
         ax.plot(x(front), y(front), drawstyle="steps-pre", color=FRONT_COLOUR, lw=1.5, zorder=1, marker="o", ms=13,
@@ -141,8 +144,9 @@ def plot_pareto(records: Sequence[RunRecord], df, path: Path) -> Path:
     ax.set_ylabel(f"uniqueness rate ({EVAL_STAGE}, share of unique perspectives)")
     ax.set_title(_title(g, pts), fontsize=10)
     ax.grid(alpha=0.3)
-    if front or without or replicated:
-        ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    if pts:
+        ax.legend(loc="best", fontsize=9, framealpha=0.9, title="arm (colour)" if len(pts) > 1 else None,
+                  title_fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -179,21 +183,24 @@ def _hover(g, i: int) -> str:
     return "<br>".join(lines)
 
 
-def _rate_range(g, col: str, pts: Sequence[int]) -> list[float]:
-    """An axis range around the points and their error bars, at least 0.1 wide, not far outside 0..1."""
-    lo = min(float(g.loc[i, col]) - _half(g, col, i) for i in pts)
-    hi = max(float(g.loc[i, col]) + _half(g, col, i) for i in pts)
+def _rate_range(g, col: str, pts: Sequence[int], extra: Sequence[float] = ()) -> list[float]:
+    """An axis range around the points, their error bars and ``extra`` values (start points), at least 0.1 wide,
+    not far outside 0..1."""
+    lo = min([float(g.loc[i, col]) - _half(g, col, i) for i in pts] + list(extra))
+    hi = max([float(g.loc[i, col]) + _half(g, col, i) for i in pts] + list(extra))
     mid, half = (lo + hi) / 2, max(hi - lo, 0.1) / 2 * 1.3
     return [max(mid - half, -0.03), min(mid + half, 1.03)]
 
 
-def scatter_figure(g):
-    """The interactive coverage-vs-uniqueness scatter of a group table (``table.group_table``): one point per
-    group with 95% error bars over seeds, coloured by NLI overall accuracy on 0..1 (grey: none), the Pareto
-    front of the means as a step line; the hover text names the group's runs, overrides and NLI numbers (all
-    groups at that point when several coincide). A ``plotly.graph_objects.Figure``."""
+def scatter_figure(g, arms: Arms | None = None):
+    """The interactive coverage-vs-uniqueness scatter of a group table (``table.group_table``): one trace per arm
+    in its colour (``arms``; None = ``arms_of(g)``) with 95% error bars over seeds, the Pareto front of the means as
+    a step line, the start points (eval_base) as open squares joined to the trained point; the hover text names
+    the arm's runs, overrides and NLI numbers (all arms at that point when several coincide). A
+    ``plotly.graph_objects.Figure``."""
     import plotly.graph_objects as go
 
+    arms = arms or arms_of(g)
     pts = _points(g)
     acc = _accuracy(g)
     hover = {i: _hover(g, i) for i in pts}
@@ -210,133 +217,40 @@ def scatter_figure(g):
                                  mode="lines+markers", line={"color": FRONT_COLOUR, "width": 2, "shape": "vh"},
                                  marker={"symbol": "circle-open", "size": 22, "color": FRONT_COLOUR, "line": {"width": 2}},
                                  name="Pareto front", hoverinfo="skip"))
-
-    def add(idx: list[int], name: str, marker: dict) -> None:
-        def bars(col: str) -> dict:
-            return {"type": "data", "array": [_half(g, col, i) or None for i in idx], "visible": True,
-                    "color": "rgba(60, 60, 60, 0.55)", "thickness": 1.2, "width": 4}
-
+    start = starts(g, pts)
+    for n, i in enumerate(start):
+        c = arms.colour.get(str(g.loc[i, "group"]), "#7f7f7f")
+        sx, sy = float(g.loc[i, START_COVERAGE]), float(g.loc[i, START_UNIQUENESS])
+        where = f"coverage rate {sx:.4g}, uniqueness rate {sy:.4g}"
         fig.add_trace(go.Scatter(
-            x=[g.loc[i, COVERAGE_RATE] for i in idx], y=[g.loc[i, UNIQUENESS_RATE] for i in idx],
-            mode="markers+text" if len(pts) <= 12 else "markers", name=name, marker=marker,
-            error_x=bars(COVERAGE_RATE), error_y=bars(UNIQUENESS_RATE), text=[text[i] for i in idx],
-            textposition="top right", textfont={"size": 11}, hovertext=[hover[i] for i in idx], hoverinfo="text"))
+            x=[sx, g.loc[i, COVERAGE_RATE]], y=[sy, g.loc[i, UNIQUENESS_RATE]], mode="lines+markers",
+            line={"color": c, "width": 1.2, "dash": "dot"},
+            marker={"symbol": ["square-open", "circle"], "size": [12, 0], "color": c, "line": {"width": 2}},
+            name=START_LABEL, legendgroup="start", showlegend=n == 0,
+            hovertext=[f"{html.escape(_label(g, i))}: {START_LABEL}<br>{where}", ""], hoverinfo="text"))
 
-    with_acc = [i for i in pts if not math.isnan(acc[i])]
-    without = [i for i in pts if math.isnan(acc[i])]
-    outline = {"width": 1, "color": "black"}
-    if with_acc:
-        add(with_acc, "runs (colour: NLI overall accuracy)",
-            {"size": 14, "color": [acc[i] for i in with_acc], "colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0,
-             "line": outline, "colorbar": {"title": {"text": _nli_title(g).replace(" (", "<br>(")}}})
-    if without:
-        add(without, "runs without NLI accuracy", {"size": 14, "color": NO_NLI_COLOUR, "line": outline})
+    def bars(i: int, col: str) -> dict:
+        return {"type": "data", "array": [_half(g, col, i) or None], "visible": True, "color": arms.colour.get(
+            str(g.loc[i, "group"]), "#7f7f7f"), "thickness": 1.2, "width": 4}
+
+    for i in pts:
+        fig.add_trace(go.Scatter(
+            x=[g.loc[i, COVERAGE_RATE]], y=[g.loc[i, UNIQUENESS_RATE]],
+            mode="markers+text" if len(pts) <= 12 else "markers", name=_legend_name(g, i, acc),
+            marker={"size": 14, "color": arms.colour.get(str(g.loc[i, "group"]), "#7f7f7f"),
+                    "line": {"width": 1, "color": "black"}},
+            error_x=bars(i, COVERAGE_RATE), error_y=bars(i, UNIQUENESS_RATE), text=[text[i]],
+            textposition="top right", textfont={"size": 11}, hovertext=[hover[i]], hoverinfo="text"))
     if not pts:
         fig.add_annotation(text="no completed run with coverage and uniqueness rates", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5)
     for axis, col in (("xaxis", COVERAGE_RATE), ("yaxis", UNIQUENESS_RATE)):
         if pts:
-            fig.update_layout({axis: {"range": _rate_range(g, col, pts)}})
+            extra = [float(g.loc[i, START_COVERAGE if col == COVERAGE_RATE else START_UNIQUENESS]) for i in start]
+            fig.update_layout({axis: {"range": _rate_range(g, col, pts, extra)}})
     head, *sub = _title(g, pts).split("\n")
     fig.update_layout(title={"text": head + (f"<br><sup>{'; '.join(sub)}</sup>" if sub else "")},
                       xaxis_title=f"coverage rate ({EVAL_STAGE})", yaxis_title=f"uniqueness rate ({EVAL_STAGE})",
                       template="plotly_white", height=560, margin={"l": 70, "r": 30, "t": 80, "b": 60},
                       legend={"orientation": "h", "x": 0, "y": -0.16}, hoverlabel={"align": "left"})
     return fig
-
-
-def _curve_points(rec: RunRecord, comp: str, weights: dict[str, float]) -> list[tuple[float, float]]:
-    if comp == REFERENCE_TOTAL:
-        return reference_curve(rec.curves, weights)
-    pts = [(number(row.get("step")), number(row.get(curve_key(comp)))) for row in rec.curves if curve_key(comp) in row]
-    return [(s, v) for s, v in pts if not (math.isnan(s) or math.isnan(v))]
-
-
-def _panels(records: Sequence[RunRecord], comps: Sequence[str], weights: dict[str, float]
-            ) -> list[tuple[list[str], list[list[tuple[float, float]]]]]:
-    """(components, one curve per record) per panel; a component whose curves equal an earlier panel's in every
-    run joins that panel instead of repeating it."""
-    panels: list[tuple[list[str], list[list[tuple[float, float]]]]] = []
-    for comp in comps:
-        data = [_curve_points(r, comp, weights) for r in records]
-        if not any(data):
-            continue
-        same = next((p for p in panels if p[1] == data), None)
-        if same is not None:
-            same[0].append(comp)
-        else:
-            panels.append(([comp], data))
-    return panels
-
-
-def _panel_title(names: Sequence[str]) -> tuple[str, str]:
-    """(title, y label) of a panel showing the components ``names`` (identical curves when several)."""
-    comps = [n for n in names if n != REFERENCE_TOTAL]
-    parts = [*comps, *(["total at reference weights"] if REFERENCE_TOTAL in names else [])]
-    if comps and len(parts) == 1:
-        title, ylabel = f"{comps[0]} (mean score)", "mean over the step's completions"
-    elif not comps:
-        title, ylabel = "total at reference weights", "sum of weight x mean score"
-    else:
-        title = " = ".join(parts) + (" (mean score, identical)" if len(comps) == len(parts) else " (identical)")
-        ylabel = "mean over the step's completions" if len(comps) == len(parts) else "mean score / weighted sum"
-    return title, ylabel
-
-
-def plot_curves(records: Sequence[RunRecord], path: Path, reference: dict[str, float] | None = None) -> Path | None:
-    """One subplot per reward component and one for the total at the reference weights (``reference``, None =
-    the paper weights), one line per run; None (no file) when no run has GRPO metrics. A run's own total is
-    not drawn: its weights differ between the runs of a weight sweep. A component whose curves are the same as
-    an earlier panel's in every run is named in that panel's title, not drawn again."""
-    with_curves = [r for r in records if curve_components(r.curves)]
-    if not with_curves:
-        return None
-    plt = _plt()
-    from matplotlib.ticker import MaxNLocator
-
-    weights = reference_weights(reference)
-    comps: list[str] = []
-    for r in with_curves:
-        comps += [c for c in curve_components(r.curves) if c not in comps]
-    comps.append(REFERENCE_TOTAL)
-    panels = _panels(with_curves, comps, weights)
-    keys = varying_keys([r for r in records if r.status == COMPLETED] or records)
-    labels = [run_label(r, keys) for r in with_curves]
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.5 * nrows + 0.6), squeeze=False)
-    colours = plt.get_cmap("tab10" if len(with_curves) <= 10 else "tab20")
-    n = len(with_curves)
-    for ax, (names, data) in zip(axes.flat, panels):
-        for k, pts in enumerate(data):
-            if pts:  # earlier runs wider, each its own marker: runs with the same values stay visible under others
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="osD^vP*X"[k % 8], ms=6 - 3 * k / max(n - 1, 1),
-                        lw=1 + 3 * (n - 1 - k) / max(n - 1, 1), alpha=0.85, label=labels[k],
-                        color=colours(k % colours.N))
-        title, ylabel = _panel_title(names)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.set_xlabel("GRPO step", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    handles, shown = [], []
-    for ax in axes.flat:  # every run once, even when the first panel lacks some
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in shown:
-                handles.append(h)
-                shown.append(lab)
-    ncol = max(1, min(4, len(shown)))
-    if handles:
-        fig.legend(handles, shown, loc="lower center", ncol=ncol, fontsize=9, frameon=False, title="run",
-                   title_fontsize=9, bbox_to_anchor=(0.5, 0.0))
-    title = "Reward components per GRPO step (each run's own total is not drawn: its weights differ)"
-    if any(REFERENCE_TOTAL in names for names, _ in panels):
-        title += f"\ntotal at reference weights: {weights_text(weights)}"
-    fig.suptitle(title, fontsize=10)
-    legend_h = (0.35 + 0.22 * math.ceil(len(shown) / ncol)) / fig.get_figheight() if handles else 0.0
-    fig.tight_layout(rect=(0, legend_h, 1, 0.95 if "\n" in title else 0.97))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

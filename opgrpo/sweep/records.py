@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opgrpo.utils.errors import RefusedError
 from opgrpo.utils.jsonio import flatten, read_jsonl
 from opgrpo.utils.runfiles import (
     COMPLETED,
@@ -34,11 +35,14 @@ from opgrpo.utils.runfiles import (
     read_summary,
 )
 
-__all__ = ["EVAL_STAGE", "NO_RULE", "SKIPPED", "UNFINISHED", "MixedEstimatorsError", "MixedRulesError", "RunRecord",
-           "check_estimators", "check_rules", "collect_runs", "find_run_dirs", "has_eval_numbers", "load_run",
-           "parse_overrides", "runs_from_dirs", "wandb_runs"]
+__all__ = ["EVAL_STAGE", "NO_RULE", "SKIPPED", "START_STAGE", "UNFINISHED", "MixedEstimatorsError", "MixedRulesError",
+           "RunRecord", "check_estimators", "check_rules", "collect_runs", "config_diff", "find_run_dirs",
+           "has_eval_numbers", "load_run", "parse_overrides", "run_extras", "runs_from_dirs", "stage_times",
+           "wandb_runs"]
 
 EVAL_STAGE = "eval"  # the stage whose summary numbers the report compares (the trained policy's evaluation)
+START_STAGE = "eval_base"  # the untrained policy's evaluation: the start point drawn in the report
+TIME = "time"  # summary prefix of the wall times opgrpo.app.stages records: time/<stage>_s, time/job_s
 UNFINISHED = "unfinished"  # a record's status besides COMPLETED and FAILED: running, killed or never started
 SKIPPED = "skipped"  # completed, but without evaluation numbers to compare (report, compare, describe runs ...)
 
@@ -108,7 +112,7 @@ def _no_eval_reason(rec: RunRecord) -> str:
     stage = rec.config.get("stage")
     if stage == "pipeline" and isinstance(rec.config.get("pipeline"), list):
         stage = "pipeline " + ",".join(map(str, rec.config["pipeline"]))
-    prefixes = sorted({k.split("/")[0] for k in rec.summary if "/" in k})
+    prefixes = sorted({k.split("/")[0] for k in rec.summary if "/" in k} - {TIME})
     if prefixes:
         has = f"it has {', '.join(p + '/' for p in prefixes)} numbers"
     else:
@@ -319,8 +323,9 @@ def wandb_runs(project: str) -> tuple[list[RunRecord], str]:
     return records, f"W&B project {project!r}: {len(records)} runs"
 
 
-class MixedEstimatorsError(ValueError):
-    """Runs whose reward numbers come from different estimators were put side by side."""
+class MixedEstimatorsError(RefusedError, ValueError):
+    """Runs whose reward numbers come from different estimators were put side by side (the CLI prints the message
+    alone: ``RefusedError``)."""
 
 
 def check_estimators(records: Sequence[RunRecord], allow_mixed: bool = False) -> list[str]:
@@ -384,3 +389,101 @@ def check_rules(records: Sequence[RunRecord], allow_mixed: bool = False) -> list
                               "report.reference_weights), or set report.allow_mixed_estimators=true to show them "
                               "anyway, marked by the reference_rule column")
     return [f"runs measured by different reference rules are shown together (report.allow_mixed_estimators): {text}"]
+
+
+# ---- what a run cost, where it started, how its config differs ----------------------------------------------
+_LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{3}))?\]")
+_STAGE_LINE = re.compile(r"=== stage (\S+) ===")
+
+
+def _log_times(path: Path) -> dict[str, float]:
+    """Stage wall times read from the run's log (``cli.log``: each stage starts with "=== stage NAME ===", the
+    next one or the last line ends it); ``job`` from the first stage to the last line. For runs from before
+    opgrpo.app.stages recorded them; a log appended to by a resumed run gives its last attempt per stage."""
+    import datetime
+
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    marks: list[tuple[str, float]] = []
+    last = math.nan
+    for line in lines:
+        m = _LOG_LINE.match(line)
+        if not m:
+            continue
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(m.group(2) or 0) / 1000
+        last = t
+        stage = _STAGE_LINE.search(line)
+        if stage:
+            marks.append((stage.group(1), t))
+    out: dict[str, float] = {}
+    for i, (name, t) in enumerate(marks):
+        out[name] = round((marks[i + 1][1] if i + 1 < len(marks) else last) - t, 2)
+    if marks:
+        out["job"] = round(last - marks[0][1], 2)
+    return out
+
+
+def stage_times(rec: RunRecord) -> dict[str, float]:
+    """Wall seconds per stage and of the whole job (``"job"``): what the run recorded (``time/<stage>_s``,
+    ``time/job_s``), else what its ``cli.log`` says ({} when neither)."""
+    recorded = {k.removeprefix(f"{TIME}/").removesuffix("_s"): float(v) for k, v in rec.summary.items()
+                if k.startswith(f"{TIME}/") and k.endswith("_s") and isinstance(v, (int, float))
+                and not isinstance(v, bool)}
+    if recorded:
+        return recorded
+    return _log_times(Path(rec.path) / "cli.log") if rec.path and Path(rec.path).is_dir() else {}
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def run_extras(rec: RunRecord) -> dict[str, float]:
+    """The report's columns beyond the final evaluation's numbers: the job's cost (``cost/job_wall_s``: wall time of
+    its stages; ``cost/eval_s``: of its evaluations, eval and eval_base; ``cost/grpo_tokens``: prompt and completion
+    tokens GRPO processed, TRL's ``num_tokens``) and the start point (``start/coverage_rate``,
+    ``start/uniqueness_rate``: the untrained policy's rates, from ``eval_base``, by the same rule as the run's headline
+    numbers: ``eval_base/reference/*`` when the run records a reference rule, else ``eval_base/reward/*``; NaN where
+    the run has none)."""
+    times = stage_times(rec)
+    evals = [v for k, v in times.items() if k in (EVAL_STAGE, START_STAGE)]
+    s = rec.summary
+    start = f"{START_STAGE}/reference" if rec.reference_rule else f"{START_STAGE}/reward"  # the headline's rule
+    return {
+        "cost/job_wall_s": times.get("job", math.nan),
+        "cost/eval_s": sum(evals) if evals else math.nan,
+        "cost/grpo_tokens": _num(s.get("grpo/last/num_tokens")),
+        "start/coverage_rate": _num(s.get(f"{start}/coverage_rate")),
+        "start/uniqueness_rate": _num(s.get(f"{start}/uniqueness_rate")),
+    }
+
+
+def _yaml_text(value: Any) -> str:
+    """A config value as YAML writes it: ``true``, ``null``, ``[grpo, eval]``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def config_diff(records: Sequence[RunRecord]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The resolved config keys (each run's ``config.yaml``, flattened to dotted keys) whose value differs between
+    the runs that have one: (keys in config order, run name -> key -> value as YAML writes it; "(absent)" where a
+    run's config lacks the key). ([], {}) with fewer than two configs."""
+    flat = {r.name: flatten(r.config, sep=".") for r in records if r.config}
+    if len(flat) < 2:
+        return [], {}
+    keys: list[str] = []
+    for values in flat.values():
+        keys += [k for k in values if k not in keys]
+    table = {name: {k: _yaml_text(values[k]) if k in values else "(absent)" for k in keys}
+             for name, values in flat.items()}
+    differ = [k for k in keys if len({row[k] for row in table.values()}) > 1]
+    return differ, {name: {k: row[k] for k in differ} for name, row in table.items()}

@@ -163,7 +163,7 @@ def write_markdown(df, records, path: Path, source: str, front: Sequence[str], n
 
 
 MAIN_COLUMNS = (COVERAGE_RATE, UNIQUENESS_RATE, f"reward/{REFERENCE_TOTAL}", "reward/total", NLI_OVERALL,
-                "cost/train_runtime_s")
+                "cost/train_runtime_s", "cost/job_wall_s")
 """The numbers of the grouped table on the page (mean ± 95% half-width); runs.csv and groups.csv have them all."""
 
 

@@ -23,6 +23,7 @@ from opgrpo.app.tracking import (
     JobTracker,
     report_to,
     run_name,
+    sweep_group,
     tracked_job,
     wandb_init_kwargs,
     wandb_run_id,
@@ -141,7 +142,7 @@ def test_two_jobs_of_a_sweep_are_two_runs_with_their_own_name_group_config_and_s
         assert run["folder"].parent == sweep / job / "wandb"  # the run's files stay with the job
         assert run["id"] == wandb_run_id(sweep / job)
         assert run["name"] == f"reward.weights.uniqueness={weight}"  # the swept override only
-        assert run["group"] == "sweep" and run["project"] == "opgrpo" and run["job_type"] == "eval"
+        assert run["group"] == sweep_group(sweep) and run["project"] == "opgrpo" and run["job_type"] == "eval"
         assert run["config"]["reward"]["weights"]["uniqueness"] == weight
         assert run["config"]["reward_used"] == {"uniqueness": weight}
         assert run["config"]["job"]["run_dir"] == str((sweep / job).resolve())

@@ -74,27 +74,32 @@ def test_page_is_self_contained_with_grouped_sortable_table(seed_sweep, tmp_path
 
 
 def test_scatter_figure_points_error_bars_and_hover(seed_sweep):
+    """One trace per arm in its own colour (issue 30.3), error bars over seeds, NLI accuracy in the legend."""
+    from opgrpo.sweep.arms import PALETTE
     from opgrpo.sweep.plots import scatter_figure
     from opgrpo.sweep.records import collect_runs
     from opgrpo.sweep.table import group_table, runs_table
 
     records = collect_runs(seed_sweep)
     fig = scatter_figure(group_table(records, runs_table(records)))
-    front, with_nli, without = fig.data
+    front, *arms = fig.data
     assert front.mode == "lines+markers" and front.line.shape == "vh"  # the front's staircase, along increasing coverage
     assert list(front.x) == pytest.approx([0.2, 0.6, 0.65]) and list(front.y) == pytest.approx([0.8, 0.3, 0.1])
-    assert list(with_nli.x) == pytest.approx([0.2, 0.6, 0.15]) and list(with_nli.y) == pytest.approx([0.8, 0.3, 0.5])
-    for bars in (with_nli.error_x.array, with_nli.error_y.array):
-        assert bars[0] == pytest.approx(HW3) and bars[1] == pytest.approx(HW2) and bars[2] is None  # one run: no bar
-    assert (with_nli.marker.cmin, with_nli.marker.cmax) == (0.0, 1.0)
-    assert list(with_nli.marker.color) == pytest.approx([0.2, 0.7, 0.5])
-    hover = with_nli.hovertext[0]
+    assert [a.name for a in arms] == ["coverage=0.1 (n=3) · NLI 0.20", "coverage=0.5 (n=2) · NLI 0.70",
+                                      "coverage=0.3 · NLI 0.50", "coverage=0.9"]
+    assert [a.x[0] for a in arms] == pytest.approx([0.2, 0.6, 0.15, 0.65])
+    assert [a.y[0] for a in arms] == pytest.approx([0.8, 0.3, 0.5, 0.1])
+    assert [a.marker.color for a in arms] == list(PALETTE[:4])  # one colour per arm
+    for a, half in zip(arms, (HW3, HW2)):
+        assert a.error_x.array[0] == pytest.approx(half) and a.error_y.array[0] == pytest.approx(half)
+        assert a.error_x.color == a.marker.color
+    assert arms[2].error_x.array[0] is None  # one run: no bar
+    hover = arms[0].hovertext[0]
     for text in ("<b>coverage=0.1</b>", "runs: 0, 1, 2 (seeds 1, 2, 3, n=3)", "overrides: reward.weights.coverage=0.1",
                  "coverage rate: 0.2 ± 0.25", "NLI accuracy (causal_lm): overall 0.2 ± 0.25, 5 0.3 ± 0.25"):
         assert text in hover, text
     assert "seed=" not in hover
-    assert list(without.x) == [0.65] and without.marker.color == "#b0b0b0"
-    assert "NLI accuracy: none recorded" in without.hovertext[0]
+    assert "NLI accuracy: none recorded" in arms[3].hovertext[0]
     assert fig.layout.xaxis.title.text == "coverage rate (eval)" and fig.layout.yaxis.title.text == "uniqueness rate (eval)"
 
 
@@ -109,10 +114,10 @@ def test_coincident_points_share_their_hover(tmp_path):
         make_run(root, str(k), [f"reward.weights.coverage={w}"], summary=summary_for(0.135, 0.833, 0.0))
     records = collect_runs(root)
     fig = scatter_figure(group_table(records, runs_table(records)))
-    marks = fig.data[-1]
-    assert marks.hovertext[0] == marks.hovertext[1] and marks.hovertext[0].startswith("<i>2 groups at this point</i>")
-    assert "coverage=0.1" in marks.hovertext[0] and "coverage=0.5" in marks.hovertext[0]
-    assert list(marks.text) == ["coverage=0.1<br>coverage=0.5", ""]  # one label block, not two on top of each other
+    a, b = fig.data[-2:]  # one trace per arm
+    assert a.hovertext[0] == b.hovertext[0] and a.hovertext[0].startswith("<i>2 groups at this point</i>")
+    assert "coverage=0.1" in a.hovertext[0] and "coverage=0.5" in a.hovertext[0]
+    assert [*a.text, *b.text] == ["coverage=0.1<br>coverage=0.5", ""]  # one label block, not two on top of each other
     assert "all 2 points coincide" in fig.layout.title.text
     lo, hi = fig.layout.xaxis.range
     assert lo < 0.135 < hi and hi - lo >= 0.1  # a readable window around one point, not -0.5..1
@@ -126,18 +131,24 @@ def _figures(monkeypatch):
     return figs
 
 
-def test_pareto_png_accuracy_colours_on_0_to_1_and_labelled_axes(tmp_path, monkeypatch):
-    """Issue 18: an accuracy of 0 in every run had a colour bar spanning -0.1..0.1 (or the reference total's range)."""
+def test_pareto_png_arm_colours_and_labelled_axes(tmp_path, monkeypatch):
+    """Issue 30.3: each arm its own colour (the same as its curves and its table swatch), NLI accuracy in the legend
+    (it was the colour, on a fixed 0..1 scale: issue 18)."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_hex
+
+    from opgrpo.sweep.arms import PALETTE
+
     root = tmp_path / "sweep"
     for k, (w, cov) in enumerate((("0.1", 0.2), ("0.5", 0.4))):
         make_run(root, str(k), [f"reward.weights.coverage={w}"], summary=summary_for(cov, 0.8, 0.0))
     figs = _figures(monkeypatch)
     build_report(root, tmp_path / "out")
-    pareto = figs[0]
-    main_ax, bar_ax = pareto.axes
-    (points,) = [c for c in main_ax.collections if c.get_array() is not None]
-    assert points.get_clim() == (0.0, 1.0) and list(points.get_array()) == [0.0, 0.0]
-    assert bar_ax.get_ylim() == (0.0, 1.0) and bar_ax.get_ylabel() == "NLI overall accuracy (causal_lm)"
+    (main_ax,) = figs[0].axes  # no colour bar any more
+    points = [c for c in main_ax.collections if isinstance(c, PathCollection)]
+    assert [to_hex(c.get_facecolor()[0]) for c in points] == list(PALETTE[:2])
+    texts = [t.get_text() for t in main_ax.get_legend().get_texts()]
+    assert texts[:2] == ["coverage=0.1 · NLI 0.00", "coverage=0.5 · NLI 0.00"] and "Pareto front" in texts
     assert main_ax.get_xlabel().startswith("coverage rate") and main_ax.get_ylabel().startswith("uniqueness rate")
     assert main_ax.get_legend().get_texts()[0].get_fontsize() >= 9
 
@@ -148,7 +159,8 @@ def test_pareto_png_error_bars_for_seed_groups(seed_sweep, tmp_path, monkeypatch
     ax = figs[0].axes[0]
     assert "means over seeds with 95% t-intervals" in ax.get_title()
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
-    assert labels == {"Pareto front", "95% interval over seeds", "no NLI accuracy"}
+    assert labels == {"Pareto front", "95% interval over seeds", "coverage=0.1 (n=3) · NLI 0.20",
+                      "coverage=0.5 (n=2) · NLI 0.70", "coverage=0.3 · NLI 0.50", "coverage=0.9"}
     notes = sorted(t.get_text() for t in ax.texts)
     assert notes == ["coverage=0.1 (n=3)", "coverage=0.3", "coverage=0.5 (n=2)", "coverage=0.9"]
 
@@ -188,7 +200,6 @@ def _near(pixels, rgb, tol=12) -> list[tuple[int, int]]:
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium (/usr/bin/chromium)")
 def test_screenshot_shows_the_scatter(seed_sweep, tmp_path):
     from PIL import Image
-    from plotly.colors import sample_colorscale, unlabel_rgb
 
     out = build_report(seed_sweep, tmp_path / "report")
     png = _screenshot_module().screenshot(out["html"], tmp_path / "shot.png")
@@ -198,9 +209,9 @@ def test_screenshot_shows_the_scatter(seed_sweep, tmp_path):
     data = img.load()
     pixels = [((x, y), data[x, y]) for y in range(height) for x in range(width)]
     red = _near(pixels, (0xD6, 0x27, 0x28), tol=20)  # the Pareto front line
-    group_a = _near(pixels, tuple(round(v) for v in unlabel_rgb(sample_colorscale("Viridis", 0.2)[0])))
-    group_b = _near(pixels, tuple(round(v) for v in unlabel_rgb(sample_colorscale("Viridis", 0.7)[0])))
-    grey = _near(pixels, (0xB0, 0xB0, 0xB0), tol=6)  # the run without NLI accuracy
+    group_a = _near(pixels, (0x1F, 0x77, 0xB4))  # the first arm's colour (opgrpo.sweep.arms.PALETTE)
+    group_b = _near(pixels, (0xFF, 0x7F, 0x0E))  # the second arm's
+    grey = _near(pixels, (0x94, 0x67, 0xBD), tol=6)  # the fourth arm's (the run without NLI accuracy)
     assert len(red) > 100 and len(group_a) > 40 and len(group_b) > 40 and len(grey) > 40, \
         (len(red), len(group_a), len(group_b), len(grey))
     # the plot region (around the front and the markers) is drawn, not blank

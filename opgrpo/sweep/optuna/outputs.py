@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opgrpo.sweep.optuna.spec import StudySpec
+from opgrpo.sweep.optuna.spec import StudySpec, tidy_params
 
 log = logging.getLogger("opgrpo.optuna")
 
@@ -25,7 +25,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _trial_record(t, objectives: Sequence[str]) -> dict[str, Any]:
-    return {"number": t.number, "values": dict(zip(objectives, t.values or [])), "params": t.params,
+    return {"number": t.number, "values": dict(zip(objectives, t.values or [])), "params": tidy_params(t.params),
             "overrides": t.user_attrs.get("overrides", []), "run_dir": t.user_attrs.get("run_dir", "")}
 
 
@@ -52,7 +52,7 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str | Sequ
             row["value"] = t.value
         row.update(datetime_start=t.datetime_start, datetime_complete=t.datetime_complete,
                    duration_s=t.duration.total_seconds() if t.duration else None)
-        row.update({f"params_{k}": v for k, v in t.params.items()})
+        row.update({f"params_{k}": v for k, v in tidy_params(t.params).items()})
         row.update({k: t.user_attrs.get(k, "") for k in ("run_dir", "error", "driver")})
         row["interrupted"] = bool(t.user_attrs.get("interrupted"))
         rows.append(row)
@@ -83,7 +83,7 @@ def write_outputs(study, study_dir: Path, spec: StudySpec, objective: str | Sequ
         best.update(objective=objective, direction=study.direction.name.lower())
         if complete:
             bt = study.best_trial
-            best.update(number=bt.number, value=bt.value, params=bt.params,
+            best.update(number=bt.number, value=bt.value, params=tidy_params(bt.params),
                         overrides=bt.user_attrs.get("overrides", []), run_dir=bt.user_attrs.get("run_dir", ""))
         else:
             best.update(number=None, value=None, params={}, overrides=[], run_dir="")

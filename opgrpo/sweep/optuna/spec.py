@@ -14,6 +14,7 @@ warned about (:func:`objective_warnings`): rank by the reference numbers, ``eval
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,14 +103,32 @@ def objective_warnings(objectives: list[str], space: dict[str, Any]) -> list[str
     return out
 
 
+def tidy(value: Any) -> Any:
+    """A sampled value as people write it: Optuna steps a range by ``low + k * step``, which gives
+    ``0.09999999999999999`` for 0.1; a float within 4 ULPs of a decimal of at most 10 significant digits becomes
+    that decimal (0.1), any other float (a continuous sample such as 0.06521620986668497) stays exactly as it is,
+    and so does anything else."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0.0:
+        for digits in range(1, 11):
+            short = float(f"{value:.{digits}g}")
+            if abs(short - value) <= 4 * math.ulp(value):
+                return short
+    return value
+
+
+def tidy_params(params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`tidy` of every value (what the logs, overrides, study.csv and best.json show)."""
+    return {k: tidy(v) for k, v in params.items()}
+
+
 def format_value(value: Any) -> str:
-    """A Python value as a Hydra override value."""
+    """A Python value as a Hydra override value (floats :func:`tidy`: ``0.1``, not ``0.09999999999999999``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, (int, float)):
-        return repr(value)
+        return repr(tidy(value))
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     text = str(value)
