@@ -22,7 +22,7 @@ The objective is the spec's ``objective`` or an ``objective=`` base override; wi
 config ``objective`` (its resolved ``config.yaml``), so that ``experiment=cpu_demo`` is scored by its
 reward-based objective rather than the NLI accuracy that the CPU stand-in leaves at 0. ``objectives`` (the
 spec's ``hydra.sweeper.objectives`` or ``--objectives``), two or more ``summary.json`` keys with a direction each,
-make a multi-objective study, e.g. ``eval/reward/coverage_rate`` and ``eval/reward/uniqueness_rate``, both
+make a multi-objective study, e.g. ``eval/reference/coverage_rate`` and ``eval/reference/uniqueness_rate``, both
 maximised. When every completed trial has the same value, the driver warns (log and ``best.json``'s
 ``warning``): the study cannot rank them.
 
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "it, and several drivers on one --study-dir (or --n-jobs) run its trials in parallel.",
         epilog="examples:\n"
                "  opgrpo-optuna --study-dir studies/rw --n-trials 8 experiment=cpu_demo 'pipeline=[grpo,eval]'\n"
-               "  opgrpo-optuna --objectives eval/reward/coverage_rate,eval/reward/uniqueness_rate "
+               "  opgrpo-optuna --objectives eval/reference/coverage_rate,eval/reference/uniqueness_rate "
                "--study-dir studies/pareto experiment=cpu_demo\n"
                "  opgrpo-optuna --launcher slurm --n-jobs 8 --study-dir studies/paper experiment=paper "
                "hydra.launcher.partition=gpu",
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--study-name", default="", help="default: the spec's hydra.sweeper.study_name")
     ap.add_argument("--objectives", default="",
                     help="comma-separated summary.json keys: 2+ make a multi-objective study "
-                         "(e.g. eval/reward/coverage_rate,eval/reward/uniqueness_rate)")
+                         "(e.g. eval/reference/coverage_rate,eval/reference/uniqueness_rate)")
     ap.add_argument("--directions", default="", help="comma-separated maximize|minimize, one or one per objective "
                                                      "(default: the spec's direction)")
     ap.add_argument("--n-jobs", type=int, default=None, help="trials this driver runs at once (default: the spec's "

@@ -98,7 +98,10 @@ def report_notes(df, records: Sequence[RunRecord]) -> tuple[list[str], list[str]
     weights = df.attrs.get("reference_weights") or reference_weights()
     totals = (f"reward/total is each run's own total (its own reward.weights); reward/{REFERENCE_TOTAL} weights "
               f"every run's mean components alike: {weights_text(weights)} (report.reference_weights; a "
-              "weighted sum of the mean components, not clipped per response).")
+              "weighted sum of the mean components, not clipped per response). coverage_rate, uniqueness_rate and "
+              "the components are measured by one reference rule for every run (the estimator's calibrated "
+              "thresholds, the paper's buckets: the reference_rule column); own/* and reward/total use each run's "
+              "own thresholds and weights.")
     notes = [totals]
     done = [r for r in records if r.status == COMPLETED]
     backends = sorted({r.nli_backend or "unknown" for r in done})

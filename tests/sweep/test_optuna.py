@@ -274,9 +274,10 @@ def test_trials_through_a_hydra_launcher(tmp_path):
     study_dir = (tmp_path / "study").resolve()
     orun.run_study(spec, study_dir, ["experiment=paper", "launcher=slurm", "hydra.launcher.partition=gpu"],
                   launcher=launch, report=False, n_trials=1, command=["opgrpo"])
-    x = calls[0][-3]
+    x = calls[0][-4]
     assert calls[0] == ["opgrpo", "-m", "launcher=slurm", "experiment=paper", "hydra.launcher.partition=gpu",
-                        "objective=m", x, f"hydra.sweep.dir={study_dir / 'trial_0'}", "hydra.sweep.subdir=."]
+                        "objective=m", x, f"store.dir={study_dir / '.stages'}", f"hydra.sweep.dir={study_dir / 'trial_0'}",
+                        "hydra.sweep.subdir=."]
     assert json.loads((study_dir / "spec.json").read_text())["hydra_launcher"] == "slurm"
     assert ostudy.split_launcher(["launcher=local", "a=1"]) == ("", ["launcher=local", "a=1"])
     assert ostudy.split_launcher(["launcher=slurm"], "submitit_local") == ("submitit_local", [])

@@ -119,5 +119,5 @@ def identical_objective_warning(values: Sequence[float], objective: str) -> str:
             "them apart, and the best trial is an arbitrary pick")
     if "accuracy" in objective:
         text += ("; on CPU the causal-LM NLI stand-in scores accuracy 0, use a reward-based objective "
-                 "(e.g. objective=eval/reward/coverage_rate)")
+                 "(e.g. objective=eval/reference/coverage_rate)")
     return text

@@ -25,7 +25,7 @@ from opgrpo.sweep.optuna.heartbeat import (
     touch_heartbeat,
 )
 from opgrpo.sweep.optuna.outputs import write_atomic, write_outputs
-from opgrpo.sweep.optuna.spec import StudySpec, format_value
+from opgrpo.sweep.optuna.spec import StudySpec, format_value, objective_warnings
 from opgrpo.sweep.optuna.study import (
     build_sampler,
     objectives_of,
@@ -207,6 +207,9 @@ def run_study(spec: StudySpec, study_dir: str | Path, base_overrides: Sequence[s
     command = list(command) if command else [sys.executable, "-m", "opgrpo"]
     hydra_launcher, base = split_launcher(base_overrides, hydra_launcher)
     objectives, directions = objectives_of(spec, base)
+    if objectives != (spec.objectives or [spec.objective]):  # an objective= among the overrides (the spec's: warned)
+        for warning in objective_warnings(objectives, spec.space):
+            log.warning("%s", warning)
     target = n_trials if n_trials is not None else spec.n_trials
     study = optuna.create_study(storage=open_storage(study_dir, storage if storage is not None else spec.storage),
                                 study_name=spec.study_name, sampler=build_sampler(spec), directions=directions,
