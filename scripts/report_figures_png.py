@@ -3,7 +3,7 @@ installed (scripts/report_screenshot.py needs /usr/bin/chromium). It is NOT a br
 puts together the images the page embeds (pareto.png, curves.png, dynamics.png) and draws the page's "Job cost and
 files" table (links left out) from runs.csv.
 
-    python notes/report_figures_png.py REPORT_DIR OUT.png
+    python scripts/report_figures_png.py REPORT_DIR OUT.png
 """
 from __future__ import annotations
 
