@@ -142,3 +142,13 @@ def test_wandb_run_id_follows_what_the_run_computes(typed, tmp_path):
     assert same == run_id(typed()) == run_id(typed("trainer.grpo.trl.logging_steps=5"))  # a requeued job continues
     assert same != run_id(typed("reward.weights.coverage=0.5")) != run_id(typed("seed=7"))
     assert same != run_id(typed(), "other")
+
+
+def test_resume_true_never_retrains_a_completed_stage(typed, tmp_path):
+    """Issue 26.8: resume=true on a completed job whose checkpoints were cleaned retrained from step 0."""
+    run = tmp_path / "run"
+    _complete_sft(_ctx(typed, run))
+    plan = plan_stage("sft", _ctx(typed, run, "resume=true"))
+    assert plan.action == "reuse" and (run / "sft" / "final" / "config.json").exists()
+    with pytest.raises(ConfigError, match="kept no checkpoint to extend from"):  # more steps need a checkpoint
+        plan_stage("sft", _ctx(typed, run, "resume=true", "trainer.sft.trl.max_steps=99"))
