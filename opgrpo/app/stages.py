@@ -355,7 +355,7 @@ def run_stage(name: str, ctx: RunContext) -> None:
     decides from manifests, every rank follows) whether it is reused, resumed or run afresh, and records its
     completed manifest after."""
     from opgrpo.app import reuse
-    from opgrpo.training.distributed import broadcast, dist_info
+    from opgrpo.training.distributed import barrier, broadcast, dist_info
 
     if name not in PIPELINE_STAGES:
         run_on_ranks(name, ctx)
@@ -379,6 +379,8 @@ def run_stage(name: str, ctx: RunContext) -> None:
     except BaseException:
         reuse.release_held()  # a shared stage that failed here: another job may compute it
         raise
+    if name in ALL_RANKS:
+        barrier()  # every rank has written its share before rank 0 records (and may move) the stage's folder
     if info.is_main:
         reuse.finish_stage(name, ctx, plan)
 
