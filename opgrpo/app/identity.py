@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from opgrpo.utils.manifest import Manifest, code_version, file_hash, text_hash
+from opgrpo.utils.redact import redact_obj
 
 _BENCH = ("benchmark.format", "benchmark.on_error", "benchmark.hf_split")
 _TRAIN_DATA = ("benchmark.train_file", "benchmark.max_train_items", "benchmark.val_fraction", "benchmark.split_seed")
@@ -110,7 +111,7 @@ def stage_keys(name: str, cfg: Any) -> dict[str, Any]:
             value = f"sha256:{file_hash(value)}"
         elif isinstance(value, str) and value and key in MODEL_KEYS:
             value = model_identity(value)
-        keys[key] = value
+        keys[key] = redact_obj(value)  # a URL's credentials are no input (and must not reach the manifest)
     return keys
 
 
@@ -119,7 +120,7 @@ def stage_manifest(name: str, cfg: Any, upstream: dict[str, str] | None = None) 
     (``{"estimator": path, "policy": path}``)."""
     version = code_version()
     return Manifest(stage=name, keys=stage_keys(name, cfg),
-                    data={k: str(v) for k, v in flat_config(cfg).items()
+                    data={k: redact_obj(str(v)) for k, v in flat_config(cfg).items()
                           if _selected(k, DATA_KEYS) and _selected(k, STAGE_KEYS[name]) and v},
                     upstream={k: model_identity(v) for k, v in (upstream or {}).items()},
                     version=version["opgrpo"], commit=version["commit"])
