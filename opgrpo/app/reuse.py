@@ -136,6 +136,8 @@ def plan_stage(name: str, ctx: RunContext) -> Plan:
         if plan is not None:
             return plan
     folder = _stage_dir(ctx, name)
+    if folder.is_symlink() and not folder.exists():  # a link to a store entry that was removed
+        folder.unlink()
     old = read_manifest(folder)
     if cfg.resume is not False and _complete(old, folder) and old.fingerprint == new.fingerprint:
         return _reuse(folder, old, f"reused {folder}: completed with the same inputs")
@@ -146,7 +148,8 @@ def plan_stage(name: str, ctx: RunContext) -> Plan:
     resume = False
     if exists and cfg.resume is not False:
         diff = differences(old, new, extend_keys(new)) if old is not None else _why(None, new)
-        checkpoints = any(folder.glob("checkpoint-*"))
+        # a stage linked from the store is shared: never trained further in place
+        checkpoints = any(folder.glob("checkpoint-*")) and not folder.is_symlink()
         if not diff and old.state != DONE:  # interrupted with the same inputs (max_steps may differ)
             resume = name in TRAINING
             log.info("stage %s: continuing %s (interrupted with the same inputs%s)", name, folder,
