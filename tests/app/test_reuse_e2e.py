@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent / "opgrpo"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 TINY = ["experiment=cpu_demo", "estimator.train.max_steps=2", "trainer.sft.trl.max_steps=1",
@@ -68,6 +70,7 @@ def test_a_weight_sweep_shares_its_upstream_stages_and_a_rerun_reuses_its_jobs(t
     assert refused.returncode == 2 and "init_from: nothing in stage(s) describe reads it" in refused.stdout
 
 
+@pytest.mark.slow  # the rule itself is unit-tested in test_reuse.py (default suite); this is the CLI path
 def test_resume_true_refuses_other_training_settings(tmp_path, tiny_lm):
     """Item 4: resume=true with other settings continued the old checkpoint without a word."""
     run = tmp_path / "run"
