@@ -42,8 +42,9 @@ at a step boundary (``stage`` and ``step`` say where); the same command resumes 
 INTERRUPTED = "interrupted"
 """What readers call a run whose status.json says running but whose heartbeat stopped (killed without a word:
 SIGKILL, node loss); never written to status.json."""
-HEARTBEAT = ".heartbeat"
-"""Touched in a running run's directory every few seconds by its rank 0 (``host:pid time``)."""
+HEARTBEAT = ".run_heartbeat"
+"""Rewritten in a running run's directory every few seconds by its rank 0 (``host:pid time``); apart from the Optuna
+driver's ``.heartbeat`` in a trial's directory, which says the driver waiting for the trial is alive."""
 
 
 class RunFileError(ValueError):
