@@ -48,6 +48,9 @@ TRAINING = ("sft", "grpo")
 """Stages that resume from checkpoints."""
 INIT_FROM_STAGES = ("estimator", "sft")
 """The stages ``init_from`` provides."""
+DEPENDS_ON = {"grpo": ("estimator", "sft"), "eval": ("estimator", "sft", "grpo"), "eval_base": ("estimator",)}
+"""Per stage, the earlier stages whose products it used (the reward's estimator, the policy it trained or
+evaluated): a stage computed again makes their numbers stale."""
 _HELD: dict[str, Any] = {}  # stage -> the store lock this process holds while it computes the stage (rank 0)
 
 
@@ -252,6 +255,11 @@ def prepare_run(ctx: RunContext, stages: list[str]) -> None:
     run, cfg = ctx.run, ctx.cfg
     for name in STAGE_KEYS:
         if name in stages:
+            continue
+        redone = [s for s in DEPENDS_ON.get(name, ()) if s in stages]
+        if redone:  # its numbers were computed from products this run replaces
+            log.info("%s/ was computed from the %s this run computes again: its numbers are not in this run's "
+                     "summary", name, " and ".join(redone))
             continue
         folder = run.path / name
         m = read_manifest(folder)

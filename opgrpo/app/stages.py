@@ -366,6 +366,7 @@ def run_stage(name: str, ctx: RunContext) -> None:
         try:
             plan = reuse.plan_stage(name, ctx)
         except BaseException as exc:
+            reuse.release_held()  # a refusal after the store's lock was taken: the next job must not wait for it
             broadcast(reuse.Plan("error", error=f"{type(exc).__name__}: {exc}"))
             raise
     plan = broadcast(plan)

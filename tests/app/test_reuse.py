@@ -152,3 +152,35 @@ def test_resume_true_never_retrains_a_completed_stage(typed, tmp_path):
     assert plan.action == "reuse" and (run / "sft" / "final" / "config.json").exists()
     with pytest.raises(ConfigError, match="kept no checkpoint to extend from"):  # more steps need a checkpoint
         plan_stage("sft", _ctx(typed, run, "resume=true", "trainer.sft.trl.max_steps=99"))
+
+
+def test_numbers_of_a_stage_downstream_of_a_recomputed_one_are_dropped(typed, tmp_path):
+    """Review find: stage=grpo again in a pipeline directory kept the old eval (of the old policy) in the summary."""
+
+    run = tmp_path / "run"
+    ctx = _ctx(typed, run)
+    for stage in ("sft", "eval"):  # completed stages, as a finished pipeline leaves them
+        m = stage_manifest(stage, ctx.cfg)
+        m.state, m.products, m.summary = DONE, {}, {f"{stage}/number": 1.0}
+        m.write(run / stage)
+    again = _ctx(typed, run)
+    prepare_run(again, ["grpo"])  # the policy eval scored is trained again
+    assert again.run.summary == {"sft/number": 1.0}
+    keep = _ctx(typed, run)
+    prepare_run(keep, ["report"])
+    assert keep.run.summary == {"sft/number": 1.0, "eval/number": 1.0}
+
+
+def test_a_refused_stage_releases_the_store_lock(typed, tmp_path, monkeypatch):
+    """Review find: resume=true refusing a shared stage kept its store lock, and the sweep's next job (same process)
+    waited for it forever."""
+    from opgrpo.app import reuse
+    from opgrpo.app.stages import run_stage
+
+    store, run = tmp_path / "store", tmp_path / "run"
+    plan_stage("sft", _ctx(typed, run))  # an interrupted sft with other settings ...
+    (run / "sft" / "checkpoint-1").mkdir()
+    ctx = _ctx(typed, run, "trainer.sft.trl.learning_rate=0.1", "resume=true", store=store)
+    with pytest.raises(ConfigError):
+        run_stage("sft", ctx)  # ... refused after the store's lock was taken
+    assert not reuse._HELD and not list(store.glob("*.lock"))
