@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,8 @@ def training_record(model_dir: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("trained"), bool) else None
 
 
-@lru_cache(maxsize=32)
-def _fingerprint(path: str, stamp: tuple) -> str:
+def _hash_folder(root: Path) -> str:
     digest = hashlib.sha256()
-    root = Path(path)
     for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in CONTENT_SUFFIXES
                     and p.relative_to(root).as_posix() != TRAINED_MARKER):
         digest.update(str(f.relative_to(root)).encode())
@@ -59,14 +56,25 @@ def _fingerprint(path: str, stamp: tuple) -> str:
     return digest.hexdigest()[:12]
 
 
+_HASHES: dict[tuple, str] = {}
+"""Fingerprints by the folder's stamp (each file's name inside it, size, mtime, device and inode): a folder renamed
+(a stage published into the shared store) keeps its stamp, so its weights are not hashed a second time."""
+
+
 def fingerprint(path: str | Path) -> str:
     """12 hex digits of a SHA-256 over the model folder's weight, config and vocabulary files (names and bytes);
     "" when ``path`` is not a local folder (a hub id not downloaded: nothing to hash)."""
     root = Path(path)
     if not root.is_dir():
         return ""
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file())
-    return _fingerprint(str(root.resolve()), stamp)
+    stats = ((p, p.stat()) for p in sorted(root.rglob("*")) if p.is_file())
+    stamp = tuple((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+                  for p, st in stats)
+    if stamp not in _HASHES:
+        if len(_HASHES) >= 32:
+            _HASHES.pop(next(iter(_HASHES)))
+        _HASHES[stamp] = _hash_folder(root)
+    return _HASHES[stamp]
 
 
 def estimator_identity(path: str | Path, base_model: str | Path) -> dict[str, Any]:
