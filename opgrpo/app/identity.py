@@ -100,11 +100,11 @@ def model_identity(path: str) -> str:
     return str(path)
 
 
-def stage_keys(name: str, cfg: Any) -> dict[str, Any]:
+def stage_keys(name: str, cfg: Any, flat: dict[str, Any] | None = None) -> dict[str, Any]:
     """The values of the config keys stage ``name`` reads, observing keys left out, data files by content, local
-    model folders by fingerprint."""
+    model folders by fingerprint (``flat``: ``flat_config(cfg)`` when the caller has it)."""
     keys = {}
-    for key, value in flat_config(cfg).items():
+    for key, value in (flat if flat is not None else flat_config(cfg)).items():
         if not _selected(key, STAGE_KEYS[name]) or key.rsplit(".", 1)[-1] in OBSERVE:
             continue
         if isinstance(value, str) and value and _selected(key, DATA_KEYS) and file_hash(value):
@@ -118,9 +118,9 @@ def stage_keys(name: str, cfg: Any) -> dict[str, Any]:
 def stage_manifest(name: str, cfg: Any, upstream: dict[str, str] | None = None) -> Manifest:
     """The (started) manifest of stage ``name`` under ``cfg``, with the given upstream paths fingerprinted
     (``{"estimator": path, "policy": path}``)."""
-    version = code_version()
-    return Manifest(stage=name, keys=stage_keys(name, cfg),
-                    data={k: redact_obj(str(v)) for k, v in flat_config(cfg).items()
+    version, flat = code_version(), flat_config(cfg)
+    return Manifest(stage=name, keys=stage_keys(name, cfg, flat),
+                    data={k: redact_obj(str(v)) for k, v in flat.items()
                           if _selected(k, DATA_KEYS) and _selected(k, STAGE_KEYS[name]) and v},
                     upstream={k: model_identity(v) for k, v in (upstream or {}).items()},
                     version=version["opgrpo"], commit=version["commit"])
@@ -135,4 +135,5 @@ def run_identity(cfg: Any, stages: list[str] | tuple[str, ...]) -> str:
     """Short hash of what a run computes: its stages and the inputs each reads from the config (no upstream
     artefacts: they are products of the same inputs). Equal for the same command in the same data; the W&B run id
     is made of it and the run directory (opgrpo.app.tracking)."""
-    return text_hash({name: stage_keys(name, cfg) if name in STAGE_KEYS else {} for name in stages})
+    flat = flat_config(cfg)
+    return text_hash({name: stage_keys(name, cfg, flat) if name in STAGE_KEYS else {} for name in stages})

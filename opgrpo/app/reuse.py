@@ -148,17 +148,17 @@ def plan_stage(name: str, ctx: RunContext) -> Plan:
     if shared is not None:
         return shared
     exists = folder.exists() and any(folder.iterdir())
-    resume = False
+    resume = keep = False
     if exists and cfg.resume is not False:
-        diff = differences(old, new, extend_keys(new)) if old is not None else _why(None, new)
+        diff = _why(old, new, extend_keys(new)) if old is None else differences(old, new, extend_keys(new))
         # a stage linked from the store is shared: never trained further in place
         checkpoints = any(folder.glob("checkpoint-*")) and not folder.is_symlink()
         if not diff and old.state != DONE:  # interrupted with the same inputs (max_steps may differ)
-            resume = name in TRAINING
+            resume, keep = name in TRAINING, True
             log.info("stage %s: continuing %s (interrupted with the same inputs%s)", name, folder,
                      ", from its last checkpoint" if resume else ", its caches kept")
         elif not diff and name in TRAINING and checkpoints:  # completed; extended (max_steps) from its checkpoint
-            resume = True
+            resume = keep = True
             log.info("stage %s: extending %s from its last checkpoint (%s changed)", name, folder,
                      ", ".join(differences(old, new)))
         elif cfg.resume and name in TRAINING:
@@ -167,8 +167,7 @@ def plan_stage(name: str, ctx: RunContext) -> Plan:
             raise ConfigError(f"invalid configuration:\n  resume: stage {name} in {folder}: {why}:\n    "
                               + "\n    ".join(diff or differences(old, new)) + "\n  (resume=null moves it aside "
                               "and trains afresh; resume=false always does)")
-    if exists and not resume and not (cfg.resume is not False and old is not None and old.state != DONE
-                                      and not differences(old, new, extend_keys(new))):
+    if exists and not keep:
         _supersede(ctx, name, "computed from other inputs (" + "; ".join(_why(old, new)) + ")"
                    if cfg.resume is not False else "of an earlier attempt (resume=false runs afresh)")
     new.products = dict(PRODUCTS.get(name, {}))
@@ -300,21 +299,28 @@ def init_from_problem(cfg: Any, stages: list[str]) -> str:
 
 def live_job(run_path: Path, stale_after: float) -> str:
     """Why this run directory is taken ("" when it is not): its status says running and its heartbeat is fresh from
-    another live process. A job that died without a word (its beat stopped) is reported as interrupted and replaced."""
-    from opgrpo.utils.locks import beat_age, beat_owner, owner_alive
-    from opgrpo.utils.runfiles import HEARTBEAT, RUNNING, RunFileError, read_status
+    another live process (opgrpo.utils.runfiles.live_status). A job that died without a word (its beat stopped) is
+    reported as interrupted and replaced."""
+    from opgrpo.utils.locks import beat_age, beat_owner
+    from opgrpo.utils.runfiles import (
+        HEARTBEAT,
+        INTERRUPTED,
+        RUNNING,
+        RunFileError,
+        live_status,
+        read_status,
+    )
 
     try:
-        status = read_status(run_path) or {}
+        status = read_status(run_path)
     except RunFileError:
         return ""
-    beat = run_path / HEARTBEAT
-    if status.get("status") != RUNNING:
-        return ""
-    if owner_alive(beat, stale_after):
+    beat, state = run_path / HEARTBEAT, live_status(run_path, status, stale_after)
+    if state == RUNNING:
         owner = ":".join(map(str, beat_owner(beat) or ("?",)))
         return (f"run directory {run_path} is in use by {owner} (status running, "
                 f"heartbeat {beat_age(beat):.0f} s ago); wait for it, or choose another hydra.run.dir")
-    log.warning("the previous attempt in %s was interrupted (status running since %s, no heartbeat for %.0f s)",
-                run_path, status.get("time", "?"), beat_age(beat))
+    if state == INTERRUPTED:
+        log.warning("the previous attempt in %s was interrupted (status running since %s, no heartbeat for %.0f s)",
+                    run_path, status.get("time", "?"), beat_age(beat))
     return ""

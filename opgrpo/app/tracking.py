@@ -369,7 +369,7 @@ def tracked_job(cfg: Any, run: RunDir, overrides: Sequence[str] | None = None,
                 multirun_dir: str | Path | None = None) -> Iterator[JobTracker]:
     """A started ``JobTracker`` for the block; at its end the run directory's summary goes to the run's summary
     and the run finishes (exit code 1 when the block raised)."""
-    tracker = JobTracker().start(cfg, run.path, overrides, multirun_dir, identity=getattr(run, "identity", ""))
+    tracker = JobTracker().start(cfg, run.path, overrides, multirun_dir, identity=run.identity)
     exit_code = 1
     try:
         yield tracker
