@@ -1,6 +1,9 @@
 """Shared test helpers (plain functions and constants; fixtures are in conftest.py)."""
 from __future__ import annotations
 
+import json
+from http.server import BaseHTTPRequestHandler
+
 from opgrpo.benchmark import Item, Perspective
 
 
@@ -49,3 +52,24 @@ def sft_settings(**values):
     from opgrpo.training.sft import SFTSettings
 
     return with_trl(SFTSettings, **{"logging_steps": 1, "activation_checkpointing": False, **values})
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet ``http.server`` handler for test endpoints, with ``_send(code, obj, headers)`` writing a JSON body (a
+    client that timed out and left is not an error)."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code, obj, headers=()):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass

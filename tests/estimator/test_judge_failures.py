@@ -13,10 +13,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from helpers import JsonHandler
 
 from opgrpo.benchmark import load_items, sample_data_path
 from opgrpo.estimator import (
@@ -40,7 +41,7 @@ from opgrpo.judges import ChatEndpoint, probe_endpoint
 OOM = "CUDA out of memory in the judge"
 
 
-class _Endpoint(BaseHTTPRequestHandler):
+class _Endpoint(JsonHandler):
     """/v1/models lists ``served``; /v1/completions and /v1/chat/completions answer ``answer``, 404 (vLLM's words) for
     a model not served, 500 for a prompt holding ``fail_on`` ("*": every prompt), 401 without ``key``."""
 
@@ -51,21 +52,6 @@ class _Endpoint(BaseHTTPRequestHandler):
     delay: ClassVar[float] = 0.0
     posts: ClassVar[list] = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code, obj, headers=()):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers:
-            self.send_header(k, v)
-        try:
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def do_GET(self):
         if self.path.endswith("/models"):

@@ -6,12 +6,13 @@ import math
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
 import torch
+from helpers import JsonHandler
 
 from opgrpo.judges import (
     ChatEndpoint,
@@ -183,7 +184,7 @@ REPLIES = {
 }
 
 
-class _Stub(BaseHTTPRequestHandler):
+class _Stub(JsonHandler):
     mode: ClassVar[str] = "text"  # "text" (never logprobs), "logprobs", "reject_logprobs" (400 when asked)
     calls: ClassVar[list] = []
     payloads: ClassVar[list] = []
@@ -191,21 +192,6 @@ class _Stub(BaseHTTPRequestHandler):
     auth: ClassVar[list] = []
     times: ClassVar[list] = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code, obj, headers=()):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers:
-            self.send_header(k, v)
-        try:
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            pass
 
     def do_GET(self):
         if self.path.endswith("/models"):
